@@ -1,0 +1,175 @@
+"""Equivariant graph attention used by both stages.
+
+Local stage: atoms attend to atoms within the local cutoff.  Long-range stage: atoms
+attend to fragment centroids within the long cutoff (the fragment's mean features
+provide keys and values).  Attention weights are invariant scalars; messages carry
+degrees l <= lmax through :class:`VectorTensorProduct`.
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from .config import E2FormerConfig
+from .layers import (
+    GaussianBasis,
+    InvariantProjection,
+    SO3Linear,
+    mlp,
+    polynomial_envelope,
+)
+from .tensor_product import VectorTensorProduct
+
+MAX_SCORE = 60.0  # clamp of unshifted float64 attention scores (exp(60) ~ 1e26)
+
+
+def smooth_leaky_relu(x: torch.Tensor, slope: float = 0.2) -> torch.Tensor:
+    return (1.0 - slope) * x * torch.sigmoid(x) + slope * x
+
+
+def segment_softmax(
+    scores: torch.Tensor,
+    envelope: torch.Tensor,
+    inside: torch.Tensor,
+    receivers: torch.Tensor,
+    num_nodes: int,
+    eps: float,
+    shift_by_max: bool,
+) -> torch.Tensor:
+    """Smooth softmax over each receiver's edges, in float64.
+
+    w_e = env_e exp(s_e - m) / (sum over the receiver's edges of env exp(s - m) + eps).
+    With ``shift_by_max`` m is the maximum score over all of the receiver's edges (masked
+    slots included), as in the authors' code; otherwise m = 0 (scores clamped at
+    ``MAX_SCORE``), which keeps the weights continuous when edges enter or leave.
+    """
+    s = scores.to(torch.float64)
+    if shift_by_max:
+        index = receivers.unsqueeze(1).expand_as(s)
+        top = torch.full((num_nodes, s.shape[1]), -1.0e300, dtype=s.dtype, device=s.device)
+        top = top.scatter_reduce(0, index, s, "amax", include_self=False)
+        s = s - top[receivers]
+    else:
+        s = s.clamp(max=MAX_SCORE)
+    weight = torch.exp(s) * envelope.to(torch.float64).unsqueeze(1)
+    weight = torch.where(inside.unsqueeze(1), weight, torch.zeros_like(weight))
+    denom = torch.zeros((num_nodes, s.shape[1]), dtype=s.dtype, device=s.device)
+    denom = denom.index_add(0, receivers, weight) + eps
+    return (weight / denom[receivers]).to(scores.dtype)
+
+
+class EquivariantAttention(nn.Module):
+    """One attention layer; ``long_range`` selects the fragment variant."""
+
+    def __init__(self, config: E2FormerConfig, cutoff: float, long_range: bool):
+        super().__init__()
+        c, nb = config.channels, config.num_basis
+        self.cutoff = cutoff
+        self.long_range = long_range
+        self.num_heads = config.num_heads
+        self.head_dim = config.head_dim
+        self.channels = c
+        self.eps = config.softmax_eps
+        self.basis = GaussianBasis(nb, cutoff)
+        self.target_embedding = nn.Embedding(config.num_embeddings, config.edge_embed_dim)
+        nn.init.uniform_(self.target_embedding.weight, -0.001, 0.001)
+        sender_dim = c if long_range else config.edge_embed_dim
+        edge_dim = nb + config.edge_embed_dim + sender_dim
+        hidden = min(128, nb // 2)
+        self.query = InvariantProjection(c, config.num_heads * config.head_dim, config.lmax)
+        self.key = InvariantProjection(c, config.num_heads * config.head_dim, config.lmax)
+        self.score_mlp = mlp([edge_dim, hidden, hidden, config.num_heads])
+        self.channel_mlp = mlp([edge_dim, hidden, hidden, c])
+        self.value = SO3Linear(c, c, config.lmax)
+        self.tensor_product = VectorTensorProduct(c, config.lmax)
+        self.output = SO3Linear(c, c, config.lmax)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        senders_x: torch.Tensor,
+        sender_scalars: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        receivers: torch.Tensor,
+        senders: torch.Tensor,
+        vectors: torch.Tensor,
+        distances: torch.Tensor,
+        inside: torch.Tensor,
+        shift_by_max: bool,
+    ) -> torch.Tensor:
+        """Attention message ``[N, (lmax+1)^2, C]`` for receivers with features ``x``.
+
+        ``senders_x`` holds the sender features (atoms for the local stage, fragment
+        means for the long-range stage) and ``sender_scalars`` ``[S, D]`` the invariant
+        sender descriptor that enters the edge features (an element embedding for atoms,
+        the l = 0 features for fragments); the graph tensors are those of ``graph.py``.
+        """
+        n = x.shape[0]
+        rbf = self.basis(distances) * inside.unsqueeze(1).to(x.dtype)
+        edge = torch.cat(
+            [rbf, self.target_embedding(atomic_numbers)[receivers], sender_scalars[senders]], dim=-1
+        )
+        q = self.query(x).view(n, self.num_heads, self.head_dim)[receivers]
+        k = self.key(senders_x).view(-1, self.num_heads, self.head_dim)[senders]
+        dot = (q * k).sum(dim=-1) / (self.head_dim ** 0.5)
+        scores = smooth_leaky_relu(self.score_mlp(edge) * dot)
+        alpha = segment_softmax(
+            scores, polynomial_envelope(distances, self.cutoff), inside, receivers, n,
+            self.eps, shift_by_max,
+        )
+        per_channel = self.channel_mlp(edge).view(-1, self.num_heads, self.channels // self.num_heads)
+        weights = (alpha.unsqueeze(-1) * per_channel).reshape(-1, self.channels)
+        weights = weights / (distances.unsqueeze(1) + 1e-8)
+        values = self.value(senders_x)[senders]
+        message = self.tensor_product(values, vectors, weights, receivers, n)
+        return self.output(message)
+
+
+class EdgeDegreeEmbedding(nn.Module):
+    """Initial equivariant features: sum over neighbours of Y_lm(r_ij) * MLP_l(edge)."""
+
+    def __init__(self, config: E2FormerConfig, smooth: bool):
+        super().__init__()
+        nb = config.num_basis
+        self.lmax = config.lmax
+        self.cutoff = config.local_cutoff
+        self.smooth = smooth
+        self.avg_degree = config.avg_degree
+        self.source_embedding = nn.Embedding(config.edge_degree_embeddings, nb)
+        self.target_embedding = nn.Embedding(config.edge_degree_embeddings, nb)
+        hidden = min(nb, 128)
+        self.radial = nn.ModuleList(
+            [mlp([3 * nb, hidden, hidden, config.channels]) for _ in range(config.lmax + 1)]
+        )
+        self.harmonics = o3.SphericalHarmonics(
+            list(range(config.lmax + 1)), normalize=True, normalization="norm"
+        )
+
+    def forward(
+        self,
+        rbf: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        receivers: torch.Tensor,
+        senders: torch.Tensor,
+        vectors: torch.Tensor,
+        distances: torch.Tensor,
+        inside: torch.Tensor,
+    ) -> torch.Tensor:
+        n = atomic_numbers.shape[0]
+        edge = torch.cat(
+            [rbf, self.target_embedding(atomic_numbers)[receivers],
+             self.source_embedding(atomic_numbers)[senders]], dim=-1,
+        )
+        gate = inside.to(rbf.dtype)
+        if self.smooth:
+            gate = gate * polynomial_envelope(distances, self.cutoff)
+        sh = self.harmonics(vectors)
+        parts = []
+        for l, radial in enumerate(self.radial):
+            f = radial(edge) * gate.unsqueeze(1)
+            parts.append(sh[:, l * l:(l + 1) * (l + 1)].unsqueeze(-1) * f.unsqueeze(1))
+        per_edge = torch.cat(parts, dim=1)
+        out = torch.zeros((n, per_edge.shape[1], per_edge.shape[2]), dtype=rbf.dtype, device=rbf.device)
+        return out.index_add(0, receivers, per_edge) / self.avg_degree

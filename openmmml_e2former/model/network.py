@@ -1,0 +1,260 @@
+"""The E2Former-LSR network: local equivariant transformer + long-range fragment blocks.
+
+Inputs are positions in Angstrom; the output energy is in eV (the unit of whatever data
+the weights were trained on; see the model card).  Pure PyTorch, TorchScript-able.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .attention import EdgeDegreeEmbedding, EquivariantAttention
+from .config import E2FormerConfig
+from .graph import (
+    check_box,
+    fragment_centres,
+    fragment_graph,
+    minimum_image,
+    radius_graph,
+    slot_graph,
+)
+from .layers import EquivariantRMSNorm, GatedFeedForward, GaussianBasis, SO3Linear
+
+
+class LocalBlock(nn.Module):
+    """Pre-norm transformer block: h += Attn(Norm(h)); h += FFN(Norm(h))."""
+
+    def __init__(self, config: E2FormerConfig):
+        super().__init__()
+        self.norm_attention = EquivariantRMSNorm(config.channels, config.lmax)
+        self.source_embedding = nn.Embedding(config.num_embeddings, config.edge_embed_dim)
+        nn.init.uniform_(self.source_embedding.weight, -0.001, 0.001)
+        self.attention = EquivariantAttention(config, config.local_cutoff, long_range=False)
+        self.norm_ffn = EquivariantRMSNorm(config.channels, config.lmax)
+        self.ffn = GatedFeedForward(config.channels, config.lmax)
+
+    def forward(
+        self, h: torch.Tensor, atomic_numbers: torch.Tensor, receivers: torch.Tensor,
+        senders: torch.Tensor, vectors: torch.Tensor, distances: torch.Tensor,
+        inside: torch.Tensor, shift_by_max: bool,
+    ) -> torch.Tensor:
+        x = self.norm_attention(h)
+        h = h + self.attention(
+            x, x, self.source_embedding(atomic_numbers), atomic_numbers, receivers, senders,
+            vectors, distances, inside, shift_by_max,
+        )
+        return h + self.ffn(self.norm_ffn(h))
+
+
+class LongRangeBlock(nn.Module):
+    """Atoms attend to fragment means: h += Attn(h, fragments); h += FFN(Norm(h))."""
+
+    def __init__(self, config: E2FormerConfig):
+        super().__init__()
+        self.attention = EquivariantAttention(config, config.long_cutoff, long_range=True)
+        self.norm_ffn = EquivariantRMSNorm(config.channels, config.lmax)
+        self.ffn = GatedFeedForward(config.channels, config.lmax)
+
+    def forward(
+        self, h: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
+        num_fragments: int, receivers: torch.Tensor, senders: torch.Tensor,
+        vectors: torch.Tensor, distances: torch.Tensor, inside: torch.Tensor,
+        shift_by_max: bool,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (new features, attention message, features after the attention residual)."""
+        means = fragment_means(h, fragment_ids, num_fragments)
+        message = self.attention(
+            h, means, means[:, 0], atomic_numbers, receivers, senders, vectors, distances,
+            inside, shift_by_max,
+        )
+        mid = h + message
+        return mid + self.ffn(self.norm_ffn(mid)), message, mid
+
+
+def fragment_means(h: torch.Tensor, fragment_ids: torch.Tensor, num_fragments: int) -> torch.Tensor:
+    """Mean atom features of each fragment, ``[F, (lmax+1)^2, C]``."""
+    total = torch.zeros((num_fragments, h.shape[1], h.shape[2]), dtype=h.dtype, device=h.device)
+    total = total.index_add(0, fragment_ids, h)
+    counts = torch.zeros((num_fragments,), dtype=h.dtype, device=h.device)
+    counts = counts.index_add(0, fragment_ids, torch.ones_like(h[:, 0, 0]))
+    return total / counts.clamp(min=1.0).view(-1, 1, 1)
+
+
+class E2FormerLSR(nn.Module):
+    """E2Former with long-short range (LSR) fragment attention.
+
+    ``forward(positions [N, 3] Angstrom, atomic_numbers [N], fragment_ids [N] (0..F-1),
+    charge [] (total charge, e), box [3, 3] Angstrom or None, fragment_centres [F, 3] or
+    None) -> energy [] in eV``.  Without ``fragment_centres`` the centres are the
+    differentiable mean positions of each fragment (exact forces, zero net force).
+    """
+
+    def __init__(self, config: E2FormerConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config.channels
+        self.lmax = config.lmax
+        self.local_cutoff = config.local_cutoff
+        self.long_cutoff = config.long_cutoff
+        self.max_cutoff = config.max_cutoff
+        self.reference_local = config.local_mode == "reference"
+        self.topk_fragments = config.fragment_selection == "topk"
+        self.max_fragments = config.max_fragments
+        self.max_neighbors = config.max_neighbors
+        self.token_embedding = nn.Embedding(config.num_embeddings, config.embed_dim)
+        self.embed_linear = nn.Linear(config.embed_dim, c)
+        self.embed_norm = nn.LayerNorm(c, eps=1e-6)
+        self.atom_linear = nn.Linear(c, c)
+        self.charge_embedding = nn.Parameter(torch.zeros(c))
+        self.local_basis = GaussianBasis(config.num_basis, config.local_cutoff)
+        self.edge_degree = EdgeDegreeEmbedding(config, smooth=not self.reference_local)
+        self.local_blocks = nn.ModuleList([LocalBlock(config) for _ in range(config.num_local_layers)])
+        self.norm_local = EquivariantRMSNorm(c, config.lmax)
+        self.long_blocks = nn.ModuleList([LongRangeBlock(config) for _ in range(config.num_long_layers)])
+        self.norm_output = EquivariantRMSNorm(c, config.lmax)
+        self.final_linear = SO3Linear(2 * c, c, config.lmax)
+        self.energy_head = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))
+        self.register_buffer("reference_energies", torch.zeros(config.num_embeddings))
+        supported = torch.zeros(config.num_embeddings, dtype=torch.bool)
+        supported[torch.tensor(config.elements, dtype=torch.long)] = True
+        self.register_buffer("supported", supported)
+
+    def forward(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
+        charge: torch.Tensor, box: Optional[torch.Tensor] = None,
+        fragment_centres: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        return self.per_atom_energies(
+            positions, atomic_numbers, fragment_ids, charge, box, fragment_centres
+        ).sum()
+
+    def per_atom_energies(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
+        charge: torch.Tensor, box: Optional[torch.Tensor] = None,
+        fragment_centres: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Per-atom energies ``[N]`` in eV, per-element reference energies included."""
+        features, _ = self.features(
+            positions, atomic_numbers, fragment_ids, charge, box, fragment_centres, False
+        )
+        learned = self.energy_head(features[:, 0]).squeeze(-1)
+        return learned + self.reference_energies[atomic_numbers].to(learned.dtype)
+
+    def features(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
+        charge: torch.Tensor, box: Optional[torch.Tensor], fragment_centres: Optional[torch.Tensor],
+        collect: bool,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Output features ``[N, (lmax+1)^2, C]`` and, when ``collect``, named intermediates."""
+        self.check_inputs(positions, atomic_numbers, fragment_ids, box)
+        stages: Dict[str, torch.Tensor] = {}
+        h = self.embed(atomic_numbers, charge, stages, collect)
+        h = self.local_stage(positions, atomic_numbers, box, h, stages, collect)
+        short = self.norm_local(h)
+        if collect:
+            stages["norm_final_out"] = short
+        if len(self.long_blocks) == 0:
+            return short, stages
+        long = self.long_stage(positions, atomic_numbers, fragment_ids, box, fragment_centres, short, stages, collect)
+        out = self.final_linear(torch.cat([self.norm_output(short), self.norm_output(long)], dim=-1))
+        if collect:
+            stages["final_linear_out"] = out
+        return out, stages
+
+    def embed(
+        self, atomic_numbers: torch.Tensor, charge: torch.Tensor, stages: Dict[str, torch.Tensor],
+        collect: bool,
+    ) -> torch.Tensor:
+        tokens = self.embed_norm(torch.nn.functional.silu(self.embed_linear(self.token_embedding(atomic_numbers))))
+        atoms = self.atom_linear(tokens)
+        atoms = atoms + charge.to(atoms.dtype) * self.charge_embedding
+        if collect:
+            stages["embed_proj_out"] = tokens
+            stages["atom_embedding"] = atoms
+        return atoms
+
+    def local_graph(
+        self, positions: torch.Tensor, box: Optional[torch.Tensor]
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.reference_local:
+            return slot_graph(positions, positions, self.local_cutoff, self.max_neighbors, box, None, True)
+        return radius_graph(positions, self.local_cutoff, box)
+
+    def local_stage(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, box: Optional[torch.Tensor],
+        atoms: torch.Tensor, stages: Dict[str, torch.Tensor], collect: bool,
+    ) -> torch.Tensor:
+        receivers, senders, vectors, distances, inside = self.local_graph(positions, box)
+        rbf = self.local_basis(distances) * inside.unsqueeze(1).to(positions.dtype)
+        h = self.edge_degree(rbf, atomic_numbers, receivers, senders, vectors, distances, inside)
+        if collect:
+            stages["edge_degree_embedding"] = h
+        h = torch.cat([h[:, :1] + 2.0 * atoms.unsqueeze(1), h[:, 1:]], dim=1)
+        for i, block in enumerate(self.local_blocks):
+            if collect:
+                stages["local_block_" + str(i) + "_in"] = h
+            h = block(h, atomic_numbers, receivers, senders, vectors, distances, inside, self.reference_local)
+            if collect:
+                stages["local_block_" + str(i) + "_out"] = h
+        return h
+
+    def long_stage(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
+        box: Optional[torch.Tensor], fragment_centres: Optional[torch.Tensor], h: torch.Tensor,
+        stages: Dict[str, torch.Tensor], collect: bool,
+    ) -> torch.Tensor:
+        num_fragments = int(fragment_ids.max()) + 1
+        centres = fragment_centres
+        if centres is None:
+            centres = fragment_centres(positions, fragment_ids, num_fragments, box)
+        if self.topk_fragments:
+            graph = slot_graph(positions, centres, self.long_cutoff, self.max_fragments, box, fragment_ids, False)
+        else:
+            graph = fragment_graph(positions, centres, fragment_ids, self.long_cutoff, box)
+        receivers, senders, vectors, distances, inside = graph
+        for i, block in enumerate(self.long_blocks):
+            if collect:
+                stages["cluster_attn_" + str(i) + "_in"] = h
+            h, message, mid = block(
+                h, atomic_numbers, fragment_ids, num_fragments, receivers, senders, vectors,
+                distances, inside, self.reference_local,
+            )
+            if collect:
+                stages["cluster_attn_" + str(i) + "_out"] = message
+                stages["norm_ffn_" + str(i) + "_in"] = mid
+        return h
+
+    def check_inputs(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
+        box: Optional[torch.Tensor],
+    ) -> None:
+        n = positions.shape[0]
+        if n == 0:
+            raise ValueError("E2Former-LSR: the system has no atoms")
+        if atomic_numbers.shape[0] != n or fragment_ids.shape[0] != n:
+            raise ValueError("E2Former-LSR: positions, atomic_numbers and fragment_ids differ in length")
+        bad_position = torch.nonzero(~torch.isfinite(positions).all(dim=1)).flatten()
+        if bad_position.shape[0] > 0:
+            atoms: List[int] = bad_position[:10].tolist()
+            raise ValueError("E2Former-LSR: positions are NaN or infinite at atom indices " + str(atoms))
+        in_range = (atomic_numbers >= 0) & (atomic_numbers < self.supported.shape[0])
+        ok = in_range & self.supported[atomic_numbers.clamp(0, self.supported.shape[0] - 1)]
+        bad_element = torch.nonzero(~ok).flatten()
+        if bad_element.shape[0] > 0:
+            atoms: List[int] = bad_element[:10].tolist()
+            numbers: List[int] = atomic_numbers[bad_element[:10]].tolist()
+            raise ValueError(
+                "E2Former-LSR: unsupported element(s) (atomic numbers " + str(numbers)
+                + ") at atom indices " + str(atoms) + "; supported: " + str(self.supported.nonzero().flatten().tolist())
+            )
+        if bool((fragment_ids < 0).any()):
+            raise ValueError("E2Former-LSR: fragment ids must be >= 0")
+        if box is not None:
+            check_box(box, self.max_cutoff)
+
+
+__all__ = ["E2FormerLSR", "fragment_means", "minimum_image"]

@@ -1,0 +1,103 @@
+"""First-order equivariant message: sum_j w_ij * TP(v_j, u_ij) with u_ij a 3-vector.
+
+The tensor product couples every degree l1 of the value with the l = 1 harmonic of the
+edge vector (the raw Cartesian vector in e3nn's (x, y, z) order) into every l_out allowed
+by the triangle rule and lmax.  Each path has its own channel-mixing matrix W[u, w].
+
+The authors evaluate the same sum node-wise from absolute positions (the "Wigner-6j"
+factorisation); here the geometry is contracted per edge first (cheap: no channel
+mixing), summed onto the receiving atom, and the channel mixing is done once per atom.
+Both orders give the same function.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+import torch
+from e3nn import o3
+from torch import nn
+
+
+def message_paths(lmax: int) -> List[Tuple[int, int]]:
+    """(l_in, l_out) pairs coupled by an l = 1 vector, in the authors' weight order."""
+    return [(l1, lo) for l1 in range(lmax + 1) for lo in range(lmax + 1) if abs(l1 - 1) <= lo <= l1 + 1]
+
+
+class VectorTensorProduct(nn.Module):
+    """Weighted sum over edges of TP(values, vectors), then per-path channel mixing.
+
+    ``weight`` stores one [C, C] matrix per path, flattened in path order, so it has the
+    layout of the authors' ``tensor_product_tp_component_1.weight``.
+    """
+
+    def __init__(self, channels: int, lmax: int):
+        super().__init__()
+        self.channels = channels
+        self.lmax = lmax
+        self.paths = message_paths(lmax)
+        dim = (lmax + 1) ** 2
+        out_rows = sum(2 * lo + 1 for _, lo in self.paths)
+        geometry = torch.zeros(dim, 3, out_rows)
+        row = 0
+        for l1, lo in self.paths:
+            # component normalisation: every path scaled by sqrt(2 l_out + 1)
+            cg = o3.wigner_3j(l1, 1, lo) * math.sqrt(2 * lo + 1)
+            geometry[l1 * l1:(l1 + 1) ** 2, :, row:row + 2 * lo + 1] = cg
+            row += 2 * lo + 1
+        self.register_buffer("geometry", geometry, persistent=False)
+        # 1/sqrt(number of paths into each l_out)
+        counts = [sum(1 for _, lo in self.paths if lo == lout) for lout in range(lmax + 1)]
+        path_norm = torch.cat([torch.full((2 * l + 1,), counts[l] ** -0.5) for l in range(lmax + 1)])
+        self.register_buffer("path_norm", path_norm.view(1, -1, 1), persistent=False)
+        self.weight = nn.Parameter(torch.randn(len(self.paths) * channels * channels))
+        self.num_paths = len(self.paths)
+        self.path_l_in = [p[0] for p in self.paths]
+        self.path_l_out = [p[1] for p in self.paths]
+
+    def forward(
+        self,
+        values: torch.Tensor,
+        vectors: torch.Tensor,
+        weights: torch.Tensor,
+        receivers: torch.Tensor,
+        num_nodes: int,
+    ) -> torch.Tensor:
+        """Message per receiving node.
+
+        Args:
+            values: ``[E, (lmax+1)^2, C]`` sender features gathered per edge.
+            vectors: ``[E, 3]`` edge vectors (already scaled as the caller wants).
+            weights: ``[E, C]`` per-edge, per-channel weights.
+            receivers: ``[E]`` receiving node of each edge.
+            num_nodes: number of receiving nodes.
+        Returns:
+            ``[num_nodes, (lmax+1)^2, C]``.
+        """
+        geometry = torch.einsum("iko,ek->eio", self.geometry.to(vectors.dtype), vectors)
+        coupled = torch.bmm(geometry.transpose(1, 2), values * weights.unsqueeze(1))
+        summed = torch.zeros(
+            (num_nodes, coupled.shape[1], coupled.shape[2]), dtype=coupled.dtype,
+            device=coupled.device,
+        )
+        summed = summed.index_add(0, receivers, coupled)
+        return self.mix(summed)
+
+    def mix(self, summed: torch.Tensor) -> torch.Tensor:
+        """Per-path channel mixing of ``[n, rows, C]`` path blocks into ``[n, (lmax+1)^2, C]``."""
+        c = self.channels
+        w = self.weight.view(self.num_paths, c, c)
+        outputs: List[torch.Tensor] = []
+        for lout in range(self.lmax + 1):
+            acc = torch.zeros(
+                (summed.shape[0], 2 * lout + 1, c), dtype=summed.dtype, device=summed.device
+            )
+            row = 0
+            for p in range(self.num_paths):
+                width = 2 * self.path_l_out[p] + 1
+                if self.path_l_out[p] == lout:
+                    acc = acc + torch.matmul(summed[:, row:row + width], w[p])
+                row += width
+            outputs.append(acc)
+        return torch.cat(outputs, dim=1) * self.path_norm.to(summed.dtype)
