@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -50,7 +49,7 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or does not fit the network."""
 
 
-def _rename(key: str) -> Optional[str]:
+def _rename(key: str) -> str | None:
     """Our name for one reference key (without the head prefix), or None if unused."""
     if _UNUSED.search(key):
         return None
@@ -88,7 +87,7 @@ def _rename(key: str) -> Optional[str]:
     return "UNKNOWN:" + key
 
 
-def _rename_local(block: int, rest: str) -> Optional[str]:
+def _rename_local(block: int, rest: str) -> str | None:
     prefix = f"local_blocks.{block}."
     if rest.startswith("norm_1."):
         return prefix + "norm_attention." + rest[len("norm_1."):]
@@ -103,14 +102,14 @@ def _rename_local(block: int, rest: str) -> Optional[str]:
     return "UNKNOWN:" + rest
 
 
-def _rename_sub(prefix: str, rest: str, table: List[Tuple[str, str]]) -> str:
+def _rename_sub(prefix: str, rest: str, table: list[tuple[str, str]]) -> str:
     for old, new in table:
         if rest.startswith(old):
             return prefix + new + rest[len(old):]
     return "UNKNOWN:" + prefix + rest
 
 
-def reference_heads(state_dict: Dict[str, torch.Tensor]) -> List[str]:
+def reference_heads(state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Names of the energy heads in an authors' state dict."""
     names = set()
     for key in state_dict:
@@ -120,7 +119,7 @@ def reference_heads(state_dict: Dict[str, torch.Tensor]) -> List[str]:
     return sorted(names)
 
 
-def infer_reference_config(state_dict: Dict[str, torch.Tensor], **overrides) -> E2FormerConfig:
+def infer_reference_config(state_dict: dict[str, torch.Tensor], **overrides) -> E2FormerConfig:
     """Hyperparameters of an authors' checkpoint, read off its tensor shapes."""
     sd = state_dict
 
@@ -160,8 +159,8 @@ def infer_reference_config(state_dict: Dict[str, torch.Tensor], **overrides) -> 
 
 
 def convert_reference_state_dict(
-    state_dict: Dict[str, torch.Tensor], head: Optional[str] = None, **config_overrides
-) -> Tuple[E2FormerConfig, Dict[str, torch.Tensor]]:
+    state_dict: dict[str, torch.Tensor], head: str | None = None, **config_overrides
+) -> tuple[E2FormerConfig, dict[str, torch.Tensor]]:
     """Rename an authors' state dict to ours; returns (config, our state dict).
 
     ``head`` picks the energy head when the checkpoint has several.
@@ -176,7 +175,7 @@ def convert_reference_state_dict(
     if head not in heads:
         raise CheckpointError(f"unknown energy head {head!r}; available: {heads}")
     config = infer_reference_config(state_dict, **config_overrides)
-    ours: Dict[str, torch.Tensor] = {}
+    ours: dict[str, torch.Tensor] = {}
     head_prefix = f"molfm_finetune_head.energy_heads.{head}."
     for key, value in state_dict.items():
         if key.startswith("molfm_finetune_head."):
@@ -200,7 +199,7 @@ def convert_reference_state_dict(
     return config, ours
 
 
-def build_model(config: E2FormerConfig, state_dict: Dict[str, torch.Tensor], source: str = "") -> E2FormerLSR:
+def build_model(config: E2FormerConfig, state_dict: dict[str, torch.Tensor], source: str = "") -> E2FormerLSR:
     """A network with ``state_dict`` loaded strictly, or a CheckpointError naming the keys."""
     model = E2FormerLSR(config)
     own = model.state_dict()
@@ -225,7 +224,7 @@ def build_model(config: E2FormerConfig, state_dict: Dict[str, torch.Tensor], sou
     return model
 
 
-def save_checkpoint(model: E2FormerLSR, path: str, metadata: Optional[Dict] = None) -> None:
+def save_checkpoint(model: E2FormerLSR, path: str, metadata: dict | None = None) -> None:
     """Write our checkpoint format atomically (a partial file never replaces a good one)."""
     payload = {
         "format": FORMAT,
@@ -248,7 +247,7 @@ def _read(path: str):
         raise CheckpointError(f"cannot read checkpoint {path}: it is corrupt or not a torch file ({exc})") from exc
 
 
-def load_checkpoint(path: str, head: Optional[str] = None, **config_overrides) -> Tuple[E2FormerLSR, Dict]:
+def load_checkpoint(path: str, head: str | None = None, **config_overrides) -> tuple[E2FormerLSR, dict]:
     """Load our checkpoint or an authors' one; returns (model in eval mode, metadata)."""
     payload = _read(path)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:

@@ -52,7 +52,7 @@ def segment_softmax(
         top = top.scatter_reduce(0, index, s, "amax", include_self=False)
         s = s - top[receivers]
     else:
-        s = s.clamp(max=MAX_SCORE)
+        s = s.clamp(max=60.0)  # MAX_SCORE
     weight = torch.exp(s) * envelope.to(torch.float64).unsqueeze(1)
     weight = torch.where(inside.unsqueeze(1), weight, torch.zeros_like(weight))
     denom = torch.zeros((num_nodes, s.shape[1]), dtype=s.dtype, device=s.device)

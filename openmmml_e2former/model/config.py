@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Dict, List
 
 # Elements of the shipped protein potentials: H, C, N, O, S plus Na and Cl.
 PROTEIN_ELEMENTS = [1, 6, 7, 8, 11, 16, 17]
@@ -42,7 +41,7 @@ class E2FormerConfig:
     softmax_eps: float = 1e-3
     local_mode: str = "smooth"  # "smooth" (MD) or "reference" (authors' exact slots)
     fragment_selection: str = "all"  # "all" fragments within long_cutoff, or "topk"
-    elements: List[int] = field(default_factory=lambda: list(PROTEIN_ELEMENTS))
+    elements: list[int] = field(default_factory=lambda: list(PROTEIN_ELEMENTS))
     num_embeddings: int = 256  # size of the atomic-number tables (authors use 256)
     edge_degree_embeddings: int = 300  # size of the edge-degree element tables
 
@@ -74,14 +73,14 @@ class E2FormerConfig:
             return max(self.local_cutoff, self.long_cutoff)
         return self.local_cutoff
 
-    def replace(self, **changes) -> "E2FormerConfig":
+    def replace(self, **changes) -> E2FormerConfig:
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> Dict:
+    def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Dict) -> "E2FormerConfig":
+    def from_dict(cls, data: dict) -> E2FormerConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -10,12 +10,10 @@ b in the xy plane) or ``None`` for no periodicity.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 from vesin_torch import NeighborList
 
-Graph = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+Graph = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 MASKED_DISTANCE = 1.0e4  # distance given to excluded slots (self, own fragment)
 
@@ -24,14 +22,15 @@ def check_box(box: torch.Tensor, cutoff: float) -> None:
     """Raise if a periodic box is too small for minimum-image interactions at ``cutoff``."""
     widths = torch.diagonal(box)
     if bool((widths < 2.0 * cutoff).any()):
-        edges = [round(float(w) / 10.0, 4) for w in widths]
+        nm: list[float] = (widths.detach() / 10.0).tolist()
         raise ValueError(
-            f"periodic box widths {edges} nm: every edge must be at least twice the largest "
-            f"cutoff ({2.0 * cutoff / 10.0:.2f} nm); enlarge the box or disable periodicity"
+            "periodic box too small: widths " + str(nm) + " nm, but every edge must be at least "
+            + "twice the largest cutoff (" + str(2.0 * cutoff / 10.0) + " nm); enlarge the box "
+            + "(more solvent padding) or disable periodicity"
         )
 
 
-def minimum_image(delta: torch.Tensor, box: Optional[torch.Tensor]) -> torch.Tensor:
+def minimum_image(delta: torch.Tensor, box: torch.Tensor | None) -> torch.Tensor:
     """Wrap displacement vectors ``[..., 3]`` into the reduced periodic cell."""
     if box is None:
         return delta
@@ -40,7 +39,7 @@ def minimum_image(delta: torch.Tensor, box: Optional[torch.Tensor]) -> torch.Ten
     return delta
 
 
-def radius_graph(positions: torch.Tensor, cutoff: float, box: Optional[torch.Tensor]) -> Graph:
+def radius_graph(positions: torch.Tensor, cutoff: float, box: torch.Tensor | None) -> Graph:
     """All ordered pairs i != j closer than ``cutoff`` (O(N) cell list from vesin)."""
     n = positions.shape[0]
     periodic = box is not None
@@ -55,7 +54,7 @@ def radius_graph(positions: torch.Tensor, cutoff: float, box: Optional[torch.Ten
     vectors = positions[i] - positions[j]
     if box is not None:
         vectors = vectors - shifts.to(positions.device, positions.dtype) @ box
-    distances = vectors.norm(dim=-1)
+    distances = vectors.pow(2).sum(dim=-1).sqrt()
     keep = (distances < cutoff) & (distances > 1e-4)
     if n == 0:
         keep = keep & False
@@ -67,8 +66,8 @@ def slot_graph(
     targets: torch.Tensor,
     cutoff: float,
     max_slots: int,
-    box: Optional[torch.Tensor],
-    exclude: Optional[torch.Tensor],
+    box: torch.Tensor | None,
+    exclude: torch.Tensor | None,
     drop_self: bool,
 ) -> Graph:
     """The authors' dense "slot" graph: each receiver keeps its K nearest targets.
@@ -81,16 +80,16 @@ def slot_graph(
     """
     n = positions.shape[0]
     delta = minimum_image(positions.unsqueeze(1) - targets.unsqueeze(0), box)
-    dist = delta.norm(dim=-1)
+    dist = delta.pow(2).sum(dim=-1).sqrt()
     if drop_self:
-        dist = torch.where(dist < 1e-4, torch.full_like(dist, MASKED_DISTANCE), dist)
+        dist = torch.where(dist < 1e-4, torch.full_like(dist, 1.0e4), dist)
     within = int((dist <= cutoff).sum(dim=1).max()) if n > 0 else 0
     k = max(min(targets.shape[0], max_slots, within), 1)
     order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
     slot_dist = torch.gather(dist, 1, order)
     if exclude is not None:
         slot_dist = torch.where(
-            order == exclude.unsqueeze(1), torch.full_like(slot_dist, MASKED_DISTANCE), slot_dist
+            order == exclude.unsqueeze(1), torch.full_like(slot_dist, 1.0e4), slot_dist
         )
     receivers = torch.arange(n, device=positions.device).repeat_interleave(k)
     senders = order.reshape(-1)
@@ -104,22 +103,22 @@ def fragment_graph(
     centres: torch.Tensor,
     fragment_ids: torch.Tensor,
     cutoff: float,
-    box: Optional[torch.Tensor],
+    box: torch.Tensor | None,
 ) -> Graph:
     """Every (atom, fragment) pair within ``cutoff``, the atom's own fragment excluded."""
     with torch.no_grad():
-        dist = minimum_image(positions.unsqueeze(1) - centres.unsqueeze(0), box).norm(dim=-1)
+        dist = minimum_image(positions.unsqueeze(1) - centres.unsqueeze(0), box).pow(2).sum(dim=-1).sqrt()
         own = torch.arange(centres.shape[0], device=positions.device).unsqueeze(0) == fragment_ids.unsqueeze(1)
         pairs = torch.nonzero((dist < cutoff) & ~own)
     receivers = pairs[:, 0]
     senders = pairs[:, 1]
     vectors = minimum_image(positions[receivers] - centres[senders], box)
-    distances = vectors.norm(dim=-1)
+    distances = vectors.pow(2).sum(dim=-1).sqrt()
     return receivers, senders, vectors, distances, torch.ones_like(receivers, dtype=torch.bool)
 
 
-def fragment_centres(
-    positions: torch.Tensor, fragment_ids: torch.Tensor, num_fragments: int, box: Optional[torch.Tensor]
+def fragment_centroids(
+    positions: torch.Tensor, fragment_ids: torch.Tensor, num_fragments: int, box: torch.Tensor | None
 ) -> torch.Tensor:
     """Unweighted mean position of each fragment ``[F, 3]``, a differentiable function of the
     positions; under periodic boundaries atoms are first unwrapped next to the fragment's

@@ -7,7 +7,6 @@ e3nn order (l-major, m = -l..l), the last over channels.
 from __future__ import annotations
 
 import math
-from typing import List
 
 import torch
 from torch import nn
@@ -23,9 +22,9 @@ def degree_index(lmax: int) -> torch.Tensor:
     return torch.cat([torch.full((2 * l + 1,), l, dtype=torch.long) for l in range(lmax + 1)])
 
 
-def mlp(sizes: List[int], layer_norm_eps: float = 1e-5) -> nn.Sequential:
+def mlp(sizes: list[int], layer_norm_eps: float = 1e-5) -> nn.Sequential:
     """Linear -> LayerNorm -> SiLU blocks, ending with a plain Linear."""
-    layers: List[nn.Module] = []
+    layers: list[nn.Module] = []
     for i in range(1, len(sizes)):
         layers.append(nn.Linear(sizes[i - 1], sizes[i]))
         if i < len(sizes) - 1:
@@ -140,13 +139,15 @@ class GatedFeedForward(nn.Module):
         bound = 1.0 / math.sqrt(channels)
         nn.init.uniform_(self.gates.weight, -bound, bound)
         self.linear_2 = SO3Linear(channels, channels, lmax)
+        self.silu_scale = SILU_2MOM
+        self.sigmoid_scale = SIGMOID_2MOM
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.linear_1(x)
         gates = self.gates(h[:, 0:1])  # [n, 1, C (lmax+1)]
         c = self.channels
-        parts = [torch.nn.functional.silu(gates[:, :, :c]) * SILU_2MOM]
+        parts = [torch.nn.functional.silu(gates[:, :, :c]) * self.silu_scale]
         for l in range(1, self.lmax + 1):
-            gate = torch.sigmoid(gates[:, :, l * c:(l + 1) * c]) * SIGMOID_2MOM
+            gate = torch.sigmoid(gates[:, :, l * c:(l + 1) * c]) * self.sigmoid_scale
             parts.append(gate * h[:, l * l:(l + 1) * (l + 1)])
         return self.linear_2(torch.cat(parts, dim=1))

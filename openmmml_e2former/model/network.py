@@ -6,8 +6,6 @@ the weights were trained on; see the model card).  Pure PyTorch, TorchScript-abl
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
-
 import torch
 from torch import nn
 
@@ -15,7 +13,7 @@ from .attention import EdgeDegreeEmbedding, EquivariantAttention
 from .config import E2FormerConfig
 from .graph import (
     check_box,
-    fragment_centres,
+    fragment_centroids,
     fragment_graph,
     minimum_image,
     radius_graph,
@@ -63,7 +61,7 @@ class LongRangeBlock(nn.Module):
         num_fragments: int, receivers: torch.Tensor, senders: torch.Tensor,
         vectors: torch.Tensor, distances: torch.Tensor, inside: torch.Tensor,
         shift_by_max: bool,
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (new features, attention message, features after the attention residual)."""
         means = fragment_means(h, fragment_ids, num_fragments)
         message = self.attention(
@@ -125,8 +123,8 @@ class E2FormerLSR(nn.Module):
 
     def forward(
         self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
-        charge: torch.Tensor, box: Optional[torch.Tensor] = None,
-        fragment_centres: Optional[torch.Tensor] = None,
+        charge: torch.Tensor, box: torch.Tensor | None = None,
+        fragment_centres: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.per_atom_energies(
             positions, atomic_numbers, fragment_ids, charge, box, fragment_centres
@@ -134,8 +132,8 @@ class E2FormerLSR(nn.Module):
 
     def per_atom_energies(
         self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
-        charge: torch.Tensor, box: Optional[torch.Tensor] = None,
-        fragment_centres: Optional[torch.Tensor] = None,
+        charge: torch.Tensor, box: torch.Tensor | None = None,
+        fragment_centres: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-atom energies ``[N]`` in eV, per-element reference energies included."""
         features, _ = self.features(
@@ -146,12 +144,12 @@ class E2FormerLSR(nn.Module):
 
     def features(
         self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
-        charge: torch.Tensor, box: Optional[torch.Tensor], fragment_centres: Optional[torch.Tensor],
+        charge: torch.Tensor, box: torch.Tensor | None, fragment_centres: torch.Tensor | None,
         collect: bool,
-    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Output features ``[N, (lmax+1)^2, C]`` and, when ``collect``, named intermediates."""
         self.check_inputs(positions, atomic_numbers, fragment_ids, box)
-        stages: Dict[str, torch.Tensor] = {}
+        stages: dict[str, torch.Tensor] = {}
         h = self.embed(atomic_numbers, charge, stages, collect)
         h = self.local_stage(positions, atomic_numbers, box, h, stages, collect)
         short = self.norm_local(h)
@@ -166,7 +164,7 @@ class E2FormerLSR(nn.Module):
         return out, stages
 
     def embed(
-        self, atomic_numbers: torch.Tensor, charge: torch.Tensor, stages: Dict[str, torch.Tensor],
+        self, atomic_numbers: torch.Tensor, charge: torch.Tensor, stages: dict[str, torch.Tensor],
         collect: bool,
     ) -> torch.Tensor:
         tokens = self.embed_norm(torch.nn.functional.silu(self.embed_linear(self.token_embedding(atomic_numbers))))
@@ -178,15 +176,15 @@ class E2FormerLSR(nn.Module):
         return atoms
 
     def local_graph(
-        self, positions: torch.Tensor, box: Optional[torch.Tensor]
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, positions: torch.Tensor, box: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.reference_local:
             return slot_graph(positions, positions, self.local_cutoff, self.max_neighbors, box, None, True)
         return radius_graph(positions, self.local_cutoff, box)
 
     def local_stage(
-        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, box: Optional[torch.Tensor],
-        atoms: torch.Tensor, stages: Dict[str, torch.Tensor], collect: bool,
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, box: torch.Tensor | None,
+        atoms: torch.Tensor, stages: dict[str, torch.Tensor], collect: bool,
     ) -> torch.Tensor:
         receivers, senders, vectors, distances, inside = self.local_graph(positions, box)
         rbf = self.local_basis(distances) * inside.unsqueeze(1).to(positions.dtype)
@@ -204,13 +202,13 @@ class E2FormerLSR(nn.Module):
 
     def long_stage(
         self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
-        box: Optional[torch.Tensor], fragment_centres: Optional[torch.Tensor], h: torch.Tensor,
-        stages: Dict[str, torch.Tensor], collect: bool,
+        box: torch.Tensor | None, fragment_centres: torch.Tensor | None, h: torch.Tensor,
+        stages: dict[str, torch.Tensor], collect: bool,
     ) -> torch.Tensor:
         num_fragments = int(fragment_ids.max()) + 1
         centres = fragment_centres
         if centres is None:
-            centres = fragment_centres(positions, fragment_ids, num_fragments, box)
+            centres = fragment_centroids(positions, fragment_ids, num_fragments, box)
         if self.topk_fragments:
             graph = slot_graph(positions, centres, self.long_cutoff, self.max_fragments, box, fragment_ids, False)
         else:
@@ -230,7 +228,7 @@ class E2FormerLSR(nn.Module):
 
     def check_inputs(
         self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
-        box: Optional[torch.Tensor],
+        box: torch.Tensor | None,
     ) -> None:
         n = positions.shape[0]
         if n == 0:
@@ -239,17 +237,18 @@ class E2FormerLSR(nn.Module):
             raise ValueError("E2Former-LSR: positions, atomic_numbers and fragment_ids differ in length")
         bad_position = torch.nonzero(~torch.isfinite(positions).all(dim=1)).flatten()
         if bad_position.shape[0] > 0:
-            atoms: List[int] = bad_position[:10].tolist()
+            atoms: list[int] = bad_position[:10].tolist()
             raise ValueError("E2Former-LSR: positions are NaN or infinite at atom indices " + str(atoms))
         in_range = (atomic_numbers >= 0) & (atomic_numbers < self.supported.shape[0])
         ok = in_range & self.supported[atomic_numbers.clamp(0, self.supported.shape[0] - 1)]
         bad_element = torch.nonzero(~ok).flatten()
         if bad_element.shape[0] > 0:
-            atoms: List[int] = bad_element[:10].tolist()
-            numbers: List[int] = atomic_numbers[bad_element[:10]].tolist()
+            atoms: list[int] = bad_element[:10].tolist()
+            numbers: list[int] = atomic_numbers[bad_element[:10]].tolist()
+            allowed: list[int] = self.supported.nonzero().flatten().tolist()
             raise ValueError(
                 "E2Former-LSR: unsupported element(s) (atomic numbers " + str(numbers)
-                + ") at atom indices " + str(atoms) + "; supported: " + str(self.supported.nonzero().flatten().tolist())
+                + ") at atom indices " + str(atoms) + "; supported atomic numbers: " + str(allowed)
             )
         if bool((fragment_ids < 0).any()):
             raise ValueError("E2Former-LSR: fragment ids must be >= 0")

@@ -13,14 +13,13 @@ Both orders give the same function.
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
 
 import torch
 from e3nn import o3
 from torch import nn
 
 
-def message_paths(lmax: int) -> List[Tuple[int, int]]:
+def message_paths(lmax: int) -> list[tuple[int, int]]:
     """(l_in, l_out) pairs coupled by an l = 1 vector, in the authors' weight order."""
     return [(l1, lo) for l1 in range(lmax + 1) for lo in range(lmax + 1) if abs(l1 - 1) <= lo <= l1 + 1]
 
@@ -88,7 +87,7 @@ class VectorTensorProduct(nn.Module):
         """Per-path channel mixing of ``[n, rows, C]`` path blocks into ``[n, (lmax+1)^2, C]``."""
         c = self.channels
         w = self.weight.view(self.num_paths, c, c)
-        outputs: List[torch.Tensor] = []
+        outputs: list[torch.Tensor] = []
         for lout in range(self.lmax + 1):
             acc = torch.zeros(
                 (summed.shape[0], 2 * lout + 1, c), dtype=summed.dtype, device=summed.device
