@@ -264,3 +264,18 @@ def load_checkpoint(path: str, head: str | None = None, **config_overrides) -> t
     else:
         raise CheckpointError(f"{path} does not hold a checkpoint dict")
     return model.eval(), metadata
+
+
+def potentials_dir() -> str:
+    """Folder of the shipped potentials (``potentials/`` of a clone or of the installed package)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(here, "potentials"), os.path.join(os.path.dirname(here), "potentials")):
+        if os.path.isdir(candidate):
+            return candidate
+    return os.path.join(here, "potentials")
+
+
+def find_shipped_potential(name: str) -> Optional[str]:
+    """Path of the shipped checkpoint for a potential name, or None if none is shipped."""
+    path = os.path.join(potentials_dir(), f"{name}.pt")
+    return path if os.path.exists(path) else None

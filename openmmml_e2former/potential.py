@@ -1,0 +1,262 @@
+"""openmm-ml plug-in: ``MLPotential('e2former-lsr')`` and ``MLPotential('e2former')``.
+
+Registered through the ``openmmml.potentials`` entry point.  Options (given to
+``MLPotential(...)`` or to ``createSystem``/``createMixedSystem``; the latter win):
+
+modelPath      checkpoint (ours or the authors') or an exported TorchScript ``.pt``
+randomInit     True: a seeded random network (tests and timing only), with ``seed``
+preset         size of the random network: 'small' (default) or 'paper'
+precision      'single' (default) or 'double'
+backend        'torchforce' (default) or 'pythonforce'
+charge         total charge of the ML region (default: rounded sum of the MM charges of
+               the ML atoms when the System has a NonbondedForce, else 0)
+fragmentIds    explicit fragment id per ML atom (default: from the topology)
+linkAtoms      cap bonds cut by the ML region with hydrogens (default True); False
+               refuses such a selection
+useCUDAGraphs  passed to TorchForce
+fragmentSelection  'all' (default, smooth) or 'topk' (authors' top-K cut)
+head           energy head of an authors' checkpoint with several
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterable
+
+import openmm
+from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
+
+NO_WEIGHTS_MESSAGE = (
+    "No trained weights were found for {name!r}. Pass modelPath= to MLPotential: an "
+    "openmmml-e2former checkpoint, the authors' E2Former-LSR checkpoint "
+    "(IQuestLab/UBio-E2Former-LSR), or a model exported with `e2former export`. "
+    "For tests and timing only, randomInit=True, seed=0 gives a seeded random network."
+)
+
+
+class E2FormerLSRPotentialImplFactory(MLPotentialImplFactory):
+    """Creates the long-range-aware potential ('e2former-lsr')."""
+
+    def createImpl(self, name: str, **args) -> MLPotentialImpl:
+        return E2FormerPotentialImpl(name, long_range=True, **args)
+
+
+class E2FormerLocalPotentialImplFactory(MLPotentialImplFactory):
+    """Creates the local-only potential ('e2former')."""
+
+    def createImpl(self, name: str, **args) -> MLPotentialImpl:
+        return E2FormerPotentialImpl(name, long_range=False, **args)
+
+
+class E2FormerPotentialImpl(MLPotentialImpl):
+    """Builds a TorchForce (or PythonForce) evaluating E2Former on the ML atoms."""
+
+    def __init__(self, name: str, long_range: bool, **args):
+        self.name = name
+        self.long_range = long_range
+        self.args = args
+
+    def addForces(self, topology, system, atoms, forceGroup, **args):
+        options = {**self.args, **args}
+        indices = list(range(topology.getNumAtoms())) if atoms is None else [int(a) for a in atoms]
+        if not indices:
+            raise ValueError("the ML atom selection is empty: choose at least one atom for the ML region")
+        topo_atoms = list(topology.atoms())
+        numbers = _atomic_numbers(topo_atoms, indices)
+        fragments = _fragment_ids(topology, indices, options.get("fragmentIds"))
+        caps = _cut_bonds(topology, set(indices), bool(options.get("linkAtoms", True)))
+        periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
+        charge = _total_charge(system, indices, options.get("charge"))
+        force = self._build_force(options, numbers, fragments, charge, indices, caps, periodic, topology, system)
+        force.setForceGroup(forceGroup)
+        system.addForce(force)
+
+    def _build_force(self, options, numbers, fragments, charge, indices, caps, periodic, topology, system):
+        import torch
+
+        from .export import OpenMMModule
+
+        dtype = _precision(options.get("precision", "single"))
+        model = self._load_model(options)
+        _check_elements(model, numbers, indices)
+        if periodic:
+            _check_periodic_box(topology, system, model.config.max_cutoff)
+        module = OpenMMModule(model, numbers, fragments, charge, indices, caps, periodic, dtype)
+        scripted = torch.jit.script(module.eval())
+        backend = options.get("backend", "torchforce")
+        if backend == "torchforce":
+            return _torch_force(scripted, periodic, options.get("useCUDAGraphs", False))
+        if backend == "pythonforce":
+            force = openmm.PythonForce(TorchComputation(scripted, periodic))
+            force.setUsesPeriodicBoundaryConditions(periodic)
+            return force
+        raise ValueError(f"backend must be 'torchforce' or 'pythonforce', not {backend!r}")
+
+    def _load_model(self, options):
+        import torch
+
+        from .checkpoints import find_shipped_potential, load_checkpoint
+        from .model import PRESETS
+
+        overrides = {}
+        if "fragmentSelection" in options:
+            overrides["fragment_selection"] = options["fragmentSelection"]
+        if options.get("randomInit", False):
+            torch.manual_seed(int(options.get("seed", 0)))
+            preset = PRESETS[options.get("preset", "small")]
+            if not self.long_range:
+                overrides["num_long_layers"] = 0
+            return _random_model(preset, overrides)
+        path = options.get("modelPath") or find_shipped_potential(self.name)
+        if path is None:
+            raise ValueError(NO_WEIGHTS_MESSAGE.format(name=self.name))
+        model, _ = load_checkpoint(str(path), head=options.get("head"), **overrides)
+        if not self.long_range and model.config.num_long_layers > 0:
+            raise ValueError(
+                f"{path} holds a long-range (E2Former-LSR) model; use MLPotential('e2former-lsr') "
+                "for it, 'e2former' is the local-only variant"
+            )
+        return model
+
+
+def _random_model(preset, overrides):
+    from .model import E2FormerLSR
+
+    return E2FormerLSR(preset(**overrides)).eval()
+
+
+class TorchComputation:
+    """PythonForce callback around a scripted :class:`OpenMMModule`; picklable, so a
+    System holding it survives XmlSerializer and deepcopy."""
+
+    def __init__(self, module, periodic: bool):
+        self.module = module
+        self.periodic = periodic
+
+    def __call__(self, state):
+        import torch
+
+        positions = torch.tensor(
+            state.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer), dtype=torch.float64
+        ).requires_grad_(True)
+        box = None
+        if self.periodic:
+            vectors = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(openmm.unit.nanometer)
+            box = torch.tensor(vectors, dtype=torch.float64)
+        energy = self.module(positions, box)
+        (gradient,) = torch.autograd.grad(energy, positions)
+        return float(energy.detach()), -gradient.numpy()
+
+    def __getstate__(self):
+        import torch
+
+        buffer = io.BytesIO()
+        torch.jit.save(self.module, buffer)
+        return {"module": buffer.getvalue(), "periodic": self.periodic}
+
+    def __setstate__(self, state):
+        import torch
+
+        self.module = torch.jit.load(io.BytesIO(state["module"]))
+        self.periodic = state["periodic"]
+
+
+def _torch_force(scripted, periodic: bool, use_cuda_graphs: bool):
+    import torch  # noqa: F401  (loads libtorch before openmmtorch)
+    from openmmtorch import TorchForce
+
+    force = TorchForce(scripted)
+    force.setUsesPeriodicBoundaryConditions(periodic)
+    force.setOutputsForces(False)
+    force.setProperty("useCUDAGraphs", "true" if use_cuda_graphs else "false")
+    return force
+
+
+def _precision(name: str):
+    import torch
+
+    table = {"single": torch.float32, "double": torch.float64}
+    if name not in table:
+        raise ValueError(f"precision must be 'single' or 'double', not {name!r}")
+    return table[name]
+
+
+def _atomic_numbers(topo_atoms, indices: list[int]) -> list[int]:
+    missing = [i for i in indices if topo_atoms[i].element is None]
+    if missing:
+        names = [f"{topo_atoms[i].name} (atom {i})" for i in missing[:10]]
+        raise ValueError(f"ML atoms without an element (virtual sites or unknown atoms) cannot be ML atoms: {names}")
+    return [topo_atoms[i].element.atomic_number for i in indices]
+
+
+def _check_elements(model, numbers: list[int], indices: list[int]) -> None:
+    allowed = set(model.config.elements)
+    bad = [(i, z) for i, z in zip(indices, numbers) if z not in allowed]
+    if bad:
+        symbols = {z: openmm.app.Element.getByAtomicNumber(z).symbol for _, z in bad}
+        shown = ", ".join(f"atom {i} ({symbols[z]})" for i, z in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        supported = ", ".join(openmm.app.Element.getByAtomicNumber(z).symbol for z in sorted(allowed))
+        raise ValueError(
+            f"this E2Former model does not support the element(s) of {shown}{more}; "
+            f"supported elements: {supported}. Leave these atoms in the MM region."
+        )
+
+
+def _fragment_ids(topology, indices: list[int], explicit) -> list[int]:
+    from .fragments import fragment_ids_from_topology, normalize_fragment_ids
+
+    if explicit is not None:
+        return [int(f) for f in normalize_fragment_ids(explicit, len(indices))]
+    return [int(f) for f in fragment_ids_from_topology(topology, indices)]
+
+
+def _cut_bonds(topology, selected: set, allow: bool) -> list[tuple[int, int]]:
+    """(ML atom, MM atom) for every bond that crosses the ML region boundary."""
+    cuts = []
+    for bond in topology.bonds():
+        a, b = bond[0].index, bond[1].index
+        if (a in selected) != (b in selected):
+            cuts.append((a, b) if a in selected else (b, a))
+    if cuts and not allow:
+        raise ValueError(
+            f"the ML region cuts {len(cuts)} covalent bond(s), e.g. {cuts[:5]} (ML atom, MM atom); "
+            "enable linkAtoms=True or choose whole molecules"
+        )
+    return cuts
+
+
+def _total_charge(system, indices: Iterable[int], charge: float | None) -> float:
+    if charge is not None:
+        return float(charge)
+    for force in system.getForces():
+        if isinstance(force, openmm.NonbondedForce):
+            total = sum(
+                force.getParticleParameters(i)[0].value_in_unit(openmm.unit.elementary_charge) for i in indices
+            )
+            if abs(total - round(total)) > 0.05:
+                warnings.warn(
+                    f"the MM charges of the ML region sum to {total:.3f} e, not an integer "
+                    "(a cut through a residue?); using the rounded value. Pass charge= to override.",
+                    stacklevel=3,
+                )
+            return float(round(total))
+    return 0.0
+
+
+def _check_periodic_box(topology, system, cutoff_angstrom: float) -> None:
+    vectors = topology.getPeriodicBoxVectors() or system.getDefaultPeriodicBoxVectors()
+    widths = [vectors[k][k].value_in_unit(openmm.unit.nanometer) for k in range(3)]
+    need = 2 * cutoff_angstrom / 10.0
+    if min(widths) < need:
+        raise ValueError(
+            f"periodic box too small for E2Former: widths {[round(w, 3) for w in widths]} nm, but every "
+            f"edge must be at least {need:.2f} nm (twice the {cutoff_angstrom / 10:.2f} nm cutoff); "
+            "add solvent padding"
+        )
+
+
+__all__: list[str] = [
+    "E2FormerLSRPotentialImplFactory", "E2FormerLocalPotentialImplFactory", "TorchComputation",
+]
