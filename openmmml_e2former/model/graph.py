@@ -54,7 +54,7 @@ def radius_graph(positions: torch.Tensor, cutoff: float, box: torch.Tensor | Non
     vectors = positions[i] - positions[j]
     if box is not None:
         vectors = vectors - shifts.to(positions.device, positions.dtype) @ box
-    distances = vectors.pow(2).sum(dim=-1).sqrt()
+    distances = torch.linalg.vector_norm(vectors, dim=-1)
     keep = (distances < cutoff) & (distances > 1e-4)
     if n == 0:
         keep = keep & False
@@ -80,7 +80,7 @@ def slot_graph(
     """
     n = positions.shape[0]
     delta = minimum_image(positions.unsqueeze(1) - targets.unsqueeze(0), box)
-    dist = delta.pow(2).sum(dim=-1).sqrt()
+    dist = torch.linalg.vector_norm(delta, dim=-1)
     if drop_self:
         dist = torch.where(dist < 1e-4, torch.full_like(dist, 1.0e4), dist)
     within = int((dist <= cutoff).sum(dim=1).max()) if n > 0 else 0
@@ -107,13 +107,13 @@ def fragment_graph(
 ) -> Graph:
     """Every (atom, fragment) pair within ``cutoff``, the atom's own fragment excluded."""
     with torch.no_grad():
-        dist = minimum_image(positions.unsqueeze(1) - centres.unsqueeze(0), box).pow(2).sum(dim=-1).sqrt()
+        dist = torch.linalg.vector_norm(minimum_image(positions.unsqueeze(1) - centres.unsqueeze(0), box), dim=-1)
         own = torch.arange(centres.shape[0], device=positions.device).unsqueeze(0) == fragment_ids.unsqueeze(1)
         pairs = torch.nonzero((dist < cutoff) & ~own)
     receivers = pairs[:, 0]
     senders = pairs[:, 1]
     vectors = minimum_image(positions[receivers] - centres[senders], box)
-    distances = vectors.pow(2).sum(dim=-1).sqrt()
+    distances = torch.linalg.vector_norm(vectors, dim=-1)
     return receivers, senders, vectors, distances, torch.ones_like(receivers, dtype=torch.bool)
 
 
