@@ -68,7 +68,7 @@ def _rename(key: str) -> str | None:
     }
     for old, new in simple.items():
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     m = re.match(re.escape(_REF) + r"edge_deg_embed_dense\.gbf_projs\.(\d+)\.net\.(.*)", key)
     if m:
         return f"edge_degree.radial.{m.group(1)}.{m.group(2)}"
@@ -90,22 +90,22 @@ def _rename(key: str) -> str | None:
 def _rename_local(block: int, rest: str) -> str | None:
     prefix = f"local_blocks.{block}."
     if rest.startswith("norm_1."):
-        return prefix + "norm_attention." + rest[len("norm_1."):]
+        return prefix + "norm_attention." + rest[len("norm_1.") :]
     if rest.startswith("norm_s3."):
-        return prefix + "norm_ffn." + rest[len("norm_s3."):]
+        return prefix + "norm_ffn." + rest[len("norm_s3.") :]
     if rest.startswith("ga.source_embedding."):
-        return prefix + "source_embedding." + rest[len("ga.source_embedding."):]
+        return prefix + "source_embedding." + rest[len("ga.source_embedding.") :]
     if rest.startswith("ga."):
         return _rename_sub(prefix, rest[3:], _ATTENTION)
     if rest.startswith("ffn_s3."):
-        return _rename_sub(prefix, rest[len("ffn_s3."):], _FFN)
+        return _rename_sub(prefix, rest[len("ffn_s3.") :], _FFN)
     return "UNKNOWN:" + rest
 
 
 def _rename_sub(prefix: str, rest: str, table: list[tuple[str, str]]) -> str:
     for old, new in table:
         if rest.startswith(old):
-            return prefix + new + rest[len(old):]
+            return prefix + new + rest[len(old) :]
     return "UNKNOWN:" + prefix + rest
 
 
@@ -180,7 +180,7 @@ def convert_reference_state_dict(
     for key, value in state_dict.items():
         if key.startswith("molfm_finetune_head."):
             if key.startswith(head_prefix):
-                ours["energy_head." + key[len(head_prefix):]] = value
+                ours["energy_head." + key[len(head_prefix) :]] = value
             continue
         new = _rename(key)
         if new is None:
@@ -244,7 +244,9 @@ def _read(path: str):
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"cannot read checkpoint {path}: it is corrupt or not a torch file ({exc})") from exc
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it is corrupt or not a torch file ({exc})"
+        ) from exc
 
 
 def load_checkpoint(path: str, head: str | None = None, **config_overrides) -> tuple[E2FormerLSR, dict]:
@@ -275,7 +277,7 @@ def potentials_dir() -> str:
     return os.path.join(here, "potentials")
 
 
-def find_shipped_potential(name: str) -> Optional[str]:
+def find_shipped_potential(name: str) -> str | None:
     """Path of the shipped checkpoint for a potential name, or None if none is shipped."""
     path = os.path.join(potentials_dir(), f"{name}.pt")
     return path if os.path.exists(path) else None

@@ -96,3 +96,60 @@ def script_module(module: OpenMMModule) -> torch.jit.ScriptModule:
 def save_module(module: OpenMMModule, path: str) -> None:
     """Save the wrapped model as TorchScript that ``openmmtorch.TorchForce(path)`` loads."""
     script_module(module).save(path)
+
+
+def export_structure(
+    checkpoint: str,
+    structure: str,
+    output: str,
+    select: str | None = None,
+    precision: str = "single",
+    charge: float = 0.0,
+    head: str | None = None,
+) -> str:
+    """Bind a checkpoint to the atoms of a PDB/mmCIF file and save TorchScript (CLI ``export``).
+
+    The saved module takes the positions of *all* atoms of the structure (nm) and the box
+    when the structure is periodic; only the ``select``-ed atoms are ML atoms.
+    """
+    import openmm.app as app
+
+    from .checkpoints import load_checkpoint
+    from .fragments import fragment_ids_from_topology
+
+    reader = app.PDBxFile if structure.lower().endswith((".cif", ".mmcif")) else app.PDBFile
+    try:
+        topology = reader(structure).topology
+    except Exception as exc:
+        raise ValueError(f"cannot read structure {structure}: {exc}") from exc
+    atoms = list(topology.atoms())
+    indices = _select_atoms(topology, select) if select else [a.index for a in atoms]
+    if not indices:
+        raise ValueError(f"the selection {select!r} matches no atom of {structure}")
+    model, _ = load_checkpoint(checkpoint, head=head)
+    numbers = [atoms[i].element.atomic_number for i in indices]
+    fragments = fragment_ids_from_topology(topology, indices)
+    cuts = cut_bonds(topology, indices)
+    dtype = torch.float64 if precision == "double" else torch.float32
+    module = OpenMMModule(
+        model, numbers, fragments, charge, indices, cuts, topology.getPeriodicBoxVectors() is not None, dtype
+    )
+    save_module(module, output)
+    return output
+
+
+def cut_bonds(topology, indices: Sequence[int]) -> list:
+    """(ML atom, outside atom) for every bond of ``topology`` that crosses the ML region."""
+    selected = set(int(i) for i in indices)
+    cuts = []
+    for bond in topology.bonds():
+        a, b = bond[0].index, bond[1].index
+        if (a in selected) != (b in selected):
+            cuts.append((a, b) if a in selected else (b, a))
+    return cuts
+
+
+def _select_atoms(topology, selection: str):
+    import mdtraj
+
+    return [int(i) for i in mdtraj.Topology.from_openmm(topology).select(selection)]

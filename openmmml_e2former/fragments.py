@@ -48,9 +48,30 @@ import numpy as np
 #: Residue names treated as water: each such residue is one fragment.
 WATER_RESIDUE_NAMES = frozenset(
     {
-        "HOH", "WAT", "SOL", "H2O", "DOD", "TIP", "TIP3", "TIP3P", "TIP4", "TIP4P",
-        "TIP5", "TIP5P", "T3P", "T4P", "T4E", "T5P", "SPC", "SPCE", "SPC/E", "OPC",
-        "OPC3", "TP3", "TP4", "TP5",
+        "HOH",
+        "WAT",
+        "SOL",
+        "H2O",
+        "DOD",
+        "TIP",
+        "TIP3",
+        "TIP3P",
+        "TIP4",
+        "TIP4P",
+        "TIP5",
+        "TIP5P",
+        "T3P",
+        "T4P",
+        "T4E",
+        "T5P",
+        "SPC",
+        "SPCE",
+        "SPC/E",
+        "OPC",
+        "OPC3",
+        "TP3",
+        "TP4",
+        "TP5",
     }
 )
 
@@ -58,29 +79,134 @@ WATER_RESIDUE_NAMES = frozenset(
 #: (Any one-atom residue is a fragment on its own anyway.)
 ION_RESIDUE_NAMES = frozenset(
     {
-        "LI", "NA", "K", "RB", "CS", "MG", "CA", "ZN", "FE", "FE2", "CU", "CU1", "MN",
-        "NI", "CO", "CD", "SR", "BA", "F", "CL", "BR", "IOD", "SOD", "POT", "CLA",
-        "CAL", "CES", "LIT", "RUB", "NA+", "K+", "CL-", "LI+", "MG2", "ZN2", "CA2",
+        "LI",
+        "NA",
+        "K",
+        "RB",
+        "CS",
+        "MG",
+        "CA",
+        "ZN",
+        "FE",
+        "FE2",
+        "CU",
+        "CU1",
+        "MN",
+        "NI",
+        "CO",
+        "CD",
+        "SR",
+        "BA",
+        "F",
+        "CL",
+        "BR",
+        "IOD",
+        "SOD",
+        "POT",
+        "CLA",
+        "CAL",
+        "CES",
+        "LIT",
+        "RUB",
+        "NA+",
+        "K+",
+        "CL-",
+        "LI+",
+        "MG2",
+        "ZN2",
+        "CA2",
     }
 )
 
 #: Standard amino-acid residue names, including common protonation/naming variants.
 AMINO_ACID_RESIDUE_NAMES = frozenset(
     {
-        "ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU",
-        "LYS", "MET", "PHE", "PRO", "SER", "THR", "TRP", "TYR", "VAL", "SEC", "PYL",
-        "HID", "HIE", "HIP", "HSD", "HSE", "HSP", "CYX", "CYM", "ASH", "GLH", "LYN",
-        "ARN", "TYM", "MSE", "AIB", "ORN", "PCA", "UNK",
+        "ALA",
+        "ARG",
+        "ASN",
+        "ASP",
+        "CYS",
+        "GLN",
+        "GLU",
+        "GLY",
+        "HIS",
+        "ILE",
+        "LEU",
+        "LYS",
+        "MET",
+        "PHE",
+        "PRO",
+        "SER",
+        "THR",
+        "TRP",
+        "TYR",
+        "VAL",
+        "SEC",
+        "PYL",
+        "HID",
+        "HIE",
+        "HIP",
+        "HSD",
+        "HSE",
+        "HSP",
+        "CYX",
+        "CYM",
+        "ASH",
+        "GLH",
+        "LYN",
+        "ARN",
+        "TYM",
+        "MSE",
+        "AIB",
+        "ORN",
+        "PCA",
+        "UNK",
     }
 )
 
 #: Standard nucleotide residue names (RNA, DNA, and AMBER 5'/3'-terminal variants).
 NUCLEIC_RESIDUE_NAMES = frozenset(
     {
-        "A", "C", "G", "U", "T", "I", "DA", "DC", "DG", "DT", "DU", "DI",
-        "RA", "RC", "RG", "RU", "A5", "A3", "C5", "C3", "G5", "G3", "U5", "U3",
-        "DA5", "DA3", "DC5", "DC3", "DG5", "DG3", "DT5", "DT3",
-        "RA5", "RA3", "RC5", "RC3", "RG5", "RG3", "RU5", "RU3",
+        "A",
+        "C",
+        "G",
+        "U",
+        "T",
+        "I",
+        "DA",
+        "DC",
+        "DG",
+        "DT",
+        "DU",
+        "DI",
+        "RA",
+        "RC",
+        "RG",
+        "RU",
+        "A5",
+        "A3",
+        "C5",
+        "C3",
+        "G5",
+        "G3",
+        "U5",
+        "U3",
+        "DA5",
+        "DA3",
+        "DC5",
+        "DC3",
+        "DG5",
+        "DG3",
+        "DT5",
+        "DT3",
+        "RA5",
+        "RA3",
+        "RC5",
+        "RC3",
+        "RG5",
+        "RG3",
+        "RU5",
+        "RU3",
     }
 )
 
@@ -127,26 +253,19 @@ def validate_fragment_ids(ids, n_atoms: int) -> np.ndarray:
     """
     arr = np.asarray(ids)
     if arr.ndim != 1:
-        raise ValueError(
-            f"fragment ids must be a one-dimensional array, got shape {arr.shape}"
-        )
+        raise ValueError(f"fragment ids must be a one-dimensional array, got shape {arr.shape}")
     if arr.shape[0] != n_atoms:
-        raise ValueError(
-            f"fragment ids have length {arr.shape[0]} but there are {n_atoms} atoms"
-        )
+        raise ValueError(f"fragment ids have length {arr.shape[0]} but there are {n_atoms} atoms")
     if arr.shape[0] == 0:
         raise ValueError("fragment ids are empty: there are no atoms to assign to fragments")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(
-            f"fragment ids must be integers, got values of dtype {arr.dtype}"
-        )
+        raise ValueError(f"fragment ids must be integers, got values of dtype {arr.dtype}")
     negative = np.flatnonzero(arr < 0)
     if negative.size:
         shown = ", ".join(str(int(i)) for i in negative[:10])
         more = " ..." if negative.size > 10 else ""
         raise ValueError(
-            f"fragment ids must be >= 0; {negative.size} negative id(s) at atom "
-            f"position(s) {shown}{more}"
+            f"fragment ids must be >= 0; {negative.size} negative id(s) at atom position(s) {shown}{more}"
         )
     return arr.astype(np.int64, copy=False)
 
@@ -234,9 +353,7 @@ def _check_atom_selection(atoms: Sequence[int] | None, n_atoms: int) -> list[int
         raise ValueError("the atom selection is empty")
     bad = [a for a in selection if a < 0 or a >= n_atoms]
     if bad:
-        raise ValueError(
-            f"atom indices out of range for a topology of {n_atoms} atoms: {bad[:10]}"
-        )
+        raise ValueError(f"atom indices out of range for a topology of {n_atoms} atoms: {bad[:10]}")
     if len(set(selection)) != len(selection):
         seen: set[int] = set()
         repeated = sorted({a for a in selection if a in seen or seen.add(a)})
@@ -262,9 +379,7 @@ def _atom_group_keys(topology) -> list[int]:
     residue_root = _merge_caps(topology, residues, polymer)
     first_atom_of = {r.index: _first_atom_index(r) for r in residues}
     split = {
-        r.index
-        for r in residues
-        if not _is_cap_residue(r) and r.index not in polymer and _needs_split(r)
+        r.index for r in residues if not _is_cap_residue(r) and r.index not in polymer and _needs_split(r)
     }
     components = _intra_residue_components(topology, residues, split)
 
@@ -434,9 +549,7 @@ def _intra_residue_components(topology, residues, residue_indices: set[int]) -> 
     """
     if not residue_indices:
         return {}
-    sets = _UnionFind(
-        a.index for r in residues if r.index in residue_indices for a in r.atoms()
-    )
+    sets = _UnionFind(a.index for r in residues if r.index in residue_indices for a in r.atoms())
     for bond in topology.bonds():
         a, b = bond[0], bond[1]
         if a.residue.index == b.residue.index and a.residue.index in residue_indices:

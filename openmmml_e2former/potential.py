@@ -25,7 +25,6 @@ import warnings
 from collections.abc import Iterable
 
 import openmm
-from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 
 NO_WEIGHTS_MESSAGE = (
     "No trained weights were found for {name!r}. Pass modelPath= to MLPotential: an "
@@ -35,21 +34,26 @@ NO_WEIGHTS_MESSAGE = (
 )
 
 
-class E2FormerLSRPotentialImplFactory(MLPotentialImplFactory):
+# The classes follow openmm-ml's MLPotentialImplFactory/MLPotentialImpl interface by duck
+# typing: importing openmmml here would be circular (openmmml imports every registered
+# plug-in while it is itself being imported).
+
+
+class E2FormerLSRPotentialImplFactory:
     """Creates the long-range-aware potential ('e2former-lsr')."""
 
-    def createImpl(self, name: str, **args) -> MLPotentialImpl:
+    def createImpl(self, name: str, **args) -> E2FormerPotentialImpl:
         return E2FormerPotentialImpl(name, long_range=True, **args)
 
 
-class E2FormerLocalPotentialImplFactory(MLPotentialImplFactory):
+class E2FormerLocalPotentialImplFactory:
     """Creates the local-only potential ('e2former')."""
 
-    def createImpl(self, name: str, **args) -> MLPotentialImpl:
+    def createImpl(self, name: str, **args) -> E2FormerPotentialImpl:
         return E2FormerPotentialImpl(name, long_range=False, **args)
 
 
-class E2FormerPotentialImpl(MLPotentialImpl):
+class E2FormerPotentialImpl:
     """Builds a TorchForce (or PythonForce) evaluating E2Former on the ML atoms."""
 
     def __init__(self, name: str, long_range: bool, **args):
@@ -67,8 +71,10 @@ class E2FormerPotentialImpl(MLPotentialImpl):
         fragments = _fragment_ids(topology, indices, options.get("fragmentIds"))
         caps = _cut_bonds(topology, set(indices), bool(options.get("linkAtoms", True)))
         periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
-        charge = _total_charge(system, indices, options.get("charge"))
-        force = self._build_force(options, numbers, fragments, charge, indices, caps, periodic, topology, system)
+        charge = _total_charge(system, topology, indices, options.get("charge"))
+        force = self._build_force(
+            options, numbers, fragments, charge, indices, caps, periodic, topology, system
+        )
         force.setForceGroup(forceGroup)
         system.addForce(force)
 
@@ -162,8 +168,27 @@ class TorchComputation:
         self.periodic = state["periodic"]
 
 
+def ensure_torch_plugins() -> None:
+    """Load openmm-torch's platform plugins that failed because OpenMM was imported before torch.
+
+    ``import openmm`` loads every plugin at once; openmmtorch's kernels need libtorch's CUDA
+    libraries, which are only present after ``import torch``. Without this a Context fails
+    with "does not support all required kernels" whenever the user imported openmm first.
+    """
+    import torch  # noqa: F401  (makes libtorch and its libraries available)
+
+    for failure in openmm.Platform.getPluginLoadFailures():
+        if "OpenMMTorch" not in failure or not failure.startswith("Error loading library "):
+            continue
+        path = failure[len("Error loading library ") :].split(": ")[0]
+        try:
+            openmm.Platform.loadPluginLibrary(path)
+        except Exception:  # e.g. the OpenCL kernels on a machine without OpenCL
+            pass
+
+
 def _torch_force(scripted, periodic: bool, use_cuda_graphs: bool):
-    import torch  # noqa: F401  (loads libtorch before openmmtorch)
+    ensure_torch_plugins()
     from openmmtorch import TorchForce
 
     force = TorchForce(scripted)
@@ -186,13 +211,15 @@ def _atomic_numbers(topo_atoms, indices: list[int]) -> list[int]:
     missing = [i for i in indices if topo_atoms[i].element is None]
     if missing:
         names = [f"{topo_atoms[i].name} (atom {i})" for i in missing[:10]]
-        raise ValueError(f"ML atoms without an element (virtual sites or unknown atoms) cannot be ML atoms: {names}")
+        raise ValueError(
+            f"ML atoms without an element (virtual sites or unknown atoms) cannot be ML atoms: {names}"
+        )
     return [topo_atoms[i].element.atomic_number for i in indices]
 
 
 def _check_elements(model, numbers: list[int], indices: list[int]) -> None:
     allowed = set(model.config.elements)
-    bad = [(i, z) for i, z in zip(indices, numbers) if z not in allowed]
+    bad = [(i, z) for i, z in zip(indices, numbers, strict=True) if z not in allowed]
     if bad:
         symbols = {z: openmm.app.Element.getByAtomicNumber(z).symbol for _, z in bad}
         shown = ", ".join(f"atom {i} ({symbols[z]})" for i, z in bad[:10])
@@ -214,11 +241,9 @@ def _fragment_ids(topology, indices: list[int], explicit) -> list[int]:
 
 def _cut_bonds(topology, selected: set, allow: bool) -> list[tuple[int, int]]:
     """(ML atom, MM atom) for every bond that crosses the ML region boundary."""
-    cuts = []
-    for bond in topology.bonds():
-        a, b = bond[0].index, bond[1].index
-        if (a in selected) != (b in selected):
-            cuts.append((a, b) if a in selected else (b, a))
+    from .export import cut_bonds
+
+    cuts = cut_bonds(topology, selected)
     if cuts and not allow:
         raise ValueError(
             f"the ML region cuts {len(cuts)} covalent bond(s), e.g. {cuts[:5]} (ML atom, MM atom); "
@@ -227,13 +252,19 @@ def _cut_bonds(topology, selected: set, allow: bool) -> list[tuple[int, int]]:
     return cuts
 
 
-def _total_charge(system, indices: Iterable[int], charge: float | None) -> float:
+def _total_charge(system, topology, indices: list[int], charge: float | None) -> float:
+    """Explicit charge, else the rounded MM charges of the ML atoms, else formal charges.
+
+    With ``interpolate=True`` openmm-ml hands us an empty System (no NonbondedForce), so
+    the formal charges from residue names and hydrogens are the fallback.
+    """
     if charge is not None:
         return float(charge)
     for force in system.getForces():
         if isinstance(force, openmm.NonbondedForce):
             total = sum(
-                force.getParticleParameters(i)[0].value_in_unit(openmm.unit.elementary_charge) for i in indices
+                force.getParticleParameters(i)[0].value_in_unit(openmm.unit.elementary_charge)
+                for i in indices
             )
             if abs(total - round(total)) > 0.05:
                 warnings.warn(
@@ -242,11 +273,62 @@ def _total_charge(system, indices: Iterable[int], charge: float | None) -> float
                     stacklevel=3,
                 )
             return float(round(total))
-    return 0.0
+    return float(formal_charge(topology, indices))
+
+
+# Formal charge of a residue, decided by which hydrogens it carries.
+_ION_CHARGES = {
+    "Li": 1,
+    "Na": 1,
+    "K": 1,
+    "Rb": 1,
+    "Cs": 1,
+    "Mg": 2,
+    "Ca": 2,
+    "Zn": 2,
+    "F": -1,
+    "Cl": -1,
+    "Br": -1,
+    "I": -1,
+}
+
+
+def formal_charge(topology, indices: Iterable[int]) -> int:
+    """Sum of formal charges of the residues touched by ``indices`` (protein residues by
+    their protonation state, termini, monatomic ions); other residues count as neutral."""
+    selected = set(indices)
+    total = 0
+    for residue in topology.residues():
+        atoms = [a for a in residue.atoms() if a.index in selected]
+        if not atoms:
+            continue
+        names = {a.name for a in residue.atoms()}
+        total += _residue_formal_charge(residue.name, names, list(residue.atoms()))
+    return total
+
+
+def _residue_formal_charge(name: str, atom_names: set, atoms) -> int:
+    if len(atoms) == 1 and atoms[0].element is not None:
+        return _ION_CHARGES.get(atoms[0].element.symbol, 0)
+    charge = 0
+    if {"N", "H2", "H3"} <= atom_names:
+        charge += 1  # charged N-terminus
+    if "OXT" in atom_names:
+        charge -= 1  # charged C-terminus
+    side = {
+        "ARG": 1 if "HH22" in atom_names else 0,
+        "LYS": 1 if "HZ3" in atom_names else 0,
+        "ASP": 0 if "HD2" in atom_names else -1,
+        "GLU": 0 if "HE2" in atom_names else -1,
+        "HIS": 1 if {"HD1", "HE2"} <= atom_names else 0,
+    }
+    return charge + side.get(name, 0)
 
 
 def _check_periodic_box(topology, system, cutoff_angstrom: float) -> None:
-    vectors = topology.getPeriodicBoxVectors() or system.getDefaultPeriodicBoxVectors()
+    vectors = topology.getPeriodicBoxVectors()
+    if vectors is None:
+        vectors = system.getDefaultPeriodicBoxVectors()
     widths = [vectors[k][k].value_in_unit(openmm.unit.nanometer) for k in range(3)]
     need = 2 * cutoff_angstrom / 10.0
     if min(widths) < need:
@@ -258,5 +340,7 @@ def _check_periodic_box(topology, system, cutoff_angstrom: float) -> None:
 
 
 __all__: list[str] = [
-    "E2FormerLSRPotentialImplFactory", "E2FormerLocalPotentialImplFactory", "TorchComputation",
+    "E2FormerLSRPotentialImplFactory",
+    "E2FormerLocalPotentialImplFactory",
+    "TorchComputation",
 ]

@@ -53,7 +53,9 @@ def villin_protein():
     pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))
     atoms = [a for a in pdb.topology.atoms() if a.residue.name not in ("HOH", "Cl", "CL", "NA", "Na")]
     indices = [a.index for a in atoms]
-    xyz = np.array(pdb.getPositions(asNumpy=True).value_in_unit(app.PDBFile.__init__.__globals__["nanometers"]))
+    xyz = np.array(
+        pdb.getPositions(asNumpy=True).value_in_unit(app.PDBFile.__init__.__globals__["nanometers"])
+    )
     positions = torch.tensor(xyz[indices] * 10.0, dtype=torch.float64)
     numbers = torch.tensor([a.element.atomic_number for a in atoms], dtype=torch.long)
     fragments = torch.tensor(fragment_ids_from_topology(pdb.topology, indices), dtype=torch.long)

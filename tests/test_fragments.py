@@ -219,9 +219,7 @@ def test_large_ligand_split_by_connected_components():
     specs_a, bonds_a = carbon_chain(35)
     specs_b, bonds_b = carbon_chain(35, offset=35)
     hydrogen = [("H1", "H")]
-    atoms = add_residue(
-        topology, chain, "BIG", specs_a + specs_b + hydrogen, bonds_a + bonds_b + [(69, 70)]
-    )
+    atoms = add_residue(topology, chain, "BIG", specs_a + specs_b + hydrogen, bonds_a + bonds_b + [(69, 70)])
     ids = fragment_ids_from_topology(topology)
     assert len(atoms) == 71
     assert ids.tolist() == [0] * 35 + [1] * 35 + [1]
@@ -252,8 +250,13 @@ def test_large_polymer_residue_not_split():
     ala = add_residue(topology, chain, "ALA", backbone, [(0, 1), (1, 2)])
     specs_a, bonds_a = carbon_chain(40)
     specs_b, bonds_b = carbon_chain(40, offset=40)
-    odd = add_residue(topology, chain, "XYZ", [("N", "N")] + specs_a + specs_b,
-                      [(0, 1)] + [(i + 1, j + 1) for i, j in bonds_a + bonds_b])
+    odd = add_residue(
+        topology,
+        chain,
+        "XYZ",
+        [("N", "N")] + specs_a + specs_b,
+        [(0, 1)] + [(i + 1, j + 1) for i, j in bonds_a + bonds_b],
+    )
     topology.addBond(ala[2], odd[0])
     ids = fragment_ids_from_topology(topology)
     assert ids.tolist() == [0] * 3 + [1] * 81
@@ -282,7 +285,10 @@ def test_normalize_renumbers_by_first_appearance():
 
 def test_normalize_keeps_contiguous_ids():
     assert normalize_fragment_ids(np.array([0, 1, 1, 2], dtype=np.int32), 4).tolist() == [
-        0, 1, 1, 2,
+        0,
+        1,
+        1,
+        2,
     ]
 
 

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-
 from model_helpers import energy_forces, random_molecule, seeded_model, villin_protein
 
 TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
@@ -105,8 +104,10 @@ def crossing_shift(moving, fixed, direction, radius):
 
 def two_molecules(gap):
     """Fragment 0 (4 atoms around the origin) and a single atom (fragment 1) at x = gap."""
-    pos = torch.tensor([[0.0, 0.0, 0.0], [1.1, 0.0, 0.0], [-0.4, 1.0, 0.0], [-0.4, -0.5, 0.9], [gap, 0.3, 0.2]],
-                       dtype=torch.float64)
+    pos = torch.tensor(
+        [[0.0, 0.0, 0.0], [1.1, 0.0, 0.0], [-0.4, 1.0, 0.0], [-0.4, -0.5, 0.9], [gap, 0.3, 0.2]],
+        dtype=torch.float64,
+    )
     return pos, torch.tensor([6, 1, 1, 8, 8]), torch.tensor([0, 0, 0, 0, 1])
 
 
@@ -139,8 +140,10 @@ def test_reference_slot_mode_is_discontinuous_at_the_cutoff():
 
 def test_energy_continuous_when_fragment_crosses_long_cutoff():
     """A two-atom fragment's centroid crosses 18 A from atom 0, far outside the local cutoff."""
-    pos = torch.tensor([[0.0, 0.0, 0.0], [1.2, 0.0, 0.0], [0.0, 1.1, 0.0],
-                        [18.5, 0.0, 0.0], [19.6, 0.0, 0.0]], dtype=torch.float64)
+    pos = torch.tensor(
+        [[0.0, 0.0, 0.0], [1.2, 0.0, 0.0], [0.0, 1.1, 0.0], [18.5, 0.0, 0.0], [19.6, 0.0, 0.0]],
+        dtype=torch.float64,
+    )
     z = torch.tensor([6, 8, 1, 7, 1])
     frag = torch.tensor([0, 0, 0, 1, 1])
     model = seeded_model(torch.float64)

@@ -11,10 +11,20 @@ from openmmml_e2former.checkpoints import load_checkpoint
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "ubio-e2former-lsr")
 # Stage names in the fixture that our network records under the same name.
 STAGES = [
-    "embed_proj_out", "atom_embedding", "edge_degree_embedding", "local_block_0_in",
-    "local_block_0_out", "local_block_1_out", "local_block_2_out", "local_block_3_out",
-    "norm_final_out", "cluster_attn_0_in", "cluster_attn_0_out", "norm_ffn_0_in",
-    "cluster_attn_1_out", "final_linear_out",
+    "embed_proj_out",
+    "atom_embedding",
+    "edge_degree_embedding",
+    "local_block_0_in",
+    "local_block_0_out",
+    "local_block_1_out",
+    "local_block_2_out",
+    "local_block_3_out",
+    "norm_final_out",
+    "cluster_attn_0_in",
+    "cluster_attn_0_out",
+    "norm_ffn_0_in",
+    "cluster_attn_1_out",
+    "final_linear_out",
 ]
 
 
@@ -39,7 +49,9 @@ def load_molecule(name):
 def energy_and_forces(model, inputs, fixed_centres=True):
     positions = inputs["positions"].clone().requires_grad_(True)
     centres = inputs["centres"] if fixed_centres else None
-    energy = model(positions, inputs["atomic_numbers"], inputs["fragment_ids"], inputs["charge"], None, centres)
+    energy = model(
+        positions, inputs["atomic_numbers"], inputs["fragment_ids"], inputs["charge"], None, centres
+    )
     (grad,) = torch.autograd.grad(energy, positions)
     return float(energy), -grad.double().numpy()
 
@@ -58,16 +70,25 @@ def test_intermediate_tensors_match_reference(reference_model):
     stages_ref = np.load(os.path.join(FIXTURE, "mol1_intermediates.npz"))
     with torch.no_grad():
         _, stages = reference_model.features(
-            inputs["positions"], inputs["atomic_numbers"], inputs["fragment_ids"], inputs["charge"],
-            None, inputs["centres"], True,
+            inputs["positions"],
+            inputs["atomic_numbers"],
+            inputs["fragment_ids"],
+            inputs["charge"],
+            None,
+            inputs["centres"],
+            True,
         )
     for name in STAGES:
         ref = torch.tensor(stages_ref[name]).reshape(stages[name].shape)
         err = float((stages[name] - ref).abs().max())
         assert err <= 1e-5 * float(ref.abs().max()) + 1e-6, f"{name}: max error {err}"
     per_atom = reference_model.per_atom_energies(
-        inputs["positions"], inputs["atomic_numbers"], inputs["fragment_ids"], inputs["charge"],
-        None, inputs["centres"],
+        inputs["positions"],
+        inputs["atomic_numbers"],
+        inputs["fragment_ids"],
+        inputs["charge"],
+        None,
+        inputs["centres"],
     )
     expected = torch.tensor(stages_ref["per_atom_energy_padded"]).reshape(-1)
     assert float((per_atom.detach() - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
@@ -76,8 +97,17 @@ def test_intermediate_tensors_match_reference(reference_model):
 def test_torchscript_matches_eager_on_reference(reference_model):
     inputs, _ = load_molecule("mol1.npz")
     scripted = torch.jit.script(reference_model)
-    args = (inputs["positions"], inputs["atomic_numbers"], inputs["fragment_ids"], inputs["charge"], None, inputs["centres"])
-    assert abs(float(scripted(*args)) - float(reference_model(*args))) <= 1e-6 * abs(float(reference_model(*args)))
+    args = (
+        inputs["positions"],
+        inputs["atomic_numbers"],
+        inputs["fragment_ids"],
+        inputs["charge"],
+        None,
+        inputs["centres"],
+    )
+    assert abs(float(scripted(*args)) - float(reference_model(*args))) <= 1e-6 * abs(
+        float(reference_model(*args))
+    )
 
 
 def test_differentiable_centres_give_zero_net_force(reference_model):

@@ -113,11 +113,16 @@ class EquivariantAttention(nn.Module):
         )
         q = self.query(x).view(n, self.num_heads, self.head_dim)[receivers]
         k = self.key(senders_x).view(-1, self.num_heads, self.head_dim)[senders]
-        dot = (q * k).sum(dim=-1) / (self.head_dim ** 0.5)
+        dot = (q * k).sum(dim=-1) / (self.head_dim**0.5)
         scores = smooth_leaky_relu(self.score_mlp(edge) * dot)
         alpha = segment_softmax(
-            scores, polynomial_envelope(distances, self.cutoff), inside, receivers, n,
-            self.eps, shift_by_max,
+            scores,
+            polynomial_envelope(distances, self.cutoff),
+            inside,
+            receivers,
+            n,
+            self.eps,
+            shift_by_max,
         )
         per_channel = self.channel_mlp(edge).view(-1, self.num_heads, self.channels // self.num_heads)
         weights = (alpha.unsqueeze(-1) * per_channel).reshape(-1, self.channels)
@@ -159,8 +164,12 @@ class EdgeDegreeEmbedding(nn.Module):
     ) -> torch.Tensor:
         n = atomic_numbers.shape[0]
         edge = torch.cat(
-            [rbf, self.target_embedding(atomic_numbers)[receivers],
-             self.source_embedding(atomic_numbers)[senders]], dim=-1,
+            [
+                rbf,
+                self.target_embedding(atomic_numbers)[receivers],
+                self.source_embedding(atomic_numbers)[senders],
+            ],
+            dim=-1,
         )
         gate = inside.to(rbf.dtype)
         if self.smooth:
@@ -169,7 +178,7 @@ class EdgeDegreeEmbedding(nn.Module):
         parts = []
         for l, radial in enumerate(self.radial):
             f = radial(edge) * gate.unsqueeze(1)
-            parts.append(sh[:, l * l:(l + 1) * (l + 1)].unsqueeze(-1) * f.unsqueeze(1))
+            parts.append(sh[:, l * l : (l + 1) * (l + 1)].unsqueeze(-1) * f.unsqueeze(1))
         per_edge = torch.cat(parts, dim=1)
         out = torch.zeros((n, per_edge.shape[1], per_edge.shape[2]), dtype=rbf.dtype, device=rbf.device)
         return out.index_add(0, receivers, per_edge) / self.avg_degree

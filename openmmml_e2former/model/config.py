@@ -56,9 +56,7 @@ class E2FormerConfig:
         if self.local_mode not in ("smooth", "reference"):
             raise ValueError(f"local_mode must be 'smooth' or 'reference', not {self.local_mode!r}")
         if self.fragment_selection not in ("all", "topk"):
-            raise ValueError(
-                f"fragment_selection must be 'all' or 'topk', not {self.fragment_selection!r}"
-            )
+            raise ValueError(f"fragment_selection must be 'all' or 'topk', not {self.fragment_selection!r}")
         if self.local_cutoff <= 0 or self.long_cutoff <= 0:
             raise ValueError("cutoffs must be positive")
         if not self.elements:
@@ -94,8 +92,14 @@ class E2FormerConfig:
 def small_config(**changes) -> E2FormerConfig:
     """CPU-friendly size (the shipped default): 32 channels, l <= 2, 3 local + 2 long blocks."""
     base = E2FormerConfig(
-        channels=32, embed_dim=32, num_local_layers=3, num_long_layers=2, num_heads=4,
-        head_dim=8, num_basis=32, edge_embed_dim=32,
+        channels=32,
+        embed_dim=32,
+        num_local_layers=3,
+        num_long_layers=2,
+        num_heads=4,
+        head_dim=8,
+        num_basis=32,
+        edge_embed_dim=32,
     )
     return base.replace(**changes)
 
@@ -103,8 +107,14 @@ def small_config(**changes) -> E2FormerConfig:
 def paper_config(**changes) -> E2FormerConfig:
     """The paper's size: 256 channels, l <= 2, 4 local + 2 long-range blocks (18.8 M params)."""
     base = E2FormerConfig(
-        channels=256, embed_dim=384, num_local_layers=4, num_long_layers=2, num_heads=16,
-        head_dim=16, num_basis=256, edge_embed_dim=128,
+        channels=256,
+        embed_dim=384,
+        num_local_layers=4,
+        num_long_layers=2,
+        num_heads=16,
+        head_dim=16,
+        num_basis=256,
+        edge_embed_dim=128,
     )
     return base.replace(**changes)
 
@@ -112,9 +122,17 @@ def paper_config(**changes) -> E2FormerConfig:
 def fixture_config(**changes) -> E2FormerConfig:
     """The widths of the authors' reference fixture, with the authors' exact semantics."""
     base = E2FormerConfig(
-        channels=32, embed_dim=48, num_local_layers=4, num_long_layers=2, num_heads=4,
-        head_dim=8, num_basis=32, edge_embed_dim=128, local_mode="reference",
-        fragment_selection="topk", elements=list(range(1, 119)),
+        channels=32,
+        embed_dim=48,
+        num_local_layers=4,
+        num_long_layers=2,
+        num_heads=4,
+        head_dim=8,
+        num_basis=32,
+        edge_embed_dim=128,
+        local_mode="reference",
+        fragment_selection="topk",
+        elements=list(range(1, 119)),
     )
     return base.replace(**changes)
 

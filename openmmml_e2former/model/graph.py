@@ -24,8 +24,12 @@ def check_box(box: torch.Tensor, cutoff: float) -> None:
     if bool((widths < 2.0 * cutoff).any()):
         nm: list[float] = (widths.detach() / 10.0).tolist()
         raise ValueError(
-            "periodic box too small: widths " + str(nm) + " nm, but every edge must be at least "
-            + "twice the largest cutoff (" + str(2.0 * cutoff / 10.0) + " nm); enlarge the box "
+            "periodic box too small: widths "
+            + str(nm)
+            + " nm, but every edge must be at least "
+            + "twice the largest cutoff ("
+            + str(2.0 * cutoff / 10.0)
+            + " nm); enlarge the box "
             + "(more solvent padding) or disable periodicity"
         )
 
@@ -35,7 +39,7 @@ def minimum_image(delta: torch.Tensor, box: torch.Tensor | None) -> torch.Tensor
     if box is None:
         return delta
     for k in [2, 1, 0]:
-        delta = delta - torch.round(delta[..., k:k + 1] / box[k, k]) * box[k]
+        delta = delta - torch.round(delta[..., k : k + 1] / box[k, k]) * box[k]
     return delta
 
 
@@ -46,8 +50,11 @@ def radius_graph(positions: torch.Tensor, cutoff: float, box: torch.Tensor | Non
     cell = box if box is not None else torch.zeros((3, 3), dtype=positions.dtype)
     calculator = NeighborList(cutoff=cutoff, full_list=True)
     i, j, shifts = calculator.compute(
-        points=positions.detach().cpu(), box=cell.detach().cpu(), periodic=periodic,
-        quantities="ijS", copy=True,
+        points=positions.detach().cpu(),
+        box=cell.detach().cpu(),
+        periodic=periodic,
+        quantities="ijS",
+        copy=True,
     )
     i = i.to(positions.device)
     j = j.to(positions.device)
@@ -58,7 +65,13 @@ def radius_graph(positions: torch.Tensor, cutoff: float, box: torch.Tensor | Non
     keep = (distances < cutoff) & (distances > 1e-4)
     if n == 0:
         keep = keep & False
-    return i[keep], j[keep], vectors[keep], distances[keep], torch.ones_like(distances[keep], dtype=torch.bool)
+    return (
+        i[keep],
+        j[keep],
+        vectors[keep],
+        distances[keep],
+        torch.ones_like(distances[keep], dtype=torch.bool),
+    )
 
 
 def slot_graph(
@@ -88,9 +101,7 @@ def slot_graph(
     order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
     slot_dist = torch.gather(dist, 1, order)
     if exclude is not None:
-        slot_dist = torch.where(
-            order == exclude.unsqueeze(1), torch.full_like(slot_dist, 1.0e4), slot_dist
-        )
+        slot_dist = torch.where(order == exclude.unsqueeze(1), torch.full_like(slot_dist, 1.0e4), slot_dist)
     receivers = torch.arange(n, device=positions.device).repeat_interleave(k)
     senders = order.reshape(-1)
     vectors = delta[receivers, senders]
@@ -107,8 +118,12 @@ def fragment_graph(
 ) -> Graph:
     """Every (atom, fragment) pair within ``cutoff``, the atom's own fragment excluded."""
     with torch.no_grad():
-        dist = torch.linalg.vector_norm(minimum_image(positions.unsqueeze(1) - centres.unsqueeze(0), box), dim=-1)
-        own = torch.arange(centres.shape[0], device=positions.device).unsqueeze(0) == fragment_ids.unsqueeze(1)
+        dist = torch.linalg.vector_norm(
+            minimum_image(positions.unsqueeze(1) - centres.unsqueeze(0), box), dim=-1
+        )
+        own = torch.arange(centres.shape[0], device=positions.device).unsqueeze(0) == fragment_ids.unsqueeze(
+            1
+        )
         pairs = torch.nonzero((dist < cutoff) & ~own)
     receivers = pairs[:, 0]
     senders = pairs[:, 1]

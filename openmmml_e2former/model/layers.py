@@ -97,7 +97,7 @@ class InvariantProjection(nn.Module):
         b = torch.einsum("nmi,moi->nmo", x, self.weight2.index_select(0, self.degree))
         a = torch.cat([a[:, :1] + self.bias, a[:, 1:]], dim=1)
         prod = a * b
-        invariants = [prod[:, l * l:(l + 1) * (l + 1)].sum(dim=1) for l in range(self.lmax + 1)]
+        invariants = [prod[:, l * l : (l + 1) * (l + 1)].sum(dim=1) for l in range(self.lmax + 1)]
         return self.mlp(torch.cat(invariants, dim=-1))
 
 
@@ -148,6 +148,6 @@ class GatedFeedForward(nn.Module):
         c = self.channels
         parts = [torch.nn.functional.silu(gates[:, :, :c]) * self.silu_scale]
         for l in range(1, self.lmax + 1):
-            gate = torch.sigmoid(gates[:, :, l * c:(l + 1) * c]) * self.sigmoid_scale
-            parts.append(gate * h[:, l * l:(l + 1) * (l + 1)])
+            gate = torch.sigmoid(gates[:, :, l * c : (l + 1) * c]) * self.sigmoid_scale
+            parts.append(gate * h[:, l * l : (l + 1) * (l + 1)])
         return self.linear_2(torch.cat(parts, dim=1))

@@ -35,14 +35,28 @@ class LocalBlock(nn.Module):
         self.ffn = GatedFeedForward(config.channels, config.lmax)
 
     def forward(
-        self, h: torch.Tensor, atomic_numbers: torch.Tensor, receivers: torch.Tensor,
-        senders: torch.Tensor, vectors: torch.Tensor, distances: torch.Tensor,
-        inside: torch.Tensor, shift_by_max: bool,
+        self,
+        h: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        receivers: torch.Tensor,
+        senders: torch.Tensor,
+        vectors: torch.Tensor,
+        distances: torch.Tensor,
+        inside: torch.Tensor,
+        shift_by_max: bool,
     ) -> torch.Tensor:
         x = self.norm_attention(h)
         h = h + self.attention(
-            x, x, self.source_embedding(atomic_numbers), atomic_numbers, receivers, senders,
-            vectors, distances, inside, shift_by_max,
+            x,
+            x,
+            self.source_embedding(atomic_numbers),
+            atomic_numbers,
+            receivers,
+            senders,
+            vectors,
+            distances,
+            inside,
+            shift_by_max,
         )
         return h + self.ffn(self.norm_ffn(h))
 
@@ -57,16 +71,31 @@ class LongRangeBlock(nn.Module):
         self.ffn = GatedFeedForward(config.channels, config.lmax)
 
     def forward(
-        self, h: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
-        num_fragments: int, receivers: torch.Tensor, senders: torch.Tensor,
-        vectors: torch.Tensor, distances: torch.Tensor, inside: torch.Tensor,
+        self,
+        h: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        fragment_ids: torch.Tensor,
+        num_fragments: int,
+        receivers: torch.Tensor,
+        senders: torch.Tensor,
+        vectors: torch.Tensor,
+        distances: torch.Tensor,
+        inside: torch.Tensor,
         shift_by_max: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (new features, attention message, features after the attention residual)."""
         means = fragment_means(h, fragment_ids, num_fragments)
         message = self.attention(
-            h, means, means[:, 0], atomic_numbers, receivers, senders, vectors, distances,
-            inside, shift_by_max,
+            h,
+            means,
+            means[:, 0],
+            atomic_numbers,
+            receivers,
+            senders,
+            vectors,
+            distances,
+            inside,
+            shift_by_max,
         )
         mid = h + message
         return mid + self.ffn(self.norm_ffn(mid)), message, mid
@@ -122,8 +151,12 @@ class E2FormerLSR(nn.Module):
         self.register_buffer("supported", supported)
 
     def forward(
-        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
-        charge: torch.Tensor, box: torch.Tensor | None = None,
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        fragment_ids: torch.Tensor,
+        charge: torch.Tensor,
+        box: torch.Tensor | None = None,
         fragment_centres: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.per_atom_energies(
@@ -131,8 +164,12 @@ class E2FormerLSR(nn.Module):
         ).sum()
 
     def per_atom_energies(
-        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
-        charge: torch.Tensor, box: torch.Tensor | None = None,
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        fragment_ids: torch.Tensor,
+        charge: torch.Tensor,
+        box: torch.Tensor | None = None,
         fragment_centres: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-atom energies ``[N]`` in eV, per-element reference energies included."""
@@ -143,8 +180,13 @@ class E2FormerLSR(nn.Module):
         return learned + self.reference_energies[atomic_numbers].to(learned.dtype)
 
     def features(
-        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
-        charge: torch.Tensor, box: torch.Tensor | None, fragment_centres: torch.Tensor | None,
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        fragment_ids: torch.Tensor,
+        charge: torch.Tensor,
+        box: torch.Tensor | None,
+        fragment_centres: torch.Tensor | None,
         collect: bool,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Output features ``[N, (lmax+1)^2, C]`` and, when ``collect``, named intermediates."""
@@ -157,17 +199,24 @@ class E2FormerLSR(nn.Module):
             stages["norm_final_out"] = short
         if len(self.long_blocks) == 0:
             return short, stages
-        long = self.long_stage(positions, atomic_numbers, fragment_ids, box, fragment_centres, short, stages, collect)
+        long = self.long_stage(
+            positions, atomic_numbers, fragment_ids, box, fragment_centres, short, stages, collect
+        )
         out = self.final_linear(torch.cat([self.norm_output(short), self.norm_output(long)], dim=-1))
         if collect:
             stages["final_linear_out"] = out
         return out, stages
 
     def embed(
-        self, atomic_numbers: torch.Tensor, charge: torch.Tensor, stages: dict[str, torch.Tensor],
+        self,
+        atomic_numbers: torch.Tensor,
+        charge: torch.Tensor,
+        stages: dict[str, torch.Tensor],
         collect: bool,
     ) -> torch.Tensor:
-        tokens = self.embed_norm(torch.nn.functional.silu(self.embed_linear(self.token_embedding(atomic_numbers))))
+        tokens = self.embed_norm(
+            torch.nn.functional.silu(self.embed_linear(self.token_embedding(atomic_numbers)))
+        )
         atoms = self.atom_linear(tokens)
         atoms = atoms + charge.to(atoms.dtype) * self.charge_embedding
         if collect:
@@ -183,8 +232,13 @@ class E2FormerLSR(nn.Module):
         return radius_graph(positions, self.local_cutoff, box)
 
     def local_stage(
-        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, box: torch.Tensor | None,
-        atoms: torch.Tensor, stages: dict[str, torch.Tensor], collect: bool,
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        box: torch.Tensor | None,
+        atoms: torch.Tensor,
+        stages: dict[str, torch.Tensor],
+        collect: bool,
     ) -> torch.Tensor:
         receivers, senders, vectors, distances, inside = self.local_graph(positions, box)
         rbf = self.local_basis(distances) * inside.unsqueeze(1).to(positions.dtype)
@@ -201,16 +255,24 @@ class E2FormerLSR(nn.Module):
         return h
 
     def long_stage(
-        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
-        box: torch.Tensor | None, fragment_centres: torch.Tensor | None, h: torch.Tensor,
-        stages: dict[str, torch.Tensor], collect: bool,
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        fragment_ids: torch.Tensor,
+        box: torch.Tensor | None,
+        fragment_centres: torch.Tensor | None,
+        h: torch.Tensor,
+        stages: dict[str, torch.Tensor],
+        collect: bool,
     ) -> torch.Tensor:
         num_fragments = int(fragment_ids.max()) + 1
         centres = fragment_centres
         if centres is None:
             centres = fragment_centroids(positions, fragment_ids, num_fragments, box)
         if self.topk_fragments:
-            graph = slot_graph(positions, centres, self.long_cutoff, self.max_fragments, box, fragment_ids, False)
+            graph = slot_graph(
+                positions, centres, self.long_cutoff, self.max_fragments, box, fragment_ids, False
+            )
         else:
             graph = fragment_graph(positions, centres, fragment_ids, self.long_cutoff, box)
         receivers, senders, vectors, distances, inside = graph
@@ -218,8 +280,16 @@ class E2FormerLSR(nn.Module):
             if collect:
                 stages["cluster_attn_" + str(i) + "_in"] = h
             h, message, mid = block(
-                h, atomic_numbers, fragment_ids, num_fragments, receivers, senders, vectors,
-                distances, inside, self.reference_local,
+                h,
+                atomic_numbers,
+                fragment_ids,
+                num_fragments,
+                receivers,
+                senders,
+                vectors,
+                distances,
+                inside,
+                self.reference_local,
             )
             if collect:
                 stages["cluster_attn_" + str(i) + "_out"] = message
@@ -227,7 +297,10 @@ class E2FormerLSR(nn.Module):
         return h
 
     def check_inputs(
-        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, fragment_ids: torch.Tensor,
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        fragment_ids: torch.Tensor,
         box: torch.Tensor | None,
     ) -> None:
         n = positions.shape[0]
@@ -247,8 +320,12 @@ class E2FormerLSR(nn.Module):
             numbers: list[int] = atomic_numbers[bad_element[:10]].tolist()
             allowed: list[int] = self.supported.nonzero().flatten().tolist()
             raise ValueError(
-                "E2Former-LSR: unsupported element(s) (atomic numbers " + str(numbers)
-                + ") at atom indices " + str(atoms) + "; supported atomic numbers: " + str(allowed)
+                "E2Former-LSR: unsupported element(s) (atomic numbers "
+                + str(numbers)
+                + ") at atom indices "
+                + str(atoms)
+                + "; supported atomic numbers: "
+                + str(allowed)
             )
         if bool((fragment_ids < 0).any()):
             raise ValueError("E2Former-LSR: fragment ids must be >= 0")

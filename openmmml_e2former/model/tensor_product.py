@@ -43,7 +43,7 @@ class VectorTensorProduct(nn.Module):
         for l1, lo in self.paths:
             # component normalisation: every path scaled by sqrt(2 l_out + 1)
             cg = o3.wigner_3j(l1, 1, lo) * math.sqrt(2 * lo + 1)
-            geometry[l1 * l1:(l1 + 1) ** 2, :, row:row + 2 * lo + 1] = cg
+            geometry[l1 * l1 : (l1 + 1) ** 2, :, row : row + 2 * lo + 1] = cg
             row += 2 * lo + 1
         self.register_buffer("geometry", geometry, persistent=False)
         # 1/sqrt(number of paths into each l_out)
@@ -77,7 +77,8 @@ class VectorTensorProduct(nn.Module):
         geometry = torch.einsum("iko,ek->eio", self.geometry.to(vectors.dtype), vectors)
         coupled = torch.bmm(geometry.transpose(1, 2), values * weights.unsqueeze(1))
         summed = torch.zeros(
-            (num_nodes, coupled.shape[1], coupled.shape[2]), dtype=coupled.dtype,
+            (num_nodes, coupled.shape[1], coupled.shape[2]),
+            dtype=coupled.dtype,
             device=coupled.device,
         )
         summed = summed.index_add(0, receivers, coupled)
@@ -89,14 +90,12 @@ class VectorTensorProduct(nn.Module):
         w = self.weight.view(self.num_paths, c, c)
         outputs: list[torch.Tensor] = []
         for lout in range(self.lmax + 1):
-            acc = torch.zeros(
-                (summed.shape[0], 2 * lout + 1, c), dtype=summed.dtype, device=summed.device
-            )
+            acc = torch.zeros((summed.shape[0], 2 * lout + 1, c), dtype=summed.dtype, device=summed.device)
             row = 0
             for p in range(self.num_paths):
                 width = 2 * self.path_l_out[p] + 1
                 if self.path_l_out[p] == lout:
-                    acc = acc + torch.matmul(summed[:, row:row + width], w[p])
+                    acc = acc + torch.matmul(summed[:, row : row + width], w[p])
                 row += width
             outputs.append(acc)
         return torch.cat(outputs, dim=1) * self.path_norm.to(summed.dtype)

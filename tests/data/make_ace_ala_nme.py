@@ -22,8 +22,9 @@ ANGLE_C_N_CA, ANGLE_N_CA_C, ANGLE_CA_C_N, ANGLE_O, ANGLE_CB = 121.7, 111.0, 116.
 PHI, PSI, OMEGA = -60.0, -45.0, 180.0
 
 
-def place(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: float,
-          dihedral: float) -> np.ndarray:
+def place(
+    a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: float, dihedral: float
+) -> np.ndarray:
     """Position of atom d from three placed atoms: |cd| = bond (Å), angle bcd and
     dihedral abcd in degrees."""
     angle, dihedral = math.radians(angle), math.radians(dihedral)
@@ -31,11 +32,13 @@ def place(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: float
     n = np.cross(b - a, bc)
     n /= np.linalg.norm(n)
     m = np.cross(n, bc)
-    local = bond * np.array([
-        -math.cos(angle),
-        math.sin(angle) * math.cos(dihedral),
-        math.sin(angle) * math.sin(dihedral),
-    ])
+    local = bond * np.array(
+        [
+            -math.cos(angle),
+            math.sin(angle) * math.cos(dihedral),
+            math.sin(angle) * math.sin(dihedral),
+        ]
+    )
     return c + local[0] * bc + local[1] * m + local[2] * n
 
 
@@ -47,8 +50,7 @@ def heavy_atoms() -> list[tuple[str, str, str, np.ndarray]]:
     xyz: dict[str, np.ndarray] = {}
     xyz["ACE CH3"] = np.zeros(3)
     xyz["ACE C"] = np.array([CH3_C, 0.0, 0.0])
-    xyz["ALA1 N"] = place(np.array([0.0, 1.0, 0.0]), xyz["ACE CH3"], xyz["ACE C"],
-                          C_N, ANGLE_CA_C_N, 180.0)
+    xyz["ALA1 N"] = place(np.array([0.0, 1.0, 0.0]), xyz["ACE CH3"], xyz["ACE C"], C_N, ANGLE_CA_C_N, 180.0)
     chain = ["ACE CH3", "ACE C", "ALA1 N"]
     for res, nxt in (("ALA1", "ALA2"), ("ALA2", "NME")):
         a, b, c = (xyz[k] for k in chain[-3:])
@@ -64,11 +66,14 @@ def heavy_atoms() -> list[tuple[str, str, str, np.ndarray]]:
     for res, nxt in (("ALA1", "ALA2"), ("ALA2", "NME")):
         nxt_ca = xyz[f"{nxt} CA"] if nxt != "NME" else xyz["NME C"]
         xyz[f"{res} O"] = place(nxt_ca, xyz[f"{nxt} N"], xyz[f"{res} C"], C_O, ANGLE_O, 0.0)
-        xyz[f"{res} CB"] = place(xyz[f"{res} C"], xyz[f"{res} N"], xyz[f"{res} CA"],
-                                 CA_CB, ANGLE_CB, -122.5)
+        xyz[f"{res} CB"] = place(xyz[f"{res} C"], xyz[f"{res} N"], xyz[f"{res} CA"], CA_CB, ANGLE_CB, -122.5)
 
-    order = {"ACE": ["CH3", "C", "O"], "ALA1": ["N", "CA", "C", "O", "CB"],
-             "ALA2": ["N", "CA", "C", "O", "CB"], "NME": ["N", "C"]}
+    order = {
+        "ACE": ["CH3", "C", "O"],
+        "ALA1": ["N", "CA", "C", "O", "CB"],
+        "ALA2": ["N", "CA", "C", "O", "CB"],
+        "NME": ["N", "C"],
+    }
     atoms = []
     for res, names in order.items():
         for name in names:
@@ -101,8 +106,10 @@ def main() -> None:
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ace_ala_nme.pdb")
     with open(out, "w") as handle:
         app.PDBFile.writeFile(modeller.topology, modeller.positions, handle)
-    print(f"wrote {out}: {modeller.topology.getNumAtoms()} atoms, "
-          f"residues {[r.name for r in modeller.topology.residues()]}")
+    print(
+        f"wrote {out}: {modeller.topology.getNumAtoms()} atoms, "
+        f"residues {[r.name for r in modeller.topology.residues()]}"
+    )
 
 
 if __name__ == "__main__":
