@@ -685,7 +685,8 @@ def test_openmm_imported_before_torch_still_gets_torchforce_kernels(tmp_path):
         "from openmmml import MLPotential\n"
         f"pdb = app.PDBFile({DIPEPTIDE_PDB!r})\n"
         "system = MLPotential('e2former-lsr', randomInit=True, seed=0).createSystem(pdb.topology)\n"
-        "ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))\n"
+        "reference = openmm.Platform.getPlatformByName('Reference')\n"
+        "ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), reference)\n"
         "ctx.setPositions(pdb.positions)\n"
         "print('ENERGY', ctx.getState(getEnergy=True).getPotentialEnergy())\n"
     )
