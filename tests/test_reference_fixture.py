@@ -122,3 +122,25 @@ def test_differentiable_centres_give_zero_net_force(reference_model):
     assert np.abs(forces.sum(axis=0)).max() <= 1e-5 * scale
     assert np.abs(data["forces"].sum(axis=0)).max() > 1e-4  # the reference does not conserve momentum
     assert np.abs(forces - data["forces"]).max() <= 0.05 * scale
+
+
+def test_full_size_key_list_converts_to_the_paper_configuration():
+    """The authors' full-size checkpoint layout (key/shape list in the fixture) maps onto our
+    network with the paper's widths, every used tensor accounted for."""
+    from openmmml_e2former.checkpoints import build_model, convert_reference_state_dict
+    from openmmml_e2former.model import paper_config
+
+    state = {}
+    for line in open(os.path.join(FIXTURE, "lsr_full_state_dict_keys.txt")):
+        key, shape, _ = line.rstrip("\n").split("\t")
+        state[key] = torch.zeros(eval(shape))  # shapes like "(256, 384)"
+    state["decoder.decoder.rbf.offset"] = torch.linspace(0, 5, 256)
+    state["decoder.decoder.rbf_cluster.offset"] = torch.linspace(0, 18, 256)
+    config, ours = convert_reference_state_dict(state)
+    model = build_model(config, ours, "full-size key list")
+    paper = paper_config()
+    widths = ("channels", "lmax", "num_local_layers", "num_long_layers", "num_heads", "head_dim", "num_basis")
+    for name in widths:
+        assert getattr(config, name) == getattr(paper, name), name
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == sum(p.numel() for p in type(model)(paper).parameters())
