@@ -311,9 +311,10 @@ def _residue_formal_charge(name: str, atom_names: set, atoms) -> int:
     if len(atoms) == 1 and atoms[0].element is not None:
         return _ION_CHARGES.get(atoms[0].element.symbol, 0)
     charge = 0
-    if {"N", "H2", "H3"} <= atom_names:
+    # Termini only for amino acids (CA present): NME's methyl H1/H2/H3 are no NH3+ group.
+    if {"N", "CA", "H2", "H3"} <= atom_names:
         charge += 1  # charged N-terminus
-    if "OXT" in atom_names:
+    if {"CA", "OXT"} <= atom_names:
         charge -= 1  # charged C-terminus
     side = {
         "ARG": 1 if "HH22" in atom_names else 0,

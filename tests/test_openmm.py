@@ -336,7 +336,7 @@ def test_pythonforce_system_xml_round_trip(dipeptide, dipeptide_reference):
 # ------------------------------------------------------------------ 3. villin mixed system MD
 
 
-@pytest.mark.slow  # 130-180 s on a 2-core CPU (1.3 s/step), well over 90 s
+# 130-180 s on a 2-core CPU (1.3 s/step): the longest default test, kept in CI on purpose (issue 2)
 def test_villin_mixed_system_md_stays_finite(amber):
     pdb = app.PDBFile(VILLIN_PDB)
     assert pdb.topology.getNumAtoms() == 8867
@@ -432,6 +432,21 @@ def test_interpolate_uses_the_ml_region_charge(dipeptide, amber, tmp_path):
     e_mixed = evaluate_energy(mixed, modeller.positions)
     e_one = evaluate_energy(interpolated, modeller.positions, parameters={"lambda_interpolate": 1.0})
     assert abs(e_one - e_mixed) <= 1e-6 * max(abs(e_mixed), 1.0), (e_one, e_mixed)
+
+
+@pytest.mark.parametrize("structure", ["dipeptide", "villin"])
+def test_formal_charge_matches_force_field_charges(amber, structure):
+    """The formal-charge fallback (used when openmm-ml passes an empty System) agrees with
+    the rounded amber14 partial charges, an independent source; the capped dipeptide's
+    NME methyl hydrogens (H1/H2/H3) must not count as an NH3+ terminus."""
+    from openmmml_e2former.potential import formal_charge
+
+    pdb = load_dipeptide() if structure == "dipeptide" else app.PDBFile(VILLIN_PDB)
+    system = amber.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff)
+    nonbonded = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+    atoms = [a.index for a in pdb.topology.atoms() if a.residue.name != "HOH"]
+    mm_total = sum(nonbonded.getParticleParameters(i)[0].value_in_unit(unit.elementary_charge) for i in atoms)
+    assert formal_charge(pdb.topology, atoms) == round(mm_total)
 
 
 # ------------------------------------------------------------------------- 5. bad input
