@@ -2,7 +2,7 @@
 
 Villin headpiece in water comes with OpenMM (``openmm/app/data/test.pdb``); the protein
 (582 atoms) is the ML region, water and ions are classical (amber14 + TIP3P-FB, PME).
-Stages: energy minimisation, then Langevin MD at 300 K with a 1 fs step (X-H bonds
+Stages: classical (MM-only) energy minimisation, then ML/MM Langevin MD at 300 K with a 1 fs step (X-H bonds
 constrained).  Outputs in the run folder: ``state.csv``, ``trajectory.dcd``,
 ``final.pdb``, ``report.json`` and ``report.png``.
 """
@@ -60,6 +60,8 @@ def build_simulation(platform_name):
         a.index for a in pdb.topology.atoms() if a.residue.name not in ("HOH", "Cl", "CL", "NA", "Na")
     ]
     say(f"{pdb.topology.getNumAtoms()} atoms; ML region = protein ({len(ml_atoms)} atoms), rest MM (PME)")
+    say("classical pre-minimisation of the starting structure (MM only, fast)")
+    positions = minimise_classically(pdb, mm_system)
     potential = MLPotential(SHIPPED_POTENTIAL, **potential_options())
     # keep the X-H constraints inside the ML region too (removeConstraints=False): a
     # 1 fs step with rigid X-H bonds is robust even for an untrained network
@@ -69,9 +71,22 @@ def build_simulation(platform_name):
     )
     platform = openmm.Platform.getPlatformByName(platform_name) if platform_name else fastest_platform()
     simulation = app.Simulation(pdb.topology, system, integrator, platform)
-    simulation.context.setPositions(pdb.positions)
+    simulation.context.setPositions(positions)
     say(f"platform: {platform.getName()}")
     return simulation, ml_atoms
+
+
+def minimise_classically(pdb, mm_system):
+    """Relax clashes with the MM force field alone (an ML/MM minimisation costs an ML evaluation
+    per line-search step, minutes on a CPU)."""
+    import copy
+
+    import openmm
+
+    context = openmm.Context(copy.deepcopy(mm_system), openmm.VerletIntegrator(0.001), fastest_platform())
+    context.setPositions(pdb.positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
+    return context.getState(getPositions=True).getPositions()
 
 
 def fastest_platform():
@@ -168,8 +183,6 @@ def run_demo(folder: str = "runs/demo", steps: int = 200, platform=None) -> dict
     os.makedirs(folder, exist_ok=True)
     say("building the ML/MM system (villin in water, protein = E2Former-LSR)")
     simulation, ml_atoms = build_simulation(platform)
-    say("minimising energy (at most 20 L-BFGS iterations; each costs an ML evaluation)")
-    simulation.minimizeEnergy(maxIterations=20)
     say(f"Langevin MD at 300 K, 1 fs, {steps} steps")
     seconds = run_md(simulation, folder, steps)
     state = simulation.context.getState(getPositions=True, enforcePeriodicBox=False)
