@@ -1,7 +1,8 @@
 """Wrap an E2Former-LSR network for OpenMM and save it as TorchScript.
 
 This is the one place where units change: OpenMM gives positions and box vectors in nm
-and wants energies in kJ/mol; the network works in Angstrom and eV.
+and wants energies in kJ/mol; the network works in Angstrom and predicts energies in
+``model.config.energy_unit`` (eV for our models, kcal/mol for the authors' checkpoints).
 
 The wrapped module has the TorchForce signature ``forward(positions[, boxvectors]) ->
 energy``; atomic numbers, fragment ids, the total charge, the ML atom indices and the
@@ -23,6 +24,8 @@ from .model.graph import minimum_image
 NM_TO_ANGSTROM = 10.0
 # 1 eV in kJ/mol: elementary charge (C) x Avogadro constant / 1000 (exact since SI 2019).
 EV_TO_KJ_PER_MOL = 1.602176634e-19 * 6.02214076e23 / 1000.0
+# kJ/mol per unit of each energy unit a network may predict in (thermochemical calorie).
+KJ_PER_MOL = {"eV": EV_TO_KJ_PER_MOL, "kcal/mol": 4.184, "kJ/mol": 1.0}
 
 # Bond lengths (Angstrom) of the hydrogen caps put on cut bonds, by element of the ML atom.
 CAP_BOND_LENGTH = {1: 0.74, 6: 1.09, 7: 1.01, 8: 0.96, 15: 1.42, 16: 1.34}
@@ -69,7 +72,7 @@ class OpenMMModule(nn.Module):
         self.register_buffer("cap_lengths", torch.tensor(cap_lengths, dtype=dtype))
         self.periodic = periodic
         self.has_caps = len(pairs) > 0
-        self.energy_scale = EV_TO_KJ_PER_MOL
+        self.energy_scale = KJ_PER_MOL[model.config.energy_unit]
         self.length_scale = NM_TO_ANGSTROM
 
     def forward(self, positions: torch.Tensor, boxvectors: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """One object that names every hyperparameter of the E2Former-LSR network.
 
-Units: every length is in Angstrom, every energy in eV.
+Units: every length is in Angstrom; energies are in ``E2FormerConfig.energy_unit`` (eV for
+our own models, kcal/mol for the authors' released checkpoints). ``export.py`` converts that
+unit to kJ/mol, once, at the OpenMM boundary.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from dataclasses import dataclass, field
 PROTEIN_ELEMENTS = [1, 6, 7, 8, 11, 16, 17]
 
 AVG_DEGREE = 23.395238876342773  # the authors' constant divisor of the edge-degree sum
+
+#: Energy units a network may predict in (``E2FormerConfig.energy_unit``).
+ENERGY_UNITS = ("eV", "kcal/mol", "kJ/mol")
 
 
 @dataclass
@@ -44,6 +49,7 @@ class E2FormerConfig:
     elements: list[int] = field(default_factory=lambda: list(PROTEIN_ELEMENTS))
     num_embeddings: int = 256  # size of the atomic-number tables (authors use 256)
     edge_degree_embeddings: int = 300  # size of the edge-degree element tables
+    energy_unit: str = "eV"  # unit of the predicted energy (forces: this unit per Angstrom)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -57,6 +63,8 @@ class E2FormerConfig:
             raise ValueError(f"local_mode must be 'smooth' or 'reference', not {self.local_mode!r}")
         if self.fragment_selection not in ("all", "topk"):
             raise ValueError(f"fragment_selection must be 'all' or 'topk', not {self.fragment_selection!r}")
+        if self.energy_unit not in ENERGY_UNITS:
+            raise ValueError(f"energy_unit must be one of {ENERGY_UNITS}, not {self.energy_unit!r}")
         if self.local_cutoff <= 0 or self.long_cutoff <= 0:
             raise ValueError("cutoffs must be positive")
         if not self.elements:
