@@ -3,7 +3,10 @@
 Registered through the ``openmmml.potentials`` entry point.  Options (given to
 ``MLPotential(...)`` or to ``createSystem``/``createMixedSystem``; the latter win):
 
-modelPath      checkpoint (ours or the authors') or an exported TorchScript ``.pt``
+modelPath      checkpoint (ours or the authors'), a file name in the weights cache or a known
+               weights name (``openmmml_e2former.weights``)
+referenceEnergies  True: add the energy head's known per-element reference energies
+               (absolute energies; forces unchanged)
 randomInit     True: a seeded random network (tests and timing only), with ``seed``
 preset         size of the random network: 'small' (default) or 'paper'
 precision      'single' (default) or 'double'
@@ -11,6 +14,8 @@ backend        'torchforce' (default) or 'pythonforce'
 charge         total charge of the ML region (default: rounded sum of the MM charges of
                the ML atoms when the System has a NonbondedForce, else 0)
 fragmentIds    explicit fragment id per ML atom (default: from the topology)
+ligandFragments  'residue' (default: one fragment per ligand residue) or 'brics' (ligands cut
+               at RDKit BRICS bonds, ``openmmml_e2former.molecule_fragments``)
 linkAtoms      cap bonds cut by the ML region with hydrogens (default True); False
                refuses such a selection
 useCUDAGraphs  passed to TorchForce
@@ -68,7 +73,9 @@ class E2FormerPotentialImpl:
             raise ValueError("the ML atom selection is empty: choose at least one atom for the ML region")
         topo_atoms = list(topology.atoms())
         numbers = _atomic_numbers(topo_atoms, indices)
-        fragments = _fragment_ids(topology, indices, options.get("fragmentIds"))
+        fragments = _fragment_ids(
+            topology, indices, options.get("fragmentIds"), options.get("ligandFragments", "residue")
+        )
         caps = _cut_bonds(topology, set(indices), bool(options.get("linkAtoms", True)))
         periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
         charge = _total_charge(system, topology, indices, options.get("charge"))
@@ -114,10 +121,14 @@ class E2FormerPotentialImpl:
             if not self.long_range:
                 overrides["num_long_layers"] = 0
             return _random_model(preset, overrides)
-        path = options.get("modelPath") or find_shipped_potential(self.name)
+        from .weights import resolve_weights
+
+        explicit = options.get("modelPath")
+        path = resolve_weights(str(explicit)) if explicit else find_shipped_potential(self.name)
         if path is None:
             raise ValueError(NO_WEIGHTS_MESSAGE.format(name=self.name))
-        model, _ = load_checkpoint(str(path), head=options.get("head"), **overrides)
+        reference = bool(options.get("referenceEnergies", False))
+        model, _ = load_checkpoint(str(path), options.get("head"), reference, **overrides)
         if not self.long_range and model.config.num_long_layers > 0:
             raise ValueError(
                 f"{path} holds a long-range (E2Former-LSR) model; use MLPotential('e2former-lsr') "
@@ -231,11 +242,17 @@ def _check_elements(model, numbers: list[int], indices: list[int]) -> None:
         )
 
 
-def _fragment_ids(topology, indices: list[int], explicit) -> list[int]:
+def _fragment_ids(topology, indices: list[int], explicit, ligands: str = "residue") -> list[int]:
     from .fragments import fragment_ids_from_topology, normalize_fragment_ids
 
     if explicit is not None:
         return [int(f) for f in normalize_fragment_ids(explicit, len(indices))]
+    if ligands == "brics":
+        from .molecule_fragments import molecule_fragment_ids
+
+        return [int(f) for f in molecule_fragment_ids(topology, indices)]
+    if ligands != "residue":
+        raise ValueError(f"ligandFragments must be 'residue' or 'brics', not {ligands!r}")
     return [int(f) for f in fragment_ids_from_topology(topology, indices)]
 
 
