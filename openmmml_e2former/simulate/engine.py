@@ -1,0 +1,512 @@
+"""Run a protocol: prepare, build the ML/MM system, run the stages, resume after a kill.
+
+Run folder layout (``run_protocol(..., folder)``)::
+
+    run.json            protocol, structure checksum, ML selection, potential used
+    prepare.json/.txt   what preparation changed;  prepared.pdb   the solvated start
+    ml_region.json      the ML atoms, their fragments and charge
+    system.xml          the ML/MM system (without stage restraints/barostat)
+    stages/NN-name/     per stage: state.csv, trajectory.dcd, checkpoint.chk,
+                        state.xml, final.pdb, done.json (written last)
+    final.pdb, final.cif, state.xml   the end of the last stage
+    timings.json        wall time and ns/day of each stage
+
+Stages with ``done.json`` are never repeated; an unfinished MD stage resumes from its
+checkpoint after its outputs are trimmed to that checkpoint (``restart.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import restart
+from .protocol import Protocol
+from .reporters import GuardReporter, ProgressReporter, SimulationError, state_problem
+
+
+def say(message: str) -> None:
+    print(f"[e2former run] {message}", flush=True)
+
+
+@dataclass
+class RunContext:
+    """What every stage needs: the prepared topology, the systems and the platform."""
+
+    folder: str
+    protocol: Protocol
+    topology: object
+    positions_nm: np.ndarray
+    mm_system: object
+    system: object
+    platform: object
+    dof: int
+    progress: bool
+
+
+def stage_dirs(folder: str, protocol: Protocol) -> list[str]:
+    return [os.path.join(folder, "stages", f"{i + 1:02d}-{s['name']}") for i, s in enumerate(protocol.stages)]
+
+
+def run_protocol(
+    protocol: Protocol,
+    structure: str,
+    folder: str,
+    ml_selection: str | None = None,
+    overwrite: bool = False,
+    platform: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run (or resume) every stage of ``protocol`` on ``structure``; return the timings dict.
+
+    Args:
+        protocol: from :func:`load_protocol`.
+        structure: PDB/mmCIF file.
+        folder: run folder (created; an existing run with the same inputs is resumed).
+        ml_selection: mdtraj selection of the ML region ("none" = pure MM); default: the protocol's.
+        overwrite: delete an existing run in ``folder`` and start again.
+        platform: OpenMM platform name (default: the protocol's, "auto" = fastest).
+    """
+    if not os.path.isfile(structure):
+        raise FileNotFoundError(f"structure file not found: {structure}")
+    selection = ml_selection if ml_selection is not None else protocol.ml["selection"]
+    manifest = {
+        "protocol": protocol.to_dict(),
+        "structure": os.path.abspath(structure),
+        "structure_sha256": restart.file_sha256(structure),
+        "ml_selection": selection,
+    }
+    resumed = restart.open_run_folder(folder, manifest, overwrite)
+    say(f"{'resuming' if resumed else 'starting'} protocol {protocol.name!r} in {folder}")
+    ctx = build_run(protocol, structure, folder, selection, platform or protocol.platform, progress)
+    timings = {}
+    previous = None
+    for stage, directory in zip(protocol.stages, stage_dirs(folder, protocol), strict=True):
+        timings[stage["name"]] = run_stage(ctx, stage, directory, previous)
+        previous = (stage, directory)
+    finish_run(ctx, previous[1], timings)
+    return timings
+
+
+def build_run(protocol, structure, folder, selection, platform_name, progress) -> RunContext:
+    """Prepare (once), then build the MM and ML/MM systems; all input checks happen here."""
+    import openmm
+    import openmm.app as app
+
+    from .prepare import format_report, prepare_structure
+    from .selection import format_ml_summary, ml_region_summary, select_atoms
+    from .system import (
+        RANDOM_WARNING,
+        build_mixed_system,
+        build_mm_system,
+        choose_platform,
+        degrees_of_freedom,
+        forcefield_files,
+        keep_ml_constraints,
+        load_forcefield,
+        resolve_potential,
+    )
+
+    forcefield = load_forcefield(forcefield_files(protocol.system, protocol.prepare["water_model"]))
+    prepared = os.path.join(folder, "prepared.pdb")
+    if not os.path.isfile(prepared):
+        say(f"preparing {structure} (pdbfixer: heterogens, missing atoms, hydrogens; solvent and ions)")
+        topology, positions, report = prepare_structure(structure, protocol.prepare, forcefield)
+        lines = format_report(report)
+        restart.atomic_write_json(os.path.join(folder, "prepare.json"), report)
+        restart.atomic_write_text(os.path.join(folder, "prepare.txt"), "\n".join(lines) + "\n")
+        _write_pdb(os.path.join(folder, "prepared.pdb"), topology, positions)
+        for line in lines:
+            say("  " + line)
+    pdb = app.PDBFile(prepared)
+    mm_system = build_mm_system(forcefield, pdb.topology, protocol.system)
+    positions = np.array(pdb.getPositions(asNumpy=True)._value)
+    ml_atoms = select_atoms(pdb.topology, selection, what="ML selection", positions_nm=positions)
+    summary = ml_region_summary(pdb.topology, ml_atoms, mm_system)
+    say(format_ml_summary(selection, summary))
+    _, _, random = resolve_potential(protocol.potential)
+    if ml_atoms and random:
+        say(RANDOM_WARNING)
+    keep = keep_ml_constraints(protocol.system["ml_constraints"], random)
+    if ml_atoms:
+        say(
+            f"potential {protocol.potential['name']!r} ({'random' if random else 'trained'} weights); "
+            f"X-H constraints inside the ML region: {'kept' if keep else 'removed (flexible)'}"
+        )
+    system = build_mixed_system(pdb.topology, mm_system, ml_atoms, protocol.potential, keep)
+    ml_record = {
+        "selection": selection,
+        "atoms": ml_atoms,
+        "summary": summary,
+        "random_weights": random,
+        "ml_constraints_kept": keep,
+        "potential": protocol.potential,
+    }
+    restart.atomic_write_json(os.path.join(folder, "ml_region.json"), ml_record)
+    system_xml = os.path.join(folder, "system.xml")
+    if not os.path.isfile(system_xml):
+        restart.atomic_write_text(system_xml, openmm.XmlSerializer.serialize(system))
+    chosen = choose_platform(platform_name)
+    say(f"{pdb.topology.getNumAtoms()} atoms, OpenMM platform {chosen.getName()}")
+    return RunContext(
+        folder,
+        protocol,
+        pdb.topology,
+        positions,
+        mm_system,
+        system,
+        chosen,
+        degrees_of_freedom(system),
+        progress,
+    )
+
+
+def run_stage(ctx: RunContext, stage: dict, directory: str, previous) -> dict:
+    done = os.path.join(directory, "done.json")
+    if os.path.isfile(done):
+        say(f"stage {stage['name']!r}: already finished, skipped")
+        return restart.read_json(done)
+    os.makedirs(directory, exist_ok=True)
+    start_state = _start_state(ctx, previous)
+    if stage["type"] == "minimize":
+        record = run_minimization(ctx, stage, directory, start_state)
+    else:
+        record = run_md(ctx, stage, directory, start_state, previous)
+    restart.atomic_write_json(done, record)
+    return record
+
+
+def _start_state(ctx: RunContext, previous):
+    """The State the stage starts from: the previous stage's ``state.xml``, else the prepared structure."""
+    import openmm
+
+    if previous is None:
+        return None
+    with open(os.path.join(previous[1], "state.xml")) as handle:
+        return openmm.XmlSerializer.deserialize(handle.read())
+
+
+def _stage_system(ctx: RunContext, stage: dict, reference_nm, base=None) -> tuple:
+    from .system import add_barostat, add_restraints
+
+    system = copy.deepcopy(base if base is not None else ctx.system)
+    names = add_restraints(system, ctx.topology, reference_nm, stage["restraints"])
+    if stage.get("ensemble") == "npt":
+        add_barostat(
+            system, float(stage["pressure_bar"]), stage["temperature_K"][0], stage["barostat_interval"]
+        )
+    return system, names
+
+
+def _apply_start_state(context, ctx: RunContext, state) -> None:
+    if state is None:
+        context.setPositions(ctx.positions_nm)
+        return
+    context.setPeriodicBoxVectors(*state.getPeriodicBoxVectors())
+    context.setPositions(state.getPositions())
+    context.setVelocities(state.getVelocities())
+    context.setTime(state.getTime())
+
+
+def _reference_positions(ctx: RunContext, state) -> np.ndarray:
+    return ctx.positions_nm if state is None else np.array(state.getPositions(asNumpy=True)._value)
+
+
+def run_minimization(ctx: RunContext, stage: dict, directory: str, start_state) -> dict:
+    """Local energy minimisation with the ML/MM (``forces: mixed``) or the MM-only system."""
+    import openmm
+    import openmm.unit as unit
+
+    base = ctx.mm_system if stage["forces"] == "mm" else ctx.system
+    system, _ = _stage_system(ctx, stage, _reference_positions(ctx, start_state), base)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), ctx.platform)
+    _apply_start_state(context, ctx, start_state)
+    before = _energy(context)
+    say(
+        f"stage {stage['name']!r}: minimising ({stage['forces']} forces, at most "
+        f"{stage['max_iterations']} iterations), E = {before:.1f} kJ/mol"
+    )
+    started = time.perf_counter()
+    openmm.LocalEnergyMinimizer.minimize(
+        context,
+        float(stage["tolerance_kj_mol_nm"]) * unit.kilojoule_per_mole / unit.nanometer,
+        int(stage["max_iterations"]),
+    )
+    wall = time.perf_counter() - started
+    after = _energy(context)
+    state = context.getState(getPositions=True, getVelocities=True, getEnergy=True, enforcePeriodicBox=True)
+    problem = state_problem(state, ctx.dof, float("inf"))
+    if problem:
+        raise SimulationError(f"stage {stage['name']!r} (minimisation) failed: {problem}")
+    _write_stage_end(ctx, directory, state)
+    say(f"stage {stage['name']!r}: E {before:.1f} -> {after:.1f} kJ/mol in {wall:.1f} s")
+    return {"type": "minimize", "energy_before_kj_mol": before, "energy_after_kj_mol": after, "wall_s": wall}
+
+
+def _energy(context) -> float:
+    import openmm.unit as unit
+
+    return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+
+def run_md(ctx: RunContext, stage: dict, directory: str, start_state, previous) -> dict:
+    """Langevin MD with tapered restraints, a temperature ramp and checkpoints."""
+    import openmm
+    import openmm.app as app
+    import openmm.unit as unit
+
+    system, names = _stage_system(ctx, stage, _reference_positions(ctx, start_state))
+    t0 = stage["temperature_K"][0]
+    integrator = openmm.LangevinMiddleIntegrator(
+        t0 * unit.kelvin,
+        float(stage["friction_per_ps"]) / unit.picosecond,
+        float(stage["timestep_fs"]) * unit.femtosecond,
+    )
+    simulation = app.Simulation(ctx.topology, system, integrator, ctx.platform)
+    checkpoint = os.path.join(directory, "checkpoint.chk")
+    start_step = _resume_or_start(ctx, simulation, stage, directory, checkpoint, start_state, previous)
+    say(
+        f"stage {stage['name']!r}: {stage['ensemble'].upper()} {stage['steps']} steps "
+        f"x {stage['timestep_fs']} fs, "
+        f"T {t0:g}->{stage['temperature_K'][1]:g} K"
+        + (f", {len(names)} restraint group(s)" if names else "")
+        + (f" (resuming at step {start_step})" if start_step else "")
+    )
+    reporters = _md_reporters(ctx, stage, directory, start_step, system)
+    simulation.reporters.extend(reporters)
+    started = time.perf_counter()
+    try:
+        _md_loop(ctx, simulation, stage, names, start_step, checkpoint)
+    finally:
+        reporters[-1].close()
+        for reporter in reporters[1:-1]:
+            reporter._out.close()
+    wall = time.perf_counter() - started
+    state = simulation.context.getState(
+        getPositions=True, getVelocities=True, getEnergy=True, enforcePeriodicBox=True
+    )
+    _write_stage_end(ctx, directory, state)
+    steps_run = stage["steps"] - start_step
+    ns_day = steps_run * float(stage["timestep_fs"]) * 1e-6 / wall * 86400 if wall > 0 else 0.0
+    say(f"stage {stage['name']!r}: {steps_run} steps in {wall:.1f} s ({ns_day:.3g} ns/day)")
+    return {
+        "type": "md",
+        "steps": stage["steps"],
+        "steps_timed": steps_run,
+        "wall_s": wall,
+        "ns_per_day": ns_day,
+        "timestep_fs": float(stage["timestep_fs"]),
+    }
+
+
+def _resume_or_start(ctx, simulation, stage, directory, checkpoint, start_state, previous) -> int:
+    """Load the stage checkpoint and trim outputs to it, or set the start state; return the step."""
+    if os.path.isfile(checkpoint):
+        try:
+            simulation.loadCheckpoint(checkpoint)
+        except Exception as exc:
+            raise ValueError(
+                f"cannot load {checkpoint} ({exc}); a checkpoint only loads on the platform and OpenMM "
+                "version that wrote it: use the same --platform, or --overwrite"
+            ) from None
+        step = simulation.currentStep
+        _trim_outputs(stage, directory, step)
+        return step
+    for name in ("trajectory.dcd", "trajectory.xtc", "state.csv"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            os.remove(path)  # written before any checkpoint of this stage: nothing to keep
+    _apply_start_state(simulation.context, ctx, start_state)
+    if _new_velocities(stage, previous):
+        simulation.context.setVelocitiesToTemperature(stage["temperature_K"][0])
+    simulation.currentStep = 0
+    _save_checkpoint(ctx, simulation, stage, checkpoint)
+    return 0
+
+
+def _new_velocities(stage: dict, previous) -> bool:
+    mode = str(stage["initial_velocities"]).lower()
+    if mode != "auto":
+        return mode == "true"
+    return previous is None or previous[0]["type"] == "minimize"
+
+
+def _trim_outputs(stage: dict, directory: str, step: int) -> None:
+    trajectory = os.path.join(directory, f"trajectory.{stage['trajectory_format']}")
+    frames = step // stage["trajectory_interval"]
+    if os.path.exists(trajectory):
+        if stage["trajectory_format"] == "dcd":
+            restart.trim_dcd(trajectory, frames)
+        else:
+            restart.trim_xtc(
+                trajectory, frames, os.path.join(os.path.dirname(os.path.dirname(directory)), "prepared.pdb")
+            )
+    elif frames:
+        raise ValueError(f"{trajectory} is missing but the checkpoint at step {step} implies {frames} frames")
+    csv = os.path.join(directory, "state.csv")
+    if os.path.exists(csv):
+        restart.trim_csv(csv, step // stage["report_interval"])
+
+
+def _md_reporters(ctx, stage, directory, start_step, system) -> list:
+    import openmm.app as app
+
+    trajectory = os.path.join(directory, f"trajectory.{stage['trajectory_format']}")
+    csv = os.path.join(directory, "state.csv")
+    writer = app.DCDReporter if stage["trajectory_format"] == "dcd" else app.XTCReporter
+    guard = GuardReporter(
+        _gcd(stage["report_interval"], stage["trajectory_interval"]),
+        stage["name"],
+        ctx.dof,
+        float(ctx.protocol.guard["max_temperature_K"]),
+    )
+    traj = writer(trajectory, stage["trajectory_interval"], append=os.path.exists(trajectory))
+    state = app.StateDataReporter(
+        csv,
+        stage["report_interval"],
+        step=True,
+        time=True,
+        potentialEnergy=True,
+        kineticEnergy=True,
+        totalEnergy=True,
+        temperature=True,
+        volume=True,
+        density=True,
+        speed=True,
+        append=os.path.exists(csv),
+        systemMass=None,
+    )
+    progress = ProgressReporter(
+        stage["name"], stage["steps"], start_step, float(stage["timestep_fs"]), ctx.dof, enabled=ctx.progress
+    )
+    return [guard, traj, state, progress]
+
+
+def _gcd(a: int, b: int) -> int:
+    import math
+
+    return math.gcd(int(a), int(b))
+
+
+def _md_loop(ctx, simulation, stage, names, start_step, checkpoint) -> None:
+    """Step in chunks; update temperature and restraints between chunks; checkpoint on schedule."""
+    import openmm
+
+    total = stage["steps"]
+    chunk = int(stage["schedule_interval"] or max(1, total // 20))
+    every = stage["checkpoint_interval"]
+    step = start_step
+    while step < total:
+        _apply_schedule(simulation, stage, names, step, chunk)
+        target = min(total, _next_multiple(step, chunk), _next_multiple(step, every))
+        try:
+            simulation.step(target - step)
+        except openmm.OpenMMException as exc:
+            raise SimulationError(
+                f"stage {stage['name']!r} blew up between steps {step} and {target}: {exc}; "
+                f"last good checkpoint: {checkpoint}"
+            ) from None
+        except SimulationError as exc:
+            raise SimulationError(f"{exc}; last good checkpoint: {checkpoint}") from None
+        step = target
+        if step % every == 0 or step == total:
+            _save_checkpoint(ctx, simulation, stage, checkpoint)
+
+
+def _next_multiple(step: int, interval: int) -> int:
+    return (step // interval + 1) * interval
+
+
+def _fraction(step: int, total: int, chunk: int) -> float:
+    """Ramp position of the chunk starting at ``step``: 0 for the first chunk, 1 for the last."""
+    last = max(total - chunk, 1)
+    return min(1.0, step / last)
+
+
+def _apply_schedule(simulation, stage, names, step, chunk) -> None:
+    import openmm
+
+    f = _fraction(step, stage["steps"], chunk)
+    t0, t1 = stage["temperature_K"]
+    temperature = t0 + (t1 - t0) * f
+    simulation.integrator.setTemperature(temperature)
+    if stage["ensemble"] == "npt":
+        simulation.context.setParameter(openmm.MonteCarloBarostat.Temperature(), temperature)
+    for name, item in zip(names, stage["restraints"], strict=True):
+        k0, k1 = item["k_kj_mol_nm2"], item["k_end_kj_mol_nm2"]
+        simulation.context.setParameter(name, k0 + (k1 - k0) * f)
+
+
+def _save_checkpoint(ctx, simulation, stage, checkpoint) -> None:
+    """Checkpoint only a healthy state, through a temporary file and ``os.replace``."""
+    state = simulation.context.getState(getEnergy=True, getPositions=True)
+    problem = state_problem(state, ctx.dof, float(ctx.protocol.guard["max_temperature_K"]))
+    if problem:
+        raise SimulationError(
+            f"stage {stage['name']!r} blew up at step {simulation.currentStep}: {problem}; "
+            f"last good checkpoint: {checkpoint}"
+        )
+    tmp = checkpoint + ".tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(simulation.context.createCheckpoint())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, checkpoint)
+
+
+def _write_stage_end(ctx: RunContext, directory: str, state) -> None:
+    import openmm
+
+    restart.atomic_write_text(os.path.join(directory, "state.xml"), openmm.XmlSerializer.serialize(state))
+    _write_pdb(
+        os.path.join(directory, "final.pdb"),
+        ctx.topology,
+        state.getPositions(),
+        state.getPeriodicBoxVectors(),
+    )
+
+
+def _write_pdb(path: str, topology, positions, box=None) -> None:
+    import openmm.app as app
+
+    if box is not None:
+        topology = copy.copy(topology)
+        topology.setPeriodicBoxVectors(box)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        app.PDBFile.writeFile(topology, positions, handle, keepIds=True)
+    os.replace(tmp, path)
+
+
+def finish_run(ctx: RunContext, last_dir: str, timings: dict) -> None:
+    import openmm
+    import openmm.app as app
+
+    with open(os.path.join(last_dir, "state.xml")) as handle:
+        state = openmm.XmlSerializer.deserialize(handle.read())
+    shutil.copyfile(os.path.join(last_dir, "state.xml"), os.path.join(ctx.folder, "state.xml.tmp"))
+    os.replace(os.path.join(ctx.folder, "state.xml.tmp"), os.path.join(ctx.folder, "state.xml"))
+    _write_pdb(
+        os.path.join(ctx.folder, "final.pdb"),
+        ctx.topology,
+        state.getPositions(),
+        state.getPeriodicBoxVectors(),
+    )
+    topology = copy.copy(ctx.topology)
+    topology.setPeriodicBoxVectors(state.getPeriodicBoxVectors())
+    tmp = os.path.join(ctx.folder, "final.cif.tmp")
+    with open(tmp, "w") as handle:
+        app.PDBxFile.writeFile(topology, state.getPositions(), handle, keepIds=True)
+    os.replace(tmp, os.path.join(ctx.folder, "final.cif"))
+    restart.atomic_write_json(os.path.join(ctx.folder, "timings.json"), timings)
+    say(
+        f"done: {ctx.folder}/final.pdb, final.cif, state.xml, system.xml; "
+        f"per-stage outputs in {ctx.folder}/stages"
+    )
+    sys.stdout.flush()

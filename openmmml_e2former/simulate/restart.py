@@ -1,0 +1,157 @@
+"""Run folders that survive a kill: atomic writes, a manifest, and trimming of outputs.
+
+A run is resumed from the last checkpoint of its unfinished stage.  Everything a stage
+reports after that checkpoint is trimmed away before the run continues, so the stitched
+trajectory and state CSV have each frame and step exactly once.  The counts kept follow
+from the checkpoint's step ``S``: reporters fire at steps ``k * interval`` (k >= 1), so
+``S // interval`` frames (rows) were written up to and including step ``S``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+
+MANIFEST = "run.json"
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write a file through a temporary sibling and ``os.replace`` (never half-written)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str):
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_run_folder(folder: str, manifest: dict, overwrite: bool) -> bool:
+    """Create or reopen a run folder; return True when an earlier run is being resumed.
+
+    A folder holding a different run (another protocol, structure or ML selection) is an
+    error unless ``overwrite``; ``overwrite`` deletes only folders that are run folders.
+    """
+    path = os.path.join(folder, MANIFEST)
+    if os.path.isdir(folder) and os.listdir(folder):
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"output folder {folder} exists and is not an e2former run folder (no {MANIFEST}); "
+                "choose another -o"
+            )
+        if overwrite:
+            shutil.rmtree(folder)
+        else:
+            previous = read_json(path)
+            _check_same_run(previous, manifest, folder)
+            return True
+    os.makedirs(folder, exist_ok=True)
+    atomic_write_json(path, manifest)
+    return False
+
+
+def _check_same_run(previous: dict, current: dict, folder: str) -> None:
+    for key in ("protocol", "structure_sha256", "ml_selection"):
+        if json.dumps(previous.get(key), sort_keys=True, default=str) != json.dumps(
+            current.get(key), sort_keys=True, default=str
+        ):
+            raise ValueError(
+                f"{folder} holds a run with a different {key.replace('_', ' ')}; rerun the same command "
+                "to resume it, or pass --overwrite to start again (deletes that run)"
+            )
+
+
+# --------------------------------------------------------------------------- trimming
+
+
+DCD_BOX_BYTES = 4 + 48 + 4
+
+
+def dcd_layout(path: str) -> tuple[int, int, int, bool]:
+    """``(header_bytes, frame_bytes, frames_in_header, has_box)`` of a DCD file written by OpenMM."""
+    with open(path, "rb") as handle:
+        head = handle.read(100)
+        if len(head) < 100 or head[4:8] != b"CORD":
+            raise ValueError(f"{path} is not a DCD file")
+        frames = struct.unpack("<i", head[8:12])[0]
+        has_box = struct.unpack("<i", head[44:48])[0] == 1
+        handle.seek(92)
+        comment_bytes = struct.unpack("<i", handle.read(4))[0]
+        handle.seek(104 + comment_bytes)
+        n_atoms = struct.unpack("<i", handle.read(4))[0]
+    header = 104 + comment_bytes + 8
+    frame = (DCD_BOX_BYTES if has_box else 0) + 3 * (8 + 4 * n_atoms)
+    return header, frame, frames, has_box
+
+
+def dcd_frame_count(path: str) -> int:
+    """Complete frames on disk (a frame cut short by a kill does not count)."""
+    header, frame, _, _ = dcd_layout(path)
+    return max(0, (os.path.getsize(path) - header) // frame)
+
+
+def trim_dcd(path: str, n_frames: int) -> None:
+    """Keep the first ``n_frames`` frames of an OpenMM DCD file (copy, trim, ``os.replace``)."""
+    header, frame, _, _ = dcd_layout(path)
+    have = dcd_frame_count(path)
+    if have < n_frames:
+        raise ValueError(
+            f"{path} holds {have} complete frames, fewer than the {n_frames} its checkpoint implies"
+        )
+    tmp = f"{path}.tmp"
+    shutil.copyfile(path, tmp)
+    with open(tmp, "r+b") as handle:
+        handle.truncate(header + n_frames * frame)
+        handle.seek(8)
+        handle.write(struct.pack("<i", n_frames))
+        handle.seek(12)
+        first_step, interval = struct.unpack("<ii", handle.read(8))
+        handle.seek(20)
+        handle.write(struct.pack("<i", first_step + max(0, n_frames - 1) * interval))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def trim_xtc(path: str, n_frames: int, topology_pdb: str) -> None:
+    """Keep the first ``n_frames`` frames of an XTC file (rewritten with mdtraj, then ``os.replace``)."""
+    import mdtraj
+
+    traj = mdtraj.load(path, top=topology_pdb)
+    if traj.n_frames < n_frames:
+        raise ValueError(
+            f"{path} holds {traj.n_frames} frames, fewer than the {n_frames} its checkpoint implies"
+        )
+    tmp = f"{path}.tmp.xtc"
+    traj[:n_frames].save_xtc(tmp)
+    os.replace(tmp, path)
+
+
+def trim_csv(path: str, n_rows: int) -> None:
+    """Keep the header line and the first ``n_rows`` complete data rows of a state CSV."""
+    with open(path) as handle:
+        lines = handle.readlines()
+    header = [line for line in lines[:1] if line.startswith("#")]
+    rows = [line for line in lines[len(header) :] if line.endswith("\n")]
+    if len(rows) < n_rows:
+        raise ValueError(f"{path} holds {len(rows)} rows, fewer than the {n_rows} its checkpoint implies")
+    atomic_write_text(path, "".join(header + rows[:n_rows]))

@@ -1,0 +1,194 @@
+"""The classical system, the ML region and the per-stage additions (restraints, barostat).
+
+The base system is an OpenMM ForceField system (PME, X-H constraints, optional hydrogen
+mass repartitioning) in which the ML atoms' internal MM terms are replaced by
+E2Former-LSR through ``MLPotential.createMixedSystem``.  Stages add positional restraints
+(:func:`add_restraints`) and a Monte Carlo barostat (:func:`add_barostat`) to a copy.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+FORCEFIELDS = {
+    "amber14": {
+        "tip3p": ["amber14-all.xml", "amber14/tip3pfb.xml"],
+        "tip4pew": ["amber14-all.xml", "amber14/tip4pew.xml"],
+        "spce": ["amber14-all.xml", "amber14/spce.xml"],
+        "opc": ["amber14-all.xml", "amber14/opc.xml"],
+    },
+    "charmm36": {
+        "tip3p": ["charmm36.xml", "charmm36/water.xml"],
+        "spce": ["charmm36.xml", "charmm36/spce.xml"],
+        "tip4pew": ["charmm36.xml", "charmm36/tip4pew.xml"],
+    },
+}
+RANDOM_WARNING = (
+    "WARNING: no trained E2Former-LSR weights are shipped with this installation; the ML region "
+    "uses a seeded RANDOM network (plumbing and timing only, NOT physics). Set potential.modelPath "
+    "in the protocol, or randomInit: false to refuse running without weights."
+)
+
+
+def forcefield_files(system_options: dict, water_model: str) -> list[str]:
+    """The ForceField XML files for a protocol's ``system.forcefield`` and water model."""
+    name = system_options["forcefield"]
+    if isinstance(name, list):
+        return [str(f) for f in name]
+    if name not in FORCEFIELDS:
+        raise ValueError(f"unknown force field {name!r}: use {sorted(FORCEFIELDS)} or a list of XML files")
+    if water_model not in FORCEFIELDS[name]:
+        raise ValueError(
+            f"force field {name!r} has no water model {water_model!r}: {sorted(FORCEFIELDS[name])}"
+        )
+    return FORCEFIELDS[name][water_model]
+
+
+def load_forcefield(files: list[str]):
+    import openmm.app as app
+
+    try:
+        return app.ForceField(*files)
+    except Exception as exc:
+        raise ValueError(f"cannot load force field files {files}: {exc}") from None
+
+
+def build_mm_system(forcefield, topology, options: dict):
+    """The classical system: PME, the cutoff, constraints and hydrogen mass of ``options``."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    from .prepare import create_mm_system
+
+    if topology.getPeriodicBoxVectors() is None:
+        raise ValueError("the prepared structure has no periodic box: solvate it (prepare: solvate: true)")
+    cutoff = float(options["nonbonded_cutoff_nm"])
+    _check_box(topology, 2 * cutoff, f"twice the {cutoff} nm nonbonded cutoff")
+    constraints = {"none": None, "hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles}
+    kwargs = {
+        "nonbondedCutoff": cutoff * unit.nanometer,
+        "constraints": constraints[options["constraints"]],
+        "rigidWater": bool(options["rigid_water"]),
+    }
+    if options["hydrogen_mass_amu"]:
+        kwargs["hydrogenMass"] = float(options["hydrogen_mass_amu"]) * unit.amu
+    return create_mm_system(forcefield, topology, nonbonded="pme", **kwargs)
+
+
+def _check_box(topology, minimum_nm: float, reason: str) -> None:
+    import openmm.unit as unit
+
+    vectors = topology.getPeriodicBoxVectors()
+    widths = [vectors[k][k].value_in_unit(unit.nanometer) for k in range(3)]
+    if min(widths) < minimum_nm:
+        raise ValueError(
+            f"periodic box too small: widths {[round(w, 3) for w in widths]} nm, every edge must be at "
+            f"least {minimum_nm:.2f} nm ({reason}); increase prepare.padding_nm"
+        )
+
+
+def resolve_potential(options: dict) -> tuple[str, dict, bool]:
+    """``(name, MLPotential keyword arguments, is_random)`` for a protocol's ``potential``.
+
+    ``randomInit: auto`` uses ``modelPath`` if given, else the shipped weights of ``name``
+    if they exist, else a seeded random network with a loud warning; ``true`` always uses
+    the random network; ``false`` requires weights (MLPotential's error says how to get them).
+    """
+    from ..checkpoints import find_shipped_potential
+
+    name = str(options["name"])
+    kwargs = {k: v for k, v in options.items() if k not in ("name", "randomInit", "seed")}
+    mode = str(options["randomInit"]).lower()
+    random = mode == "true" or (
+        mode == "auto" and not options.get("modelPath") and find_shipped_potential(name) is None
+    )
+    if random:
+        kwargs.update(randomInit=True, seed=int(options.get("seed", 0)))
+    return name, kwargs, random
+
+
+def build_mixed_system(topology, mm_system, ml_atoms: list[int], potential: dict, ml_constraints):
+    """The ML/MM system; ``mm_system`` itself when ``ml_atoms`` is empty (pure MM).
+
+    Args:
+        ml_constraints: keep the MM constraints inside the ML region (bool).  A random
+            network holds no bonds, so ``auto`` (resolved by the caller) keeps them for it.
+    """
+    if not ml_atoms:
+        return mm_system
+    from openmmml import MLPotential
+
+    from ..potential import ensure_torch_plugins
+
+    ensure_torch_plugins()
+    name, kwargs, _ = resolve_potential(potential)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ml = MLPotential(name, **kwargs)
+    return ml.createMixedSystem(topology, mm_system, ml_atoms, removeConstraints=not ml_constraints)
+
+
+def keep_ml_constraints(setting, random: bool) -> bool:
+    """Resolve ``system.ml_constraints`` (auto: keep for a random network, remove for trained weights)."""
+    text = str(setting).lower()
+    return random if text == "auto" else text == "true"
+
+
+def add_restraints(system, topology, positions_nm, restraints: list[dict]) -> list[str]:
+    """Add one harmonic positional restraint force per entry; return their global parameter names.
+
+    Energy ``0.5 * k * d^2`` with ``d`` the periodic distance (nm) of each selected atom to
+    its reference position (``positions_nm``, an (N, 3) array in nm) and ``k`` (kJ/mol/nm^2)
+    a global parameter the engine changes during a stage (tapering).
+    """
+    import openmm
+
+    from .selection import select_atoms
+
+    names = []
+    for i, item in enumerate(restraints):
+        name = f"k_restraint_{i}"
+        force = openmm.CustomExternalForce(f"0.5*{name}*periodicdistance(x, y, z, x0, y0, z0)^2")
+        force.addGlobalParameter(name, float(item["k_kj_mol_nm2"]))
+        for p in ("x0", "y0", "z0"):
+            force.addPerParticleParameter(p)
+        for atom in select_atoms(
+            topology, item["selection"], what="restraint selection", positions_nm=positions_nm
+        ):
+            force.addParticle(atom, [float(x) for x in positions_nm[atom]])
+        system.addForce(force)
+        names.append(name)
+    return names
+
+
+def add_barostat(system, pressure_bar: float, temperature_k: float, interval: int) -> None:
+    import openmm
+    import openmm.unit as unit
+
+    system.addForce(openmm.MonteCarloBarostat(pressure_bar * unit.bar, temperature_k * unit.kelvin, interval))
+
+
+def choose_platform(name: str | None):
+    """The named OpenMM platform, or the fastest available (CUDA > OpenCL > CPU > Reference)."""
+    import openmm
+
+    available = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    if name and name != "auto":
+        if name not in available:
+            raise ValueError(f"OpenMM platform {name!r} is not available here; available: {available}")
+        return openmm.Platform.getPlatformByName(name)
+    for candidate in ("CUDA", "OpenCL", "CPU", "Reference"):
+        if candidate in available:
+            return openmm.Platform.getPlatformByName(candidate)
+    raise RuntimeError("no OpenMM platform available")
+
+
+def degrees_of_freedom(system) -> int:
+    """3N minus constraints minus 3 for a centre-of-mass motion remover (massless atoms excluded)."""
+    import openmm
+
+    n = sum(1 for i in range(system.getNumParticles()) if system.getParticleMass(i)._value > 0)
+    dof = 3 * n - system.getNumConstraints()
+    if any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces()):
+        dof -= 3
+    return dof
