@@ -176,7 +176,9 @@ def _sanitize_given_orders(mol, label: str):
 def _infer_bond_orders(mol, label: str):
     from rdkit import Chem
     from rdkit.Chem import rdDetermineBonds
+    from rdkit.rdBase import BlockLogs
 
+    quiet = BlockLogs()  # failed attempts are expected; RDKit would log each one  # noqa: F841
     for charge in CHARGES_TRIED:
         candidate = Chem.Mol(mol)
         try:
