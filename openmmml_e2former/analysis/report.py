@@ -201,7 +201,8 @@ def render_html(run, summary: dict, figures: dict[str, str]) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>e2former run report</title>",
         "<style>body{font-family:sans-serif;margin:1.5em;max-width:1300px}table{border-collapse:collapse;"
         "margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
-        "th{background:#f0f0f0}.warn{background:#fff3cd;border:2px solid #e0a800;padding:.6em;font-weight:bold}"
+        "th{background:#f0f0f0}"
+        ".warn{background:#fff3cd;border:2px solid #e0a800;padding:.6em;font-weight:bold}"
         ".grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0}figcaption{font-size:13px}</style>",
         "</head><body>",
         f"<h1>E2Former run report</h1><p>{html.escape(summary['run'])}: {summary['frames']} frames, "
