@@ -93,7 +93,7 @@ def dcd_layout(path: str) -> tuple[int, int, int, bool]:
         if len(head) < 100 or head[4:8] != b"CORD":
             raise ValueError(f"{path} is not a DCD file")
         frames = struct.unpack("<i", head[8:12])[0]
-        has_box = struct.unpack("<i", head[44:48])[0] == 1
+        has_box = struct.unpack("<i", head[48:52])[0] == 1
         handle.seek(92)
         comment_bytes = struct.unpack("<i", handle.read(4))[0]
         handle.seek(104 + comment_bytes)

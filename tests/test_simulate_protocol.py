@@ -1,0 +1,166 @@
+"""Protocol files, selections and the restart helpers (fast; no MD)."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from openmmml_e2former.simulate import list_presets, load_protocol, protocol_from_dict
+from openmmml_e2former.simulate import restart
+from openmmml_e2former.simulate.protocol import protocols_dir
+from openmmml_e2former.simulate.selection import select_atoms
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_presets_exist_load_and_have_a_comment_header():
+    assert {"quick-check", "protein-equilibration", "ligand-in-pocket"} <= set(list_presets())
+    for name in list_presets():
+        path = os.path.join(protocols_dir(), f"{name}.yaml")
+        with open(path) as handle:
+            assert handle.readline().startswith(f"# {name}:"), f"{path} needs a comment header"
+        protocol = load_protocol(name)
+        assert protocol.stages and protocol.description
+
+
+def test_protein_equilibration_is_the_standard_scheme():
+    stages = load_protocol("protein-equilibration").stages
+    kinds = [(s["type"], s.get("ensemble")) for s in stages]
+    assert kinds[:2] == [("minimize", None), ("minimize", None)]
+    assert kinds[2:] == [("md", "nvt"), ("md", "npt"), ("md", "npt")]
+    heat, npt, production = stages[2:]
+    assert [r["k_kj_mol_nm2"] for r in heat["restraints"]] == [400, 40]
+    assert all(r["k_end_kj_mol_nm2"] == 0 for r in npt["restraints"])
+    assert production["restraints"] == []
+    assert all(s["timestep_fs"] == 1.0 for s in stages[2:])
+
+
+def test_protocols_symlink_of_a_clone_points_at_the_package_presets():
+    link = os.path.join(REPO, "protocols")
+    assert os.path.islink(link)
+    assert os.path.samefile(link, protocols_dir())
+    assert load_protocol("protocols/quick-check.yaml").name == "quick-check"
+
+
+def _quick_check_dict():
+    with open(os.path.join(protocols_dir(), "quick-check.yaml")) as handle:
+        return yaml.safe_load(handle)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["stages"][1].update(stepz=5), "unknown key"),
+        (lambda d: d["stages"][1].update(steps=0), "steps must be a positive integer"),
+        (lambda d: d["stages"][1].update(ensemble="npe"), "ensemble must be"),
+        (lambda d: d["stages"][1].update(temperature_K=[300, -1]), "temperature_K"),
+        (lambda d: d["stages"][1]["restraints"].append({"selection": "backbone"}), "k_kj_mol_nm2"),
+        (lambda d: d["prepare"].update(box_shape="sphere"), "box_shape"),
+        (lambda d: d["system"].update(constraints="some"), "constraints"),
+        (lambda d: d.update(stages=[]), "non-empty"),
+        (lambda d: d["stages"].append(copy.deepcopy(d["stages"][1])), "unique"),
+        (lambda d: d["potential"].update(randomInit="maybe"), "randomInit"),
+    ],
+)
+def test_bad_protocols_name_the_problem(edit, message):
+    data = _quick_check_dict()
+    edit(data)
+    with pytest.raises(ValueError, match=message):
+        protocol_from_dict(data)
+
+
+def test_missing_protocol_file_lists_the_presets():
+    with pytest.raises(FileNotFoundError, match="quick-check"):
+        load_protocol("no-such-protocol.yaml")
+
+
+@pytest.fixture(scope="module")
+def villin_pdb():
+    import openmm.app as app
+
+    return app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))
+
+
+def test_selections_and_the_within_extension(villin_pdb):
+    top = villin_pdb.topology
+    xyz = np.array(villin_pdb.getPositions(asNumpy=True)._value)
+    assert len(select_atoms(top, "resid 0 to 4")) == 71
+    assert select_atoms(top, "none") == []
+    with pytest.raises(ValueError, match="matches no atoms"):
+        select_atoms(top, "resname LIG", what="ML selection")
+    with pytest.raises(ValueError, match="cannot parse"):
+        select_atoms(top, "protein and", what="ML selection")
+    centre = select_atoms(top, "resid 10")
+    near = select_atoms(top, "within 0.5 of resid 10", positions_nm=xyz)
+    # independent check: brute-force distances
+    distances = np.linalg.norm(xyz[:, None] - xyz[None, centre], axis=-1).min(axis=1)
+    assert near == list(np.flatnonzero(distances <= 0.5))
+    residues = select_atoms(top, "protein and residues within 0.5 of resid 10", positions_nm=xyz)
+    atoms = list(top.atoms())
+    touched = {atoms[i].residue.index for i in near if atoms[i].residue.name != "HOH"}
+    touched |= {atoms[i].residue.index for i in near if atoms[i].residue.name == "HOH"}
+    assert {atoms[i].residue.index for i in residues} <= touched
+    assert set(near) - set(residues) <= {i for i in near if atoms[i].residue.name in ("HOH", "Cl")}
+
+
+def _write_dcd(path, n_frames, n_atoms=4, append=False):
+    """An OpenMM DCD with frame k holding the value k in every coordinate."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    top = app.Topology()
+    chain = top.addChain()
+    residue = top.addResidue("X", chain)
+    for _ in range(n_atoms):
+        top.addAtom("C", app.element.carbon, residue)
+    top.setPeriodicBoxVectors(np.eye(3) * 3.0 * unit.nanometer)
+    with open(path, "r+b" if append else "wb") as handle:
+        dcd = app.DCDFile(handle, top, 0.001, 0, 5, append=append)
+        start = dcd._modelCount
+        for k in range(start, start + n_frames):
+            dcd.writeModel(np.full((n_atoms, 3), float(k)) * unit.nanometer)
+    return top
+
+
+def test_trim_dcd_keeps_frames_and_allows_appending(tmp_path):
+    import mdtraj
+
+    path = str(tmp_path / "t.dcd")
+    _write_dcd(path, 7)
+    with open(path, "ab") as handle:
+        handle.write(b"\0" * 30)  # a frame cut short by a kill
+    assert restart.dcd_frame_count(path) == 7
+    restart.trim_dcd(path, 4)
+    assert restart.dcd_frame_count(path) == 4
+    _write_dcd(path, 3, append=True)  # OpenMM's DCDFile continues the trimmed file
+    xyz = mdtraj.load_dcd(path, top=mdtraj.Topology.from_openmm(_write_dcd(str(tmp_path / "x.dcd"), 1))).xyz
+    np.testing.assert_allclose(xyz[:, 0, 0], np.arange(7) * 1.0, atol=1e-5)  # 0..3 kept, 4..6 appended
+    with pytest.raises(ValueError, match="fewer"):
+        restart.trim_dcd(path, 8)
+
+
+def test_trim_csv_drops_rows_after_the_checkpoint_and_partial_lines(tmp_path):
+    path = tmp_path / "state.csv"
+    path.write_text('#"Step","Time (ps)"\n5,0.005\n10,0.01\n15,0.015\n20,0.0')
+    restart.trim_csv(str(path), 2)
+    assert path.read_text() == '#"Step","Time (ps)"\n5,0.005\n10,0.01\n'
+
+
+def test_run_folder_refuses_a_different_run_and_foreign_folders(tmp_path):
+    folder = str(tmp_path / "run")
+    manifest = {"protocol": {"a": 1}, "structure_sha256": "x", "ml_selection": "protein"}
+    assert restart.open_run_folder(folder, manifest, overwrite=False) is False
+    assert restart.open_run_folder(folder, manifest, overwrite=False) is True
+    with pytest.raises(ValueError, match="different ml selection"):
+        restart.open_run_folder(folder, {**manifest, "ml_selection": "none"}, overwrite=False)
+    assert restart.open_run_folder(folder, {**manifest, "ml_selection": "none"}, overwrite=True) is False
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep")
+    with pytest.raises(ValueError, match="not an e2former run folder"):
+        restart.open_run_folder(str(foreign), manifest, overwrite=True)
+    assert (foreign / "precious.txt").read_text() == "keep"
