@@ -383,7 +383,9 @@ def read_checkpoint_file(path: str):
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        from .weights import WeightsNotFoundError
+
+        raise WeightsNotFoundError(f"checkpoint file not found: {path}")
     if os.path.isdir(path):
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     _check_not_truncated(path)

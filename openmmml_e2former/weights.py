@@ -10,7 +10,8 @@
    to), the file is downloaded with a progress bar, its SHA-256 checked when one is known
    (``OPENMMML_E2FORMER_SHA256`` or the table), and moved into the cache atomically;
 4. otherwise (or offline: ``OPENMMML_E2FORMER_OFFLINE=1``, or the download fails) a
-   ``FileNotFoundError`` says which file to put where.
+   :class:`WeightsNotFoundError` (a ``FileNotFoundError`` and a ``ValueError``) says which
+   file to put where.
 
 The cache directory is ``$OPENMMML_E2FORMER_CACHE`` if set, else
 ``$XDG_CACHE_HOME/openmmml-e2former``, else ``~/.cache/openmmml-e2former``.
@@ -29,6 +30,12 @@ ENV_CACHE = "OPENMMML_E2FORMER_CACHE"
 ENV_URL = "OPENMMML_E2FORMER_URL"
 ENV_SHA256 = "OPENMMML_E2FORMER_SHA256"
 ENV_OFFLINE = "OPENMMML_E2FORMER_OFFLINE"
+
+
+class WeightsNotFoundError(FileNotFoundError, ValueError):
+    """A weight file is neither at the given path nor in the cache (nor downloadable).
+
+    Also a ValueError, the package's error type for input a user can fix."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ def resolve_weights(name_or_path: str, download: bool | None = None, progress: b
         return text
     spec = KNOWN_WEIGHTS.get(text)
     if spec is None and os.path.dirname(text):
-        raise FileNotFoundError(f"weight file not found: {text}")
+        raise WeightsNotFoundError(f"weight file not found: {text}")
     filename = spec.filename if spec else text
     cached = os.path.join(cache_dir(), filename)
     if os.path.isfile(cached):
@@ -81,12 +88,12 @@ def resolve_weights(name_or_path: str, download: bool | None = None, progress: b
     if download is None:
         download = os.environ.get(ENV_OFFLINE, "") in ("", "0")
     if url is None or not download:
-        raise FileNotFoundError(missing_weights_message(filename, spec, url, None))
+        raise WeightsNotFoundError(missing_weights_message(filename, spec, url, None))
     sha256 = (spec.sha256 if spec else None) or os.environ.get(ENV_SHA256) or None
     try:
         return download_file(url, cached, sha256, progress)
     except (urllib.error.URLError, OSError) as exc:
-        raise FileNotFoundError(missing_weights_message(filename, spec, url, exc)) from exc
+        raise WeightsNotFoundError(missing_weights_message(filename, spec, url, exc)) from exc
 
 
 def _configured_url(spec: WeightsFile | None, filename: str) -> str | None:
