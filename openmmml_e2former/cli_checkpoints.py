@@ -203,16 +203,17 @@ def read_npz(path: str) -> list[dict]:
     for k in range(count):
         numbers = pick("atomic_numbers", k, 1)
         xyz = positions[k] if batch else positions
+        charge = pick("charge", k, 0)
+        charge = 0.0 if charge is None else float(charge)
         ids = pick("cluster_ids", k, 1)
         if ids is None:
-            ids = _brics_ids(numbers, xyz, 0)
+            ids = _brics_ids(numbers, xyz, charge)
         _check_shapes(path, k, numbers, xyz, ids)
-        charge = pick("charge", k, 0)
         structure = {
             "atomic_numbers": numbers.astype(np.int64),
             "positions": xyz,
             "fragment_ids": normalize_fragment_ids(ids) if "cluster_centers" not in data else ids,
-            "charge": 0.0 if charge is None else float(charge),
+            "charge": charge,
         }
         centres = pick("cluster_centers", k, 2)
         if centres is not None:

@@ -217,6 +217,40 @@ def test_missing_key_is_named_in_the_authors_terms(tmp_path):
         load_checkpoint(str(path))
 
 
+class TrainingArgs:
+    """Stands for the authors' config object pickled into a training checkpoint."""
+
+    def __init__(self, loss_unit):
+        self.loss_unit = loss_unit
+        self.lr = 1e-4
+
+
+def save_with_foreign_args(path, loss_unit, monkeypatch):
+    """Save a checkpoint whose ``args`` is an instance of a class from a module that does
+    not exist when the file is read (as the authors' molfm config classes here)."""
+    import sys
+    import types
+
+    module = types.ModuleType("molfm_stand_in")
+    TrainingArgs.__module__ = "molfm_stand_in"
+    module.TrainingArgs = TrainingArgs
+    monkeypatch.setitem(sys.modules, "molfm_stand_in", module)
+    torch.save({"model": torch.load(STATE_DICT), "args": TrainingArgs(loss_unit)}, path)
+    monkeypatch.delitem(sys.modules, "molfm_stand_in")
+
+
+def test_pickled_training_config_is_read_for_the_energy_unit(tmp_path, monkeypatch):
+    path = tmp_path / "ev.pt"
+    save_with_foreign_args(path, "ev", monkeypatch)
+    model, metadata = load_checkpoint(str(path))
+    assert model.config.energy_unit == "eV" and "loss_unit=ev" in metadata["energy_unit_origin"]
+    save_with_foreign_args(path, "normev", monkeypatch)
+    with pytest.raises(CheckpointError, match="loss_unit='normev'"):
+        load_checkpoint(str(path))
+    model, metadata = load_checkpoint(str(path), energy_unit="kcal/mol")  # explicit override
+    assert metadata["energy_unit"] == "kcal/mol"
+
+
 def test_not_a_checkpoint(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, path)
