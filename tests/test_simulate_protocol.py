@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from openmmml_e2former.simulate import list_presets, load_protocol, protocol_from_dict
-from openmmml_e2former.simulate import restart
+from openmmml_e2former.simulate import list_presets, load_protocol, protocol_from_dict, restart
 from openmmml_e2former.simulate.protocol import protocols_dir
 from openmmml_e2former.simulate.selection import select_atoms
 

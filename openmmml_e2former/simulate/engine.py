@@ -326,7 +326,9 @@ def _resume_or_start(ctx, simulation, stage, directory, checkpoint, start_state,
     if _new_velocities(stage, previous):
         simulation.context.setVelocitiesToTemperature(stage["temperature_K"][0])
     simulation.currentStep = 0
-    _save_checkpoint(ctx, simulation, stage, checkpoint)
+    # the kinetic energy of a leapfrog integrator before its first step is an estimate from
+    # the forces, so the start is only checked for finite numbers, not for its temperature
+    _save_checkpoint(ctx, simulation, stage, checkpoint, max_temperature_k=float("inf"))
     return 0
 
 
@@ -340,6 +342,11 @@ def _new_velocities(stage: dict, previous) -> bool:
 def _trim_outputs(stage: dict, directory: str, step: int) -> None:
     trajectory = os.path.join(directory, f"trajectory.{stage['trajectory_format']}")
     frames = step // stage["trajectory_interval"]
+    csv = os.path.join(directory, "state.csv")
+    rows = step // stage["report_interval"]
+    for path, keep in ((trajectory, frames), (csv, rows)):
+        if os.path.exists(path) and keep == 0:
+            os.remove(path)  # nothing before the checkpoint: start the file afresh (with its header)
     if os.path.exists(trajectory):
         if stage["trajectory_format"] == "dcd":
             restart.trim_dcd(trajectory, frames)
@@ -349,9 +356,8 @@ def _trim_outputs(stage: dict, directory: str, step: int) -> None:
             )
     elif frames:
         raise ValueError(f"{trajectory} is missing but the checkpoint at step {step} implies {frames} frames")
-    csv = os.path.join(directory, "state.csv")
     if os.path.exists(csv):
-        restart.trim_csv(csv, step // stage["report_interval"])
+        restart.trim_csv(csv, rows)
 
 
 def _md_reporters(ctx, stage, directory, start_step, system) -> list:
@@ -409,14 +415,21 @@ def _md_loop(ctx, simulation, stage, names, start_step, checkpoint) -> None:
             simulation.step(target - step)
         except openmm.OpenMMException as exc:
             raise SimulationError(
-                f"stage {stage['name']!r} blew up between steps {step} and {target}: {exc}; "
-                f"last good checkpoint: {checkpoint}"
+                f"stage {stage['name']!r} blew up between steps {step} and {target}: {exc}"
+                + _last_good(checkpoint)
             ) from None
         except SimulationError as exc:
-            raise SimulationError(f"{exc}; last good checkpoint: {checkpoint}") from None
+            raise SimulationError(f"{exc}{_last_good(checkpoint)}") from None
         step = target
         if step % every == 0 or step == total:
             _save_checkpoint(ctx, simulation, stage, checkpoint)
+
+
+def _last_good(checkpoint: str) -> str:
+    """Where the last good checkpoint is (and its step), for error messages."""
+    if not os.path.isfile(checkpoint):
+        return "; no checkpoint was written"
+    return f"; last good checkpoint: {checkpoint} (frames and CSV rows up to it are kept)"
 
 
 def _next_multiple(step: int, interval: int) -> int:
@@ -443,14 +456,15 @@ def _apply_schedule(simulation, stage, names, step, chunk) -> None:
         simulation.context.setParameter(name, k0 + (k1 - k0) * f)
 
 
-def _save_checkpoint(ctx, simulation, stage, checkpoint) -> None:
+def _save_checkpoint(ctx, simulation, stage, checkpoint, max_temperature_k=None) -> None:
     """Checkpoint only a healthy state, through a temporary file and ``os.replace``."""
     state = simulation.context.getState(getEnergy=True, getPositions=True)
-    problem = state_problem(state, ctx.dof, float(ctx.protocol.guard["max_temperature_K"]))
+    limit = float(ctx.protocol.guard["max_temperature_K"]) if max_temperature_k is None else max_temperature_k
+    problem = state_problem(state, ctx.dof, limit)
     if problem:
         raise SimulationError(
-            f"stage {stage['name']!r} blew up at step {simulation.currentStep}: {problem}; "
-            f"last good checkpoint: {checkpoint}"
+            f"stage {stage['name']!r} blew up at step {simulation.currentStep}: {problem}"
+            + _last_good(checkpoint)
         )
     tmp = checkpoint + ".tmp"
     with open(tmp, "wb") as handle:
@@ -502,7 +516,7 @@ def finish_run(ctx: RunContext, last_dir: str, timings: dict) -> None:
     topology.setPeriodicBoxVectors(state.getPeriodicBoxVectors())
     tmp = os.path.join(ctx.folder, "final.cif.tmp")
     with open(tmp, "w") as handle:
-        app.PDBxFile.writeFile(topology, state.getPositions(), handle, keepIds=True)
+        app.PDBxFile.writeFile(topology, state.getPositions(), handle)
     os.replace(tmp, os.path.join(ctx.folder, "final.cif"))
     restart.atomic_write_json(os.path.join(ctx.folder, "timings.json"), timings)
     say(

@@ -60,6 +60,8 @@ def prepare_structure(path: str, options: dict, forcefield) -> tuple:
     try:
         fixer.addMissingHydrogens(pH=float(options["ph"]), forcefield=forcefield)
     except Exception as exc:
+        if "template" in str(exc).lower():
+            raise template_error(exc) from None
         raise ValueError(f"adding hydrogens to {path} failed: {exc}") from None
     report["hydrogens_added"] = fixer.topology.getNumAtoms() - before
     report["ph"] = float(options["ph"])
@@ -154,12 +156,17 @@ def create_mm_system(forcefield, topology, nonbonded: str = "pme", **kwargs):
         return forcefield.createSystem(topology, nonbondedMethod=method, **kwargs)
     except ValueError as exc:
         if "template" in str(exc).lower():
-            raise ValueError(
-                f"the force field has no template for a residue: {str(exc).splitlines()[0]} "
-                "Remove the residue (prepare: keep_heterogens: []), or add a force field XML for it "
-                "(system: forcefield: [..., ligand.xml])."
-            ) from None
+            raise template_error(exc) from None
         raise
+
+
+def template_error(exc: Exception) -> ValueError:
+    """The force field's "No template found" error, with what to do about it."""
+    return ValueError(
+        f"the force field has no template for a residue: {str(exc).splitlines()[0]} "
+        "Remove the residue (prepare: keep_heterogens: []), or add a force field XML for it "
+        "(system: forcefield: [..., ligand.xml])."
+    )
 
 
 def _solvate(modeller, forcefield, options: dict) -> dict:

@@ -104,7 +104,10 @@ def dcd_layout(path: str) -> tuple[int, int, int, bool]:
 
 
 def dcd_frame_count(path: str) -> int:
-    """Complete frames on disk (a frame cut short by a kill does not count)."""
+    """Complete frames on disk (a frame cut short by a kill does not count; nor does a file
+    whose header is not written yet)."""
+    if os.path.getsize(path) < 120:
+        return 0
     header, frame, _, _ = dcd_layout(path)
     return max(0, (os.path.getsize(path) - header) // frame)
 

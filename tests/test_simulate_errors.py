@@ -1,0 +1,107 @@
+"""Guard rails: each bad input fails with its own message before any stage runs, and an
+exploding system stops naming its stage and step with a loadable checkpoint."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from simulate_helpers import md_stage, small_protocol, write_villin_piece
+
+from openmmml_e2former.simulate import SimulationError, protocol_from_dict, run_protocol
+
+MINIMIZE = {"name": "min", "type": "minimize", "forces": "mm", "max_iterations": 50}
+
+
+@pytest.fixture(scope="module")
+def peptide(tmp_path_factory):
+    """Villin residues 0-2 without solvent (its C-terminus lacks OXT: preparation adds it)."""
+    return write_villin_piece(str(tmp_path_factory.mktemp("pep") / "peptide.pdb"), "resid 0 to 2")
+
+
+def _run(tmp_path, pdb, ml, protocol=None, **kw):
+    data = protocol or small_protocol([MINIMIZE, md_stage("md", 10)], padding_nm=1.6)
+    return run_protocol(
+        protocol_from_dict(data), pdb, str(tmp_path / "run"), ml_selection=ml, progress=False, **kw
+    )
+
+
+def _nothing_ran(tmp_path):
+    return not os.path.exists(tmp_path / "run" / "stages")
+
+
+def test_missing_and_unreadable_structures(tmp_path):
+    with pytest.raises(FileNotFoundError, match="structure file not found"):
+        _run(tmp_path, str(tmp_path / "nope.pdb"), "protein")
+    garbage = tmp_path / "garbage.pdb"
+    garbage.write_text("this is not a PDB file\x00\x01\n")
+    with pytest.raises(ValueError, match="cannot read structure"):
+        _run(tmp_path, str(garbage), "protein")
+    assert _nothing_ran(tmp_path)
+
+
+def test_residue_without_template(tmp_path, peptide):
+    lines = [line for line in open(peptide) if line.startswith("ATOM")]
+    ligand = "HETATM 9999  C1  LIG X 900      30.000  30.000  30.000  1.00  0.00           C\n"
+    path = tmp_path / "with_ligand.pdb"
+    path.write_text("".join(lines) + ligand + "END\n")
+    data = small_protocol([MINIMIZE], padding_nm=1.6, keep_heterogens=["LIG"])
+    with pytest.raises(ValueError, match="no template for a residue.*LIG"):
+        _run(tmp_path, str(path), "protein", protocol=data)
+    assert _nothing_ran(tmp_path)
+
+
+def test_ml_selection_matching_nothing(tmp_path, peptide):
+    with pytest.raises(ValueError, match="ML selection 'resname LIG' matches no atoms"):
+        _run(tmp_path, peptide, "resname LIG")
+    assert _nothing_ran(tmp_path)
+
+
+def test_element_the_potential_does_not_support(tmp_path, peptide):
+    data = small_protocol([MINIMIZE], padding_nm=1.6, positive_ion="K+")
+    with pytest.raises(ValueError, match=r"does not support the element.*\(K\)"):
+        _run(tmp_path, peptide, "resid 0 or element K", protocol=data)
+    assert _nothing_ran(tmp_path)
+
+
+def test_box_too_small_for_the_model(tmp_path, peptide):
+    data = small_protocol([MINIMIZE], padding_nm=0.6)
+    with pytest.raises(ValueError, match="periodic box too small"):
+        _run(tmp_path, peptide, "resid 0 to 1", protocol=data)
+    assert _nothing_ran(tmp_path)
+
+
+def test_preparation_reports_what_it_changed(tmp_path, peptide):
+    """Stopped by the empty ML selection, preparation has already written its report."""
+    with pytest.raises(ValueError):
+        _run(tmp_path, peptide, "resname LIG")
+    import json
+
+    report = json.load(open(tmp_path / "run" / "prepare.json"))
+    assert report["missing_heavy_atoms_added"] == 1  # the C-terminal OXT
+    # LEU-SER-ASP, charged termini: +1 (NH3+) - 1 (Asp side chain) - 1 (COO-)
+    assert report["solute_net_charge"] == -1
+    assert report["waters_added"] > 500
+    assert report["ions_added"]["NA"] - report["ions_added"]["CL"] == 1  # neutralised
+
+
+def test_exploding_system_names_stage_and_step_and_keeps_a_checkpoint(tmp_path, peptide):
+    import openmm
+    import openmm.unit as unit
+
+    data = small_protocol(
+        [MINIMIZE, md_stage("boom", 200, timestep_fs=20.0, checkpoint_interval=20)], padding_nm=0.8
+    )
+    with pytest.raises(SimulationError, match=r"stage 'boom' blew up between steps \d+ and \d+") as info:
+        _run(tmp_path, peptide, "none", protocol=data)
+    assert "last good checkpoint" in str(info.value)
+    stage_dir = tmp_path / "run" / "stages" / "02-boom"
+    assert not (stage_dir / "done.json").exists()
+    with open(tmp_path / "run" / "system.xml") as handle:
+        system = openmm.XmlSerializer.deserialize(handle.read())
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.001)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    context.loadCheckpoint((stage_dir / "checkpoint.chk").read_bytes())
+    positions = context.getState(getPositions=True).getPositions(asNumpy=True)._value
+    assert np.isfinite(positions).all()
