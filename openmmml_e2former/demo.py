@@ -1,22 +1,28 @@
-"""The README's main job: a short ML/MM equilibration of villin, then an analysis report.
+"""The README's main job: a short ML/MM equilibration of villin, then the analysis report.
 
-Villin headpiece in water comes with OpenMM (``openmm/app/data/test.pdb``); the protein
-(582 atoms) is the ML region, water and ions are classical (amber14 + TIP3P-FB, PME).
-Stages: classical (MM-only) energy minimisation, then ML/MM Langevin MD at 300 K with a 1 fs step (X-H bonds
-constrained).  Outputs in the run folder: ``state.csv``, ``trajectory.dcd``,
-``final.pdb``, ``report.json`` and ``report.png``.
+Villin headpiece comes with OpenMM (``openmm/app/data/test.pdb``).  The demo strips its
+solvent and hands the protein to the protocol engine with the ``quick-check`` preset:
+preparation (pdbfixer, re-solvation with 1.0 nm padding, 0.15 M NaCl), the whole protein
+(582 atoms) as E2Former-LSR ML region in classical water (amber14 + TIP3P-FB, PME),
+restrained classical minimisation, NVT heating, NPT with restraints tapered to zero and
+an unrestrained NPT production, all with 1 fs steps; then ``e2former analyze``.
+Outputs: the run folder (``runs/demo``) and its ``analysis/report.html``.
+
+The potential is the shipped default (``MLPotential('e2former-lsr')``); while no trained
+weights are shipped, the protocol's ``randomInit: auto`` falls back to a seeded random
+network and says so loudly.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 
-import numpy as np
+SPLIT = {"heat": 0.2, "npt": 0.2, "production": 0.6}
 
-SHIPPED_POTENTIAL = "e2former-lsr"
+
+def say(message: str) -> None:
+    print(f"[e2former demo] {message}", flush=True)
 
 
 def villin_pdb_path() -> str:
@@ -25,177 +31,60 @@ def villin_pdb_path() -> str:
     return os.path.join(os.path.dirname(app.__file__), "data", "test.pdb")
 
 
-def say(message: str) -> None:
-    print(f"[e2former demo] {message}", flush=True)
-
-
-def potential_options() -> dict:
-    """The shipped default potential, or a loudly labelled random network until one ships."""
-    from .checkpoints import find_shipped_potential
-
-    if find_shipped_potential(SHIPPED_POTENTIAL):
-        return {}
-    say(
-        "WARNING: no trained weights are shipped yet; using a seeded RANDOM network "
-        "(plumbing and timing only, not physics)"
-    )
-    return {"randomInit": True, "seed": 0}
-
-
-def build_simulation(platform_name):
-    import openmm
-    import openmm.app as app
-    import openmm.unit as unit
-    from openmmml import MLPotential
-
-    pdb = app.PDBFile(villin_pdb_path())
-    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3pfb.xml")
-    mm_system = forcefield.createSystem(
-        pdb.topology,
-        nonbondedMethod=app.PME,
-        nonbondedCutoff=1.0 * unit.nanometer,
-        constraints=app.HBonds,
-    )
-    ml_atoms = [
-        a.index for a in pdb.topology.atoms() if a.residue.name not in ("HOH", "Cl", "CL", "NA", "Na")
-    ]
-    say(f"{pdb.topology.getNumAtoms()} atoms; ML region = protein ({len(ml_atoms)} atoms), rest MM (PME)")
-    say("classical pre-minimisation of the starting structure (MM only, fast)")
-    positions = minimise_classically(pdb, mm_system)
-    potential = MLPotential(SHIPPED_POTENTIAL, **potential_options())
-    # keep the X-H constraints inside the ML region too (removeConstraints=False): a
-    # 1 fs step with rigid X-H bonds is robust even for an untrained network
-    system = potential.createMixedSystem(pdb.topology, mm_system, ml_atoms, removeConstraints=False)
-    integrator = openmm.LangevinMiddleIntegrator(
-        300 * unit.kelvin, 1.0 / unit.picosecond, 1.0 * unit.femtosecond
-    )
-    platform = openmm.Platform.getPlatformByName(platform_name) if platform_name else fastest_platform()
-    simulation = app.Simulation(pdb.topology, system, integrator, platform)
-    simulation.context.setPositions(positions)
-    say(f"platform: {platform.getName()}")
-    return simulation, ml_atoms
-
-
-def minimise_classically(pdb, mm_system):
-    """Relax clashes with the MM force field alone (an ML/MM minimisation costs an ML evaluation
-    per line-search step, minutes on a CPU)."""
-    import copy
-
-    import openmm
-
-    context = openmm.Context(copy.deepcopy(mm_system), openmm.VerletIntegrator(0.001), fastest_platform())
-    context.setPositions(pdb.positions)
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
-    return context.getState(getPositions=True).getPositions()
-
-
-def fastest_platform():
-    import openmm
-
-    names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
-    for name in ("CUDA", "OpenCL", "CPU", "Reference"):
-        if name in names:
-            return openmm.Platform.getPlatformByName(name)
-    raise RuntimeError("no OpenMM platform available")
-
-
-def run_md(simulation, folder: str, steps: int) -> float:
-    import openmm.app as app
-
-    interval = max(1, steps // 30)
-    simulation.reporters.append(app.DCDReporter(os.path.join(folder, "trajectory.dcd"), interval))
-    simulation.reporters.append(
-        app.StateDataReporter(
-            os.path.join(folder, "state.csv"),
-            interval,
-            step=True,
-            time=True,
-            potentialEnergy=True,
-            kineticEnergy=True,
-            totalEnergy=True,
-            temperature=True,
-            speed=True,
-        )
-    )
-    simulation.reporters.append(
-        app.StateDataReporter(
-            sys.stdout,
-            max(1, steps // 10),
-            step=True,
-            temperature=True,
-            potentialEnergy=True,
-            speed=True,
-            progress=True,
-            remainingTime=True,
-            totalSteps=steps,
-        )
-    )
-    start = time.perf_counter()
-    simulation.step(steps)
-    return time.perf_counter() - start
-
-
-def analyse(folder: str, ml_atoms) -> dict:
-    """RMSD and radius of gyration of the protein, temperature and energy from the CSV."""
+def write_villin_protein(path: str) -> str:
+    """Villin without its water and ions (the protocol solvates it again)."""
     import mdtraj
 
-    top = mdtraj.load_topology(os.path.join(folder, "final.pdb"))
-    traj = mdtraj.load_dcd(os.path.join(folder, "trajectory.dcd"), top=top)
-    protein = top.select("protein")
-    traj = traj.atom_slice(protein)  # positions are never wrapped, so the protein stays whole
-    backbone = traj.topology.select("backbone")
-    rmsd = mdtraj.rmsd(traj, traj, 0, atom_indices=backbone) * 10.0
-    rg = mdtraj.compute_rg(traj) * 10.0
-    data = np.genfromtxt(os.path.join(folder, "state.csv"), delimiter=",", names=True)
-    temperature = np.atleast_1d(data["Temperature_K"])
-    return {
-        "frames": int(traj.n_frames),
-        "backbone_rmsd_angstrom": rmsd.tolist(),
-        "radius_of_gyration_angstrom": rg.tolist(),
-        "temperature_K": temperature.tolist(),
-        "potential_energy_kJ_mol": np.atleast_1d(data["Potential_Energy_kJmole"]).tolist(),
-        "final_backbone_rmsd_angstrom": float(rmsd[-1]),
-        "mean_temperature_last_half_K": float(temperature[len(temperature) // 2 :].mean()),
-    }
+    traj = mdtraj.load(villin_pdb_path())
+    traj.atom_slice(traj.topology.select("protein")).save_pdb(path)
+    return path
 
 
-def plot(report: dict, path: str) -> None:
-    import matplotlib
+def demo_protocol(steps: int):
+    """quick-check with ``steps`` MD steps in all, split 20/20/60 % over heat/npt/production."""
+    from .simulate import load_protocol
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    axes[0].plot(report["backbone_rmsd_angstrom"])
-    axes[0].set(title="backbone RMSD vs first frame", xlabel="frame", ylabel="Å")
-    axes[1].plot(report["radius_of_gyration_angstrom"])
-    axes[1].set(title="radius of gyration", xlabel="frame", ylabel="Å")
-    axes[2].plot(report["temperature_K"])
-    axes[2].set(title="temperature", xlabel="report", ylabel="K")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    protocol = load_protocol("quick-check")
+    for stage in protocol.stages:
+        if stage["name"] in SPLIT:
+            n = max(10, int(round(steps * SPLIT[stage["name"]])))
+            stage["steps"] = n
+            stage["checkpoint_interval"] = n
+            stage["report_interval"] = max(1, n // 20)
+            stage["trajectory_interval"] = max(1, n // 10)
+    protocol.name = "demo (quick-check)"
+    return protocol
 
 
 def run_demo(folder: str = "runs/demo", steps: int = 200, platform=None) -> dict:
-    import openmm.app as app
+    """Run the demo into ``folder`` (started afresh each time); return the analysis summary."""
+    from .analysis.report import analyze_run
+    from .simulate import run_protocol
 
-    os.makedirs(folder, exist_ok=True)
-    say("building the ML/MM system (villin in water, protein = E2Former-LSR)")
-    simulation, ml_atoms = build_simulation(platform)
-    say(f"Langevin MD at 300 K, 1 fs, {steps} steps")
-    seconds = run_md(simulation, folder, steps)
-    state = simulation.context.getState(getPositions=True, enforcePeriodicBox=False)
-    with open(os.path.join(folder, "final.pdb"), "w") as handle:
-        app.PDBFile.writeFile(simulation.topology, state.getPositions(), handle)
-    say(f"MD took {seconds:.1f} s ({1000 * seconds / steps:.0f} ms/step); analysing")
-    report = analyse(folder, ml_atoms)
-    report["ms_per_step"] = 1000 * seconds / steps
-    with open(os.path.join(folder, "report.json"), "w") as handle:
-        json.dump(report, handle, indent=1)
-    plot(report, os.path.join(folder, "report.png"))
+    started = time.perf_counter()
+    os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
+    pdb = write_villin_protein(os.path.join(os.path.dirname(os.path.abspath(folder)), "villin_protein.pdb"))
+    say(f"villin headpiece (OpenMM test.pdb) without solvent -> {pdb}")
+    say(f"protocol quick-check, {steps} ML/MM steps of 1 fs in all; ML region = the whole protein")
     say(
-        f"final backbone RMSD {report['final_backbone_rmsd_angstrom']:.2f} Å, mean T (last half) "
-        f"{report['mean_temperature_last_half_K']:.0f} K; report: {folder}/report.json, report.png"
+        "ML forces cost ~1 s per step on a 2-core CPU: expect about "
+        f"{max(1, round((steps * 1.2 + 60) / 60))} min, with a progress bar per stage"
     )
-    return report
+    timings = run_protocol(
+        demo_protocol(steps), pdb, folder, ml_selection="protein", overwrite=True, platform=platform
+    )
+    say("analysing the trajectory (mdtraj)")
+    summary = analyze_run(folder)
+    production = next(s for s in summary["stages"] if s["name"] == "production")
+    say(
+        f"production: mean T {production['mean_temperature_K']:.0f} K, density "
+        f"{production['mean_density_g_ml']:.3f} g/cm3; backbone RMSD (last frame) "
+        f"{summary['rmsd_first']['last']:.2f} Å; {timings['production']['ns_per_day']:.3g} ns/day"
+    )
+    if summary["random_weights"]:
+        say("REMINDER: the ML region used a seeded RANDOM network (no trained weights shipped yet)")
+    say(
+        f"report: {os.path.join(folder, 'analysis', 'report.html')} "
+        f"(total {time.perf_counter() - started:.0f} s)"
+    )
+    return summary

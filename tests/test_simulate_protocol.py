@@ -154,7 +154,7 @@ def test_run_folder_refuses_a_different_run_and_foreign_folders(tmp_path):
     manifest = {"protocol": {"a": 1}, "structure_sha256": "x", "ml_selection": "protein"}
     assert restart.open_run_folder(folder, manifest, overwrite=False) is False
     assert restart.open_run_folder(folder, manifest, overwrite=False) is True
-    with pytest.raises(ValueError, match="different ml selection"):
+    with pytest.raises(ValueError, match="different ML selection"):
         restart.open_run_folder(folder, {**manifest, "ml_selection": "none"}, overwrite=False)
     assert restart.open_run_folder(folder, {**manifest, "ml_selection": "none"}, overwrite=True) is False
     foreign = tmp_path / "mine"

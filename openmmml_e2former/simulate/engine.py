@@ -81,6 +81,7 @@ def run_protocol(
         "structure": os.path.abspath(structure),
         "structure_sha256": restart.file_sha256(structure),
         "ml_selection": selection,
+        "random_weights": _uses_random_weights(protocol, selection),
     }
     resumed = restart.open_run_folder(folder, manifest, overwrite)
     say(f"{'resuming' if resumed else 'starting'} protocol {protocol.name!r} in {folder}")
@@ -92,6 +93,13 @@ def run_protocol(
         previous = (stage, directory)
     finish_run(ctx, previous[1], timings)
     return timings
+
+
+def _uses_random_weights(protocol: Protocol, selection: str) -> bool:
+    from .selection import NONE_WORDS
+    from .system import resolve_potential
+
+    return str(selection).strip().lower() not in NONE_WORDS and resolve_potential(protocol.potential)[2]
 
 
 def build_run(protocol, structure, folder, selection, platform_name, progress) -> RunContext:

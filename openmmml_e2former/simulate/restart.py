@@ -70,13 +70,18 @@ def open_run_folder(folder: str, manifest: dict, overwrite: bool) -> bool:
 
 
 def _check_same_run(previous: dict, current: dict, folder: str) -> None:
-    for key in ("protocol", "structure_sha256", "ml_selection"):
-        if json.dumps(previous.get(key), sort_keys=True, default=str) != json.dumps(
-            current.get(key), sort_keys=True, default=str
-        ):
+    labels = {
+        "protocol": "protocol",
+        "structure_sha256": "input structure",
+        "ml_selection": "ML selection",
+        "random_weights": "potential (random network vs trained weights)",
+    }
+    for key, label in labels.items():
+        old = json.dumps(previous.get(key), sort_keys=True, default=str)
+        if old != json.dumps(current.get(key), sort_keys=True, default=str):
             raise ValueError(
-                f"{folder} holds a run with a different {key.replace('_', ' ')}; rerun the same command "
-                "to resume it, or pass --overwrite to start again (deletes that run)"
+                f"{folder} holds a run with a different {label}; rerun the same command to resume it, "
+                "or pass --overwrite to start again (deletes that run)"
             )
 
 
