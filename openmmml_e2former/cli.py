@@ -15,6 +15,7 @@ import sys
 
 COMMAND_MODULES = [
     "openmmml_e2former.cli_core",  # export, info, demo
+    "openmmml_e2former.cli_train",  # label, train, evaluate
     "openmmml_e2former.cli_simulate",  # run, prepare, analyze, protocols
     "openmmml_e2former.cli_checkpoints",  # convert, eval
 ]

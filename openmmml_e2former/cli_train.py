@@ -1,0 +1,129 @@
+"""``e2former label ...``, ``e2former train CONFIG`` and ``e2former evaluate CHECKPOINT DATASET``."""
+
+from __future__ import annotations
+
+KINDS = ("dipeptides", "peptides", "clusters", "villin", "solvated")
+
+
+def add_parser(sub) -> None:
+    label = sub.add_parser("label", help="generate structures and label them (GFN2-xTB, DFT)")
+    lsub = label.add_subparsers(dest="label_command", required=True)
+
+    gen = lsub.add_parser("generate", help="write unlabelled structures to an extxyz file")
+    gen.add_argument("kind", choices=KINDS)
+    gen.add_argument("-o", "--output", required=True, help="output .extxyz or .extxyz.gz")
+    gen.add_argument("--sequences", default=None, help="peptides: comma-separated, residues joined by '-'")
+    gen.add_argument("--frames", type=int, default=10, help="MD frames per temperature (or per molecule)")
+    gen.add_argument("--temperatures", default="300,500", help="MD temperatures in K, comma-separated")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(func=run_generate)
+
+    run = lsub.add_parser("run", help="label structures into a folder of chunks (resumable)")
+    run.add_argument("input", help="extxyz file (or folder) of structures")
+    run.add_argument("-o", "--output", required=True, help="output folder of chunk-*.extxyz")
+    run.add_argument("--method", default="gfn2", help="gfn2 (default), gfn1, pyscf (DFT), hf")
+    run.add_argument("--xc", default="wb97x-d3bj", help="pyscf: exchange-correlation functional")
+    run.add_argument("--basis", default="def2-svp", help="pyscf/hf: basis set")
+    run.add_argument("--workers", type=int, default=1, help="labelling processes")
+    run.add_argument("--chunk-size", type=int, default=100, help="structures per chunk file")
+    run.add_argument("--retry-failed", action="store_true", help="label again the ids in failed.jsonl")
+    run.set_defaults(func=run_label)
+
+    merge = lsub.add_parser("merge", help="merge labelled chunks into one (compressed) dataset file")
+    merge.add_argument("inputs", nargs="+", help="folders or files")
+    merge.add_argument("-o", "--output", required=True, help="output .extxyz or .extxyz.gz")
+    merge.set_defaults(func=run_merge)
+
+    train = sub.add_parser("train", help="train or fine-tune E2Former-LSR from a YAML config")
+    train.add_argument("config", help="YAML training config (see configs/)")
+    train.add_argument("--nproc", type=int, default=1, help="data-parallel processes on this machine (gloo)")
+    train.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    train.add_argument("--output", default=None, help="override training.output")
+    train.set_defaults(func=run_train)
+
+    ev = sub.add_parser("evaluate", help="energy/force errors of a checkpoint on a labelled dataset")
+    ev.add_argument("checkpoint")
+    ev.add_argument("dataset", help="labelled extxyz file or folder")
+    ev.add_argument("--json", default=None, help="also write the result as JSON here")
+    ev.set_defaults(func=run_evaluate)
+
+
+def _sequences(text: str | None) -> list[list[str]]:
+    if not text:
+        raise ValueError("--sequences is required for this kind, e.g. ALA-GLY,LYS")
+    return [s.split("-") for s in text.split(",") if s]
+
+
+def run_generate(args) -> None:
+    from .data import generators as g
+    from .data.extxyz import write_structures
+    from .data.peptides import STANDARD_RESIDUES, VARIANTS
+
+    temps = tuple(float(t) for t in args.temperatures.split(","))
+    if args.kind == "dipeptides":
+        out = g.capped_peptides(
+            [[r] for r in STANDARD_RESIDUES + list(VARIANTS)], temps, args.frames, seed=args.seed
+        )
+    elif args.kind == "peptides":
+        out = g.capped_peptides(_sequences(args.sequences), temps, args.frames, seed=args.seed)
+    elif args.kind == "clusters":
+        out = g.small_clusters(per_cluster=args.frames, seed=args.seed)
+    elif args.kind == "villin":
+        out = g.villin_windows(num_frames=args.frames, temperature=temps[-1], seed=args.seed)
+    else:
+        seqs = _sequences(args.sequences) if args.sequences else [[r] for r in STANDARD_RESIDUES]
+        out = g.solvated_peptides(seqs, num_frames=args.frames, seed=args.seed)
+    write_structures(args.output, out)
+    print(f"wrote {len(out)} structures to {args.output}")
+
+
+def run_label(args) -> None:
+    from .data.extxyz import read_structures
+    from .data.labelling import label_dataset
+
+    options = {}
+    if args.method in ("pyscf", "dft"):
+        options = {"xc": args.xc, "basis": args.basis}
+    elif args.method == "hf":
+        options = {"basis": args.basis}
+    summary = label_dataset(
+        read_structures(args.input),
+        args.output,
+        args.method,
+        options,
+        args.workers,
+        args.chunk_size,
+        retry_failed=args.retry_failed,
+    )
+    print(summary)
+
+
+def run_merge(args) -> None:
+    from .data.extxyz import read_structures, write_structures
+
+    structures = [s for path in args.inputs for s in read_structures(path)]
+    write_structures(args.output, structures)
+    print(f"wrote {len(structures)} structures to {args.output}")
+
+
+def run_train(args) -> None:
+    from .train.config import load_config
+    from .train.run import run_training
+
+    config = load_config(args.config)
+    if args.output:
+        config["training"]["output"] = args.output
+    run_training(config, nproc=args.nproc, max_steps=args.max_steps)
+
+
+def run_evaluate(args) -> None:
+    import json
+
+    from .train.metrics import format_table
+    from .train.run import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, args.dataset)
+    print(format_table(result["by_size"] + [{"atoms": "all", **result["overall"]}]))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)

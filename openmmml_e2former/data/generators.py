@@ -1,0 +1,393 @@
+"""Structure generators: capped peptides, villin fragments, water shells, charged pairs, ions.
+
+Every generator returns a list of unlabelled :class:`Structure` objects with fragment ids (from
+:func:`openmmml_e2former.fragments.fragment_ids_from_topology` or one id per molecule) and the total
+charge. ``molecule`` names the chemical entity, so that splits keep all conformers of one molecule
+on the same side. Positions in Å.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..fragments import fragment_ids_from_topology
+from .structure import Structure
+
+N_H_CAP, C_H_CAP = 1.01, 1.10  # Å: bond lengths of hydrogen caps replacing a cut peptide bond
+
+
+def _numbers(topology) -> np.ndarray:
+    return np.array([a.element.atomic_number for a in topology.atoms()], dtype=np.int64)
+
+
+def _atom_charges(topology) -> np.ndarray:
+    """AMBER14 partial charges (e) of every atom, used to get residue formal charges by rounding."""
+    import openmm
+    import openmm.app as app
+
+    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3pfb.xml")
+    system = forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff)
+    force = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+    return np.array([force.getParticleParameters(i)[0]._value for i in range(system.getNumParticles())])
+
+
+def _formal_charge(charges: np.ndarray, atoms) -> int:
+    total = float(charges[list(atoms)].sum())
+    if abs(total - round(total)) > 0.02:
+        raise ValueError(f"selected atoms carry a non-integer charge {total:.3f}")
+    return int(round(total))
+
+
+def capped_peptides(
+    sequences: list[list[str]],
+    temperatures=(300.0, 500.0, 700.0),
+    frames_per_temperature: int = 20,
+    interval: int = 200,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Structure]:
+    """Conformers of ACE-sequence-NME from OBC2 implicit-solvent MD at each temperature."""
+    from tqdm import tqdm
+
+    from .peptides import build_capped_peptide
+
+    out = []
+    for k, seq in enumerate(tqdm(sequences, desc="capped peptides (MD)", disable=not progress)):
+        topology, positions = build_capped_peptide(seq)
+        charge = _formal_charge(_atom_charges(topology), range(topology.getNumAtoms()))
+        fragments = fragment_ids_from_topology(topology)
+        name = "ACE-" + "-".join(seq) + "-NME"
+        for t_index, temperature in enumerate(temperatures):
+            frames = _md(
+                topology, positions, frames_per_temperature, temperature, interval, seed + 97 * k + t_index
+            )
+            for i, frame in enumerate(frames):
+                out.append(
+                    Structure(
+                        id=f"{name}/T{int(temperature)}/{i}",
+                        molecule=name,
+                        numbers=_numbers(topology),
+                        positions=frame,
+                        fragment_ids=fragments,
+                        charge=charge,
+                        source=f"capped peptide, OBC2 MD {int(temperature)} K, amber14",
+                    )
+                )
+    return out
+
+
+def _md(topology, positions, num_frames, temperature, interval, seed, solvent="obc2", **kw):
+    from .sampling import md_frames
+
+    return md_frames(
+        topology, positions, num_frames, temperature, interval=interval, seed=seed, solvent=solvent, **kw
+    )
+
+
+def villin_topology():
+    """(topology, positions Å, box) of OpenMM's ``app/data/test.pdb`` (villin headpiece in water)."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))
+    return (
+        pdb.topology,
+        np.array(pdb.positions.value_in_unit(unit.angstrom)),
+        pdb.topology.getPeriodicBoxVectors(),
+    )
+
+
+def _protein_only(topology, positions):
+    import openmm.app as app
+    import openmm.unit as unit
+
+    modeller = app.Modeller(topology, positions * unit.angstrom)
+    modeller.delete([r for r in topology.residues() if r.name in ("HOH", "Cl", "Na", "NA", "CL")])
+    return modeller.topology, np.array(modeller.positions.value_in_unit(unit.angstrom))
+
+
+def cut_window(topology, positions: np.ndarray, residues: list, charges: np.ndarray, all_fragments=None):
+    """Atoms of consecutive ``residues`` with cut peptide bonds capped by hydrogens.
+
+    Returns (numbers, positions Å, fragment ids, charge). A cut N-C(prev) bond becomes N-H
+    (1.01 Å), a cut C-N(next) bond becomes C-H (1.10 Å); each cap joins its residue's fragment.
+    """
+    inside = {a.index for r in residues for a in r.atoms()}
+    index = sorted(inside)
+    if all_fragments is None:
+        all_fragments = fragment_ids_from_topology(topology)
+    numbers = list(_numbers(topology)[index])
+    coords = [positions[i] for i in index]
+    frag = list(all_fragments[index])
+    for a, b in topology.bonds():
+        for inner, outer in ((a, b), (b, a)):
+            if inner.index in inside and outer.index not in inside:
+                if inner.element.symbol == "H":
+                    raise ValueError("cannot cap a cut bond at a hydrogen")
+                length = N_H_CAP if inner.element.symbol == "N" else C_H_CAP
+                direction = positions[outer.index] - positions[inner.index]
+                coords.append(positions[inner.index] + length * direction / np.linalg.norm(direction))
+                numbers.append(1)
+                frag.append(all_fragments[inner.index])
+    _, frag = np.unique(np.array(frag), return_inverse=True)
+    first_seen = {}
+    for f in frag:
+        first_seen.setdefault(int(f), len(first_seen))
+    frag = np.array([first_seen[int(f)] for f in frag])
+    return np.array(numbers), np.array(coords), frag, _formal_charge(charges, index)
+
+
+def villin_windows(
+    window: int = 3,
+    num_frames: int = 12,
+    temperature: float = 400.0,
+    interval: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Structure]:
+    """Windows of ``window`` consecutive villin residues, H-capped, from OBC2 MD of the protein."""
+    from tqdm import tqdm
+
+    top, pos, _ = villin_topology()
+    top, pos = _protein_only(top, pos)
+    charges = _atom_charges(top)
+    residues = list(top.residues())
+    all_fragments = fragment_ids_from_topology(top)
+    frames = [pos] + _md(top, pos, num_frames - 1, temperature, interval, seed, timestep_fs=1.0)
+    out = []
+    for f, frame in enumerate(tqdm(frames, desc="villin windows", disable=not progress)):
+        for start in range(len(residues) - window + 1):
+            chunk = residues[start : start + window]
+            numbers, coords, frag, charge = cut_window(top, frame, chunk, charges, all_fragments)
+            name = f"villin:{start + 1}-{start + window}"
+            out.append(
+                Structure(
+                    id=f"{name}/f{f}",
+                    molecule=name,
+                    numbers=numbers,
+                    positions=coords,
+                    fragment_ids=frag,
+                    charge=charge,
+                    source=f"villin (openmm test.pdb) residues {start + 1}-{start + window}, H-capped, "
+                    f"OBC2 MD {int(temperature)} K",
+                )
+            )
+    return out
+
+
+def water_shell(topology, positions, solute_atoms: list[int], max_waters: int, cutoff: float = 3.4):
+    """Indices of the ``max_waters`` water molecules (all atoms) nearest the solute (O within ``cutoff`` Å
+    of any solute heavy atom), sorted by distance."""
+    atoms_list = list(topology.atoms())
+    solute_heavy = [i for i in solute_atoms if atoms_list[i].element.symbol != "H"]
+    picks = []
+    for residue in topology.residues():
+        if residue.name != "HOH":
+            continue
+        atoms = [a.index for a in residue.atoms()]
+        oxygen = next(a.index for a in residue.atoms() if a.element.symbol == "O")
+        d = np.linalg.norm(positions[solute_heavy] - positions[oxygen], axis=1).min()
+        if d < cutoff:
+            picks.append((d, atoms))
+    picks.sort(key=lambda x: x[0])
+    return [i for _, atoms in picks[:max_waters] for i in atoms]
+
+
+def solvated_peptides(
+    sequences: list[list[str]],
+    num_frames: int = 8,
+    max_waters: int = 10,
+    interval: int = 500,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Structure]:
+    """Capped peptides with their nearest ``max_waters`` waters, from explicit TIP3P-FB MD at 300 K."""
+    import openmm.app as app
+    import openmm.unit as unit
+    from tqdm import tqdm
+
+    from .peptides import build_capped_peptide
+
+    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3pfb.xml")
+    out = []
+    for k, seq in enumerate(tqdm(sequences, desc="solvated peptides (MD)", disable=not progress)):
+        topology, positions = build_capped_peptide(seq)
+        modeller = app.Modeller(topology, positions * unit.angstrom)
+        modeller.addSolvent(forcefield, padding=1.0 * unit.nanometer, neutralize=False)
+        top = modeller.topology
+        pos = np.array(modeller.positions.value_in_unit(unit.angstrom))
+        charges = _atom_charges(top)
+        solute = list(range(topology.getNumAtoms()))
+        frames = _md(
+            top,
+            pos,
+            num_frames,
+            300.0,
+            interval,
+            seed + k,
+            solvent="explicit",
+            timestep_fs=2.0,
+            box=top.getPeriodicBoxVectors(),
+            equilibration=2000,
+        )
+        name = "ACE-" + "-".join(seq) + "-NME"
+        all_fragments = fragment_ids_from_topology(top)
+        for i, frame in enumerate(frames):
+            frame = _unwrap_waters(top, frame, solute)
+            atoms = solute + water_shell(top, frame, solute, max_waters)
+            _, frag = np.unique(all_fragments[atoms], return_inverse=True)
+            out.append(
+                Structure(
+                    id=f"{name}+water/{i}",
+                    molecule=name + "+water",
+                    numbers=_numbers(top)[atoms],
+                    positions=frame[atoms],
+                    fragment_ids=_first_appearance(frag),
+                    charge=_formal_charge(charges, atoms),
+                    source=f"capped peptide + {max_waters} nearest waters, TIP3P-FB MD 300 K",
+                )
+            )
+    return out
+
+
+def _first_appearance(ids) -> np.ndarray:
+    seen: dict[int, int] = {}
+    return np.array([seen.setdefault(int(i), len(seen)) for i in ids], dtype=np.int64)
+
+
+def _unwrap_waters(topology, frame, solute, box_size=None):
+    """Place every water at the periodic image nearest the solute centroid (frames are not wrapped
+    by OpenMM when asked, but waters drift; this keeps shells compact)."""
+    vectors = topology.getPeriodicBoxVectors()
+    if vectors is None:
+        return frame
+    box = np.array([[v[i]._value * 10.0 for i in range(3)] for v in vectors]).diagonal()
+    centre = frame[solute].mean(axis=0)
+    frame = frame.copy()
+    for residue in topology.residues():
+        if residue.name != "HOH":
+            continue
+        atoms = [a.index for a in residue.atoms()]
+        shift = np.round((frame[atoms[0]] - centre) / box) * box
+        frame[atoms] -= shift
+    return frame
+
+
+# --- small charged molecules, ions and water ---------------------------------------------------
+
+#: name -> (SMILES, charge)
+SMALL_MOLECULES = {
+    "methylammonium": ("C[NH3+]", 1),
+    "acetate": ("CC(=O)[O-]", -1),
+    "methylguanidinium": ("CNC(N)=[NH2+]", 1),
+    "methylimidazolium": ("Cc1c[nH]c[nH+]1", 1),
+    "methanethiol": ("CS", 0),
+    "methylacetamide": ("CC(=O)NC", 0),
+    "methanol": ("CO", 0),
+    "water": ("O", 0),
+    "sodium": ("[Na+]", 1),
+    "chloride": ("[Cl-]", -1),
+}
+
+#: clusters: name -> molecule names (one fragment each)
+CLUSTERS = {
+    "ammonium-acetate": ["methylammonium", "acetate"],
+    "guanidinium-acetate": ["methylguanidinium", "acetate"],
+    "imidazolium-acetate": ["methylimidazolium", "acetate"],
+    "ammonium-chloride": ["methylammonium", "chloride"],
+    "sodium-acetate": ["sodium", "acetate"],
+    "nma-dimer": ["methylacetamide", "methylacetamide"],
+    "nma-methanol": ["methylacetamide", "methanol"],
+    "thiol-acetate": ["methanethiol", "acetate"],
+    "sodium-water6": ["sodium"] + ["water"] * 6,
+    "chloride-water6": ["chloride"] + ["water"] * 6,
+    "nacl-water6": ["sodium", "chloride"] + ["water"] * 6,
+    "acetate-water5": ["acetate"] + ["water"] * 5,
+    "ammonium-water5": ["methylammonium"] + ["water"] * 5,
+    "water8": ["water"] * 8,
+}
+
+
+def _embed(smiles: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(atomic numbers, positions Å) of one MMFF-relaxed RDKit conformer of ``smiles``."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    if mol.GetNumAtoms() == 1:
+        return np.array([mol.GetAtomWithIdx(0).GetAtomicNum()]), np.zeros((1, 3))
+    AllChem.EmbedMolecule(mol, randomSeed=seed)
+    AllChem.MMFFOptimizeMolecule(mol)
+    numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+    return numbers, mol.GetConformer().GetPositions()
+
+
+def _random_rotation(rng) -> np.ndarray:
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    a, b, c, d = q
+    return np.array(
+        [
+            [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+            [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
+            [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d],
+        ]
+    )
+
+
+def random_cluster(
+    names: list[str], rng, min_gap: float = 1.7, max_gap: float = 4.5, jitter: float = 0.05
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Molecules placed one by one at random orientations, each at a closest-atom distance in
+    [min_gap, max_gap] Å from the molecules already placed. Returns (numbers, positions, fragment ids,
+    charge)."""
+    numbers, coords, frags, charge = [], [], [], 0
+    for k, name in enumerate(names):
+        smiles, q = SMALL_MOLECULES[name]
+        z, x = _embed(smiles, int(rng.integers(1 << 30)))
+        x = (x - x.mean(axis=0)) @ _random_rotation(rng).T + rng.normal(scale=jitter, size=x.shape)
+        if coords:
+            placed = np.concatenate(coords)
+            target = rng.uniform(min_gap, max_gap)
+            for _ in range(200):
+                direction = rng.normal(size=3)
+                direction /= np.linalg.norm(direction)
+                anchor = placed[rng.integers(len(placed))]
+                # slide along the direction until the closest distance reaches the target
+                for step in np.arange(0.0, 15.0, 0.1):
+                    trial = x + anchor + direction * step
+                    gap = np.linalg.norm(placed[:, None] - trial[None], axis=-1).min()
+                    if gap >= target:
+                        break
+                if gap >= min_gap:
+                    x = trial
+                    break
+        numbers.append(z)
+        coords.append(x)
+        frags.append(np.full(len(z), k))
+        charge += q
+    return np.concatenate(numbers), np.concatenate(coords), np.concatenate(frags), charge
+
+
+def small_clusters(per_cluster: int = 30, seed: int = 0) -> list[Structure]:
+    """Charged side-chain analogue pairs, ion-water and neutral clusters at varied separations."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, members in CLUSTERS.items():
+        for i in range(per_cluster):
+            numbers, coords, frags, charge = random_cluster(members, rng)
+            out.append(
+                Structure(
+                    id=f"{name}/{i}",
+                    molecule=name,
+                    numbers=numbers,
+                    positions=coords,
+                    fragment_ids=frags,
+                    charge=charge,
+                    source=f"cluster {'+'.join(members)}: RDKit/MMFF monomers at random orientations, "
+                    "closest-atom gaps 1.7-4.5 Å",
+                )
+            )
+    return out

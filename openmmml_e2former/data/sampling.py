@@ -1,0 +1,66 @@
+"""Conformers from short classical MD with OpenMM (AMBER14; vacuum, OBC2 implicit or explicit water).
+
+Positions in and out are in Angstrom.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def make_system(topology, solvent: str = "obc2", constraints=None):
+    """AMBER14 system: ``solvent`` 'vacuum' / 'obc2' (no cutoff) or 'explicit' (PME, TIP3P-FB)."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    if solvent == "explicit":
+        forcefield = app.ForceField("amber14-all.xml", "amber14/tip3pfb.xml")
+        return forcefield.createSystem(
+            topology, nonbondedMethod=app.PME, nonbondedCutoff=0.8 * unit.nanometer, constraints=app.HBonds
+        )
+    files = ["amber14-all.xml"] + (["implicit/obc2.xml"] if solvent == "obc2" else [])
+    if solvent not in ("obc2", "vacuum"):
+        raise ValueError(f"solvent must be 'vacuum', 'obc2' or 'explicit', not {solvent!r}")
+    forcefield = app.ForceField(*files)
+    return forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=constraints)
+
+
+def md_frames(
+    topology,
+    positions: np.ndarray,
+    num_frames: int,
+    temperature: float = 500.0,
+    interval: int = 200,
+    equilibration: int = 1000,
+    timestep_fs: float = 0.5,
+    solvent: str = "obc2",
+    seed: int = 0,
+    box=None,
+) -> list[np.ndarray]:
+    """``num_frames`` snapshots ``[N, 3]`` (Å) every ``interval`` steps of Langevin MD at ``temperature`` K.
+
+    The structure is minimised first; ``timestep_fs`` 0.5 fs keeps unconstrained X-H bonds stable
+    (explicit solvent uses HBonds constraints and should be given 1-2 fs).
+    """
+    import openmm
+    import openmm.unit as unit
+
+    system = make_system(topology, solvent)
+    integrator = openmm.LangevinMiddleIntegrator(
+        temperature * unit.kelvin, 5.0 / unit.picosecond, timestep_fs * unit.femtosecond
+    )
+    integrator.setRandomNumberSeed(seed + 1)
+    platform = openmm.Platform.getPlatformByName("CPU")
+    context = openmm.Context(system, integrator, platform, {"Threads": "1"})
+    if box is not None:
+        context.setPeriodicBoxVectors(*box)
+    context.setPositions(positions * 0.1)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
+    context.setVelocitiesToTemperature(temperature * unit.kelvin, seed + 1)
+    integrator.step(equilibration)
+    frames = []
+    for _ in range(num_frames):
+        integrator.step(interval)
+        state = context.getState(getPositions=True, enforcePeriodicBox=False)
+        frames.append(np.array(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom)))
+    return frames

@@ -1,0 +1,42 @@
+"""Train/validation/test splits that keep every conformer of one molecule on the same side."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .structure import Structure
+
+
+def group_key(structure: Structure) -> str:
+    """The unit a split may not cut: the molecule name without a ``+water`` suffix (a peptide and
+    its solvated conformers stay together); villin windows are grouped in blocks of 8 start
+    residues so that most overlapping windows stay on one side."""
+    name = structure.molecule.split("+")[0]
+    m = re.match(r"villin:(\d+)-(\d+)", name)
+    if m:
+        return f"villin:block{(int(m.group(1)) - 1) // 8}"
+    return name
+
+
+def split_by_molecule(
+    structures: list[Structure], fractions=(0.8, 0.1, 0.1), seed: int = 0
+) -> dict[str, list[str]]:
+    """``{"train": ids, "val": ids, "test": ids}``: groups (see :func:`group_key`) shuffled with
+    ``seed`` and assigned greedily so each side gets about its fraction of the structures."""
+    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, not {fractions}")
+    groups: dict[str, list[str]] = {}
+    for s in structures:
+        groups.setdefault(group_key(s), []).append(s.id)
+    names = sorted(groups)
+    order = np.random.default_rng(seed).permutation(len(names))
+    total = len(structures)
+    targets = {"val": fractions[1] * total, "test": fractions[2] * total}
+    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for i in order:
+        ids = groups[names[i]]
+        side = next((k for k in ("test", "val") if len(out[k]) + len(ids) / 2 <= targets[k]), "train")
+        out[side].extend(ids)
+    return out

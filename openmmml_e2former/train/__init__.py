@@ -1,0 +1,1 @@
+"""Training: datasets as tensors, batching, losses and metrics, the trainer, data parallelism."""

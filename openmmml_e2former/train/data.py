@@ -1,0 +1,55 @@
+"""Load labelled datasets for training and split them by molecule."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..data.extxyz import read_structures
+from ..data.splits import group_key, split_by_molecule
+from .batching import Sample, to_sample
+
+
+def load_samples(paths: list[str], max_atoms: int | None = None, dtype=None) -> tuple[list[Sample], dict]:
+    """Samples of every labelled structure in ``paths`` and a summary (counts, methods, elements)."""
+    import torch
+
+    structures = []
+    for path in paths:
+        structures.extend(read_structures(path))
+    unlabelled = [s.id for s in structures if not s.labelled]
+    if unlabelled:
+        raise ValueError(f"{len(unlabelled)} structure(s) have no labels, e.g. {unlabelled[:3]}")
+    if max_atoms:
+        structures = [s for s in structures if s.num_atoms <= max_atoms]
+    if not structures:
+        raise ValueError(f"no structures in {paths}")
+    ids = [s.id for s in structures]
+    if len(set(ids)) != len(ids):
+        raise ValueError("structure ids repeat across the dataset files")
+    methods = sorted({s.labels.get("method", "?") for s in structures})
+    samples = [to_sample(s, group_key(s), dtype or torch.float32) for s in structures]
+    summary = {"structures": len(structures), "methods": methods, "structure_list": structures}
+    return samples, summary
+
+
+def make_split(samples: list[Sample], structures, data_config: dict, output: str) -> dict[str, list[Sample]]:
+    """Split (or reuse ``output/splits.json``, or ``data.split_file``); writes ``output/splits.json``."""
+    path = os.path.join(output, "splits.json")
+    source = data_config.get("split_file") or (path if os.path.exists(path) else None)
+    if source:
+        with open(source) as handle:
+            ids = json.load(handle)
+    else:
+        ids = split_by_molecule(structures, tuple(data_config["split"]), data_config["split_seed"])
+    os.makedirs(output, exist_ok=True)
+    if not os.path.exists(path):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump(ids, handle)
+        os.replace(tmp, path)
+    by_id = {s.id: s for s in samples}
+    missing = [i for side in ids.values() for i in side if i not in by_id]
+    if missing:
+        raise ValueError(f"split lists {len(missing)} id(s) not in the dataset, e.g. {missing[:3]}")
+    return {side: [by_id[i] for i in ids.get(side, [])] for side in ("train", "val", "test")}

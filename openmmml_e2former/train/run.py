@@ -1,0 +1,59 @@
+"""Entry points: train from a config (single process, torchrun, or spawned processes) and evaluate."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _train_rank(rank: int, world_size: int, config: dict, max_steps: int | None = None) -> str:
+    from .trainer import Trainer
+
+    trainer = Trainer(config, rank, world_size)
+    reason = trainer.fit(max_steps=max_steps)
+    if rank == 0:
+        print(f"training stopped: {reason}; outputs in {trainer.output}", flush=True)
+        if reason in ("finished", "early_stopping", "time_limit"):
+            from .metrics import format_table
+
+            result = trainer.final_evaluation()
+            rows = result["by_size"] + [{"atoms": "all", **result["overall"]}]
+            print(f"final evaluation ({result['split']} split, best.pt):\n" + format_table(rows), flush=True)
+    return reason
+
+
+def run_training(config: dict, nproc: int = 1, max_steps: int | None = None) -> None:
+    """Train on this machine with ``nproc`` processes, or join torchrun's process group."""
+    from .ddp import env_world, init_process_group, spawn
+
+    rank, world_size = env_world()
+    if world_size > 1:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        init_process_group(rank, world_size, backend)
+        try:
+            _train_rank(rank, world_size, config, max_steps)
+        finally:
+            torch.distributed.destroy_process_group()
+    elif nproc > 1:
+        spawn(_train_rank, nproc, config, max_steps)
+    else:
+        _train_rank(0, 1, config, max_steps)
+
+
+def evaluate_checkpoint(checkpoint: str, dataset: str, batch_size: int = 8, threads: int = 1) -> dict:
+    """Errors of a checkpoint on every labelled structure of ``dataset`` (overall and by size)."""
+    from ..checkpoints import load_checkpoint
+    from ..data.extxyz import read_structures
+    from .batching import predict, to_sample
+    from .metrics import ErrorAccumulator
+
+    torch.set_num_threads(threads)
+    model, _ = load_checkpoint(checkpoint)
+    model = model.float()
+    samples = [to_sample(s) for s in read_structures(dataset)]
+    acc = ErrorAccumulator()
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i : i + batch_size]
+        energies, forces = predict(model, chunk)
+        for s, e, f in zip(chunk, energies, forces, strict=False):
+            acc.add(float(e.detach().double() - s.energy), s.num_atoms, (f.detach() - s.forces).numpy())
+    return {"overall": acc.summary(), "by_size": acc.by_size()}

@@ -1,0 +1,440 @@
+"""The trainer behind ``e2former train CONFIG``.
+
+Energy + force loss, per-element reference energies by least squares, AdamW, warm-up + cosine (or
+plateau) learning rate, EMA weights, gradient clipping, checkpoints every epoch / every N steps /
+on SIGINT or SIGTERM, exact resume, early stopping, CSV logs and a final table by system size.
+Data parallel over processes with ``torch.distributed`` (``torchrun``; gloo on CPU, nccl on GPU):
+every process takes a slice of each global batch and gradients are summed across processes, with
+losses normalised by global counts, so N processes compute the same step as one.
+
+Files in ``training.output``: ``last.pt`` (full training state), ``best.pt`` (EMA weights of the
+best validation epoch, our checkpoint format), ``splits.json``, ``epochs.csv``, ``steps.csv``,
+``final.json`` and ``final_table.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import time
+
+import numpy as np
+import torch
+
+from ..checkpoints import build_model, load_checkpoint, save_checkpoint
+from ..model import E2FormerLSR
+from ..model.config import PRESETS
+from .batching import fit_reference_energies, predict
+from .data import load_samples, make_split
+from .metrics import ErrorAccumulator, format_table
+
+STATE_VERSION = 1
+
+
+class Trainer:
+    """Set up from a merged config (:func:`~openmmml_e2former.train.config.merge_config`)."""
+
+    def __init__(self, config: dict, rank: int = 0, world_size: int = 1):
+        self.config = config
+        self.t = config["training"]
+        self.rank, self.world_size = rank, world_size
+        self.output = self.t["output"]
+        self.dtype = torch.float64 if self.t["dtype"] == "float64" else torch.float32
+        self.stop_requested = False
+        torch.set_num_threads(int(self.t["num_threads"]))
+        torch.manual_seed(self.t["seed"])
+        self._load_data()
+        self._build_model()
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.t["lr"], weight_decay=self.t["weight_decay"]
+        )
+        self.ema = self._copy_model(self.model)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.best_val = math.inf
+        self.bad_epochs = 0
+        self.plateau_scale = 1.0
+        self.history: list[dict] = []
+        self.start_time = time.time()
+        if os.path.exists(os.path.join(self.output, "last.pt")):
+            self._resume()
+
+    # --- setup -----------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        data = self.config["data"]
+        samples, summary = load_samples(data["paths"], data.get("max_atoms"), self.dtype)
+        if self.rank == 0:
+            os.makedirs(self.output, exist_ok=True)
+        self._barrier()
+        self.split = make_split(samples, summary["structure_list"], data, self.output)
+        self.methods = summary["methods"]
+        if not self.split["train"]:
+            raise ValueError("the training split is empty")
+        if not self.split["val"]:
+            self.split["val"] = self.split["train"][: max(1, len(self.split["train"]) // 10)]
+
+    def _build_model(self) -> None:
+        m = self.config["model"]
+        if m.get("init_from"):
+            model, meta = load_checkpoint(m["init_from"], **m.get("overrides", {}))
+            self.init_metadata = meta
+        else:
+            if m["preset"] not in PRESETS:
+                raise ValueError(f"unknown model preset {m['preset']!r}; use one of {sorted(PRESETS)}")
+            model = E2FormerLSR(PRESETS[m["preset"]](**m.get("overrides", {})))
+            self.init_metadata = {}
+        if m.get("refit_reference_energies", True):
+            ref = fit_reference_energies(self.split["train"], model.config.num_embeddings)
+            model.reference_energies.copy_(ref.to(model.reference_energies.dtype))
+        self._check_elements(model)
+        self.model = model.to(self.dtype).train()
+
+    def _check_elements(self, model) -> None:
+        allowed = set(model.supported.nonzero().flatten().tolist())
+        seen = {int(z) for side in self.split.values() for s in side for z in s.numbers.tolist()}
+        bad = sorted(seen - allowed)
+        if bad:
+            raise ValueError(
+                f"the dataset holds elements {bad} that the model does not support ({sorted(allowed)})"
+            )
+
+    @staticmethod
+    def _copy_model(model):
+        """A copy of ``model`` (deepcopy fails on the network's TorchScript helpers)."""
+        twin = E2FormerLSR(model.config)
+        twin.load_state_dict(model.state_dict())
+        return twin.to(next(model.parameters()).dtype).train()
+
+    # --- distributed helpers -----------------------------------------------------------------
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+    def _all_reduce_grads(self) -> None:
+        if self.world_size == 1:
+            return
+        for p in self.model.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad)
+
+    def _any_rank(self, flag: bool) -> bool:
+        if self.world_size == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0])
+        torch.distributed.all_reduce(t)
+        return bool(t.item() > 0)
+
+    # --- schedule ----------------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        n = math.ceil(len(self.split["train"]) / self.t["batch_size"])
+        cap = self.t.get("max_steps_per_epoch")
+        return min(n, cap) if cap else n
+
+    def learning_rate(self, step: int) -> float:
+        base = self.t["lr"]
+        warm = self.t["warmup_steps"]
+        if step < warm:
+            return base * (step + 1) / warm
+        if self.t["schedule"] == "cosine":
+            total = max(1, self.t["epochs"] * self.steps_per_epoch() - warm)
+            progress = min(1.0, (step - warm) / total)
+            floor = self.t["min_lr_ratio"]
+            return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+        if self.t["schedule"] == "plateau":
+            return base * self.plateau_scale
+        return base
+
+    # --- one step ----------------------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        order = np.random.default_rng(self.t["seed"] * 100003 + epoch).permutation(len(self.split["train"]))
+        size = self.t["batch_size"]
+        batches = [order[i : i + size].tolist() for i in range(0, len(order), size)]
+        return batches[: self.steps_per_epoch()]
+
+    def loss(self, batch: list[int]) -> tuple[torch.Tensor, dict]:
+        """This process's share of the loss of a global batch (sums over processes to the full loss)."""
+        samples = [self.split["train"][i] for i in batch]
+        mine = samples[self.rank :: self.world_size]
+        total_atoms = sum(s.num_atoms for s in samples)
+        we, wf = self.t["energy_weight"], self.t["force_weight"]
+        if not mine:
+            return torch.zeros((), dtype=self.dtype), {"e_sq": 0.0, "f_sq": 0.0}
+        energies, forces = predict(self.model, mine, create_graph=True)
+        ref_e = torch.stack([s.energy for s in mine])
+        atoms = torch.tensor([s.num_atoms for s in mine], dtype=torch.float64)
+        e_err = (energies.double() - ref_e) / atoms
+        f_err = torch.cat([f - s.forces for f, s in zip(forces, mine, strict=False)])
+        e_term = (e_err**2).sum() / len(samples)
+        f_term = (f_err**2).sum() / (3 * total_atoms)
+        loss = we * e_term.to(self.dtype) + wf * f_term
+        return loss, {"e_sq": float(e_term), "f_sq": float(f_term)}
+
+    def train_step(self, batch: list[int]) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, _ = self.loss(batch)
+        loss.backward()
+        self._all_reduce_grads()
+        value = torch.tensor([float(loss)], dtype=torch.float64)
+        if self.world_size > 1:
+            torch.distributed.all_reduce(value)
+        if self.t["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t["grad_clip"])
+        self.optimizer.step()
+        self._update_ema()
+        self.step += 1
+        return float(value)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.t["ema_decay"], (1 + self.step) / (10 + self.step))
+        for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=False):
+            e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        for e, b in zip(self.ema.buffers(), self.model.buffers(), strict=False):
+            e.copy_(b)
+
+    # --- evaluation --------------------------------------------------------------------------
+    def evaluate(self, model, samples, batch_size: int | None = None) -> ErrorAccumulator:
+        acc = ErrorAccumulator()
+        size = batch_size or max(self.t["batch_size"], 8)
+        model.eval()
+        for i in range(0, len(samples), size):
+            chunk = samples[i : i + size]
+            energies, forces = predict(model, chunk)
+            for s, e, f in zip(chunk, energies, forces, strict=False):
+                acc.add(float(e.detach().double() - s.energy), s.num_atoms, (f.detach() - s.forces).numpy())
+        model.train()
+        return acc
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "version": STATE_VERSION,
+            "config": self.config,
+            "model_config": self.model.config.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best_val": self.best_val,
+            "bad_epochs": self.bad_epochs,
+            "plateau_scale": self.plateau_scale,
+            "history": self.history,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def save_state(self) -> None:
+        if self.rank != 0:
+            return
+        path = os.path.join(self.output, "last.pt")
+        tmp = f"{path}.tmp-{os.getpid()}"
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+
+    def _resume(self) -> None:
+        path = os.path.join(self.output, "last.pt")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise ValueError(
+                f"cannot resume: {path} is corrupt ({exc}); move it away to start afresh"
+            ) from exc
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"cannot resume: {path} is not a training state of this version")
+        if state["model_config"] != self.model.config.to_dict():
+            raise ValueError(f"cannot resume: {path} was written for a different model configuration")
+        build_model(self.model.config, state["model"], path)  # checks keys and shapes, names the file
+        self.model.load_state_dict(state["model"])  # into the model already in the training dtype
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.t["lr"], weight_decay=self.t["weight_decay"]
+        )
+        self.optimizer.load_state_dict(state["optimizer"])
+        for key in ("step", "epoch", "batch_in_epoch", "best_val", "bad_epochs", "plateau_scale", "history"):
+            setattr(self, key, state[key])
+        torch.set_rng_state(state["torch_rng"])
+        if self.rank == 0:
+            self._truncate_steps_log()
+            print(f"resuming from {path}: epoch {self.epoch}, step {self.step}", flush=True)
+
+    def _truncate_steps_log(self) -> None:
+        path = os.path.join(self.output, "steps.csv")
+        if not os.path.exists(path):
+            return
+        with open(path) as handle:
+            rows = list(csv.reader(handle))
+        keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= self.step]
+        tmp = path + ".tmp"
+        with open(tmp, "w", newline="") as handle:
+            csv.writer(handle).writerows(keep)
+        os.replace(tmp, path)
+
+    def save_best(self, metrics: dict) -> None:
+        if self.rank != 0:
+            return
+        meta = self.metadata()
+        meta.update(epoch=self.epoch, step=self.step, validation=metrics)
+        save_checkpoint(self.ema, os.path.join(self.output, "best.pt"), meta)
+
+    def metadata(self) -> dict:
+        return {
+            "trained_by": "openmmml-e2former e2former train",
+            "units": "positions Å, energy eV, forces eV/Å",
+            "level_of_theory": self.methods,
+            "data": self.config["data"]["paths"],
+            "split_sizes": {k: len(v) for k, v in self.split.items()},
+            "training": {k: v for k, v in self.t.items() if k not in ("progress",)},
+            "fine_tuned_from": self.config["model"].get("init_from"),
+        }
+
+    # --- logs ---------------------------------------------------------------------------------
+    def _append_csv(self, name: str, row: dict) -> None:
+        if self.rank != 0:
+            return
+        path = os.path.join(self.output, name)
+        new = not os.path.exists(path)
+        with open(path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    # --- main loop ----------------------------------------------------------------------------
+    def _install_signals(self):
+        def handler(signum, frame):
+            self.stop_requested = True
+            if self.rank == 0:
+                print(f"\nsignal {signum}: saving a checkpoint after this step", flush=True)
+
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, handler)
+        return previous
+
+    def _out_of_time(self) -> bool:
+        limit = self.t.get("max_train_seconds")
+        return bool(limit) and time.time() - self.start_time > limit
+
+    def fit(self, max_steps: int | None = None) -> str:
+        """Train until ``epochs``, early stopping, a signal, the time limit or ``max_steps`` total steps.
+
+        Returns the reason it stopped: 'finished', 'early_stopping', 'interrupted', 'time_limit' or
+        'max_steps'.
+        """
+        previous = self._install_signals()
+        try:
+            return self._fit(max_steps)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def _fit(self, max_steps: int | None) -> str:
+        from tqdm import tqdm
+
+        every = self.t["checkpoint_every_steps"]
+        while self.epoch < self.t["epochs"]:
+            batches = self.epoch_batches(self.epoch)
+            bar = tqdm(
+                total=len(batches),
+                initial=self.batch_in_epoch,
+                desc=f"epoch {self.epoch + 1}/{self.t['epochs']}",
+                disable=not self.t["progress"] or self.rank != 0,
+            )
+            losses = []
+            while self.batch_in_epoch < len(batches):
+                loss = self.train_step(batches[self.batch_in_epoch])
+                self.batch_in_epoch += 1
+                losses.append(loss)
+                self._append_csv(
+                    "steps.csv",
+                    {
+                        "step": self.step,
+                        "epoch": self.epoch,
+                        "loss": loss,
+                        "lr": self.learning_rate(self.step - 1),
+                    },
+                )
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4g}")
+                stop = self._any_rank(self.stop_requested)
+                if stop or (every and self.step % every == 0):
+                    self.save_state()
+                if stop:
+                    bar.close()
+                    return "interrupted"
+                if max_steps is not None and self.step >= max_steps:
+                    self.save_state()
+                    bar.close()
+                    return "max_steps"
+                if self._any_rank(self._out_of_time()):
+                    self.save_state()
+                    bar.close()
+                    return "time_limit"
+            bar.close()
+            reason = self._end_epoch(losses)
+            if reason:
+                return reason
+        return "finished"
+
+    def _end_epoch(self, losses: list[float]) -> str | None:
+        metrics = self.evaluate(self.ema, self.split["val"]).summary() if self.rank == 0 else {}
+        self._barrier()
+        val_loss = metrics.get("force_mae", 0.0) + metrics.get("energy_mae", 0.0)
+        improved = val_loss < self.best_val
+        if improved:
+            self.best_val = val_loss
+            self.bad_epochs = 0
+            self.save_best(metrics)
+        else:
+            self.bad_epochs += 1
+            if self.t["schedule"] == "plateau" and self.bad_epochs % self.t["plateau_patience"] == 0:
+                self.plateau_scale *= self.t["plateau_factor"]
+        row = {
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            "lr": self.learning_rate(self.step),
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            **{f"val_{k}": v for k, v in metrics.items() if k != "count"},
+            "seconds": round(time.time() - self.start_time, 1),
+        }
+        self.history.append(row)
+        self._append_csv("epochs.csv", row)
+        if self.rank == 0:
+            print(
+                f"epoch {self.epoch + 1}: train loss {row['train_loss']:.4g}, val E MAE "
+                f"{1000 * metrics.get('energy_mae', 0):.2f} meV/atom, "
+                f"val F MAE {metrics.get('force_mae', 0):.4f} eV/Å"
+                + (" (best)" if improved else ""),
+                flush=True,
+            )
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.save_state()
+        if self.bad_epochs >= self.t["early_stopping_patience"]:
+            return "early_stopping"
+        return None
+
+    def final_evaluation(self) -> dict:
+        """Evaluate ``best.pt`` (or the EMA weights) on the test split; writes final.json/final_table.md."""
+        path = os.path.join(self.output, "best.pt")
+        model = load_checkpoint(path)[0].to(self.dtype) if os.path.exists(path) else self.ema
+        samples = self.split["test"] or self.split["val"]
+        acc = self.evaluate(model, samples)
+        result = {
+            "split": "test" if self.split["test"] else "val",
+            "overall": acc.summary(),
+            "by_size": acc.by_size(),
+        }
+        with open(os.path.join(self.output, "final.json"), "w") as handle:
+            json.dump(result, handle, indent=2)
+        with open(os.path.join(self.output, "final_table.md"), "w") as handle:
+            handle.write(format_table(acc.by_size() + [{"atoms": "all", **acc.summary()}]) + "\n")
+        return result

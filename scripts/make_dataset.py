@@ -1,0 +1,73 @@
+"""Generate and label the GFN2-xTB training set of the shipped potential, part by part.
+
+Usage: ``python scripts/make_dataset.py OUT_DIR [--parts a,b,...] [--workers N]``.
+Each part is generated once into ``OUT_DIR/raw/<part>.extxyz`` (skipped if present) and labelled
+into ``OUT_DIR/labelled/<part>/`` (resumable: rerun the same command after an interruption).
+A line of JSON per finished part is appended to ``OUT_DIR/log.jsonl`` (counts, CPU seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from openmmml_e2former.data import generators as g
+from openmmml_e2former.data.extxyz import read_structures, write_structures
+from openmmml_e2former.data.labelling import label_dataset
+from openmmml_e2former.data.peptides import STANDARD_RESIDUES, VARIANTS
+
+RESIDUES = STANDARD_RESIDUES + list(VARIANTS)
+
+
+def tripeptide_sequences(count: int, seed: int = 1) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    seqs, seen = [], set()
+    while len(seqs) < count:
+        pair = tuple(rng.choice(RESIDUES, 2))
+        if pair not in seen:
+            seen.add(pair)
+            seqs.append(list(pair))
+    return seqs
+
+
+PARTS = {
+    "dipeptides": lambda: g.capped_peptides([[r] for r in RESIDUES], (300.0, 500.0, 700.0), 20, seed=0),
+    "clusters": lambda: g.small_clusters(per_cluster=30, seed=0),
+    "tripeptides": lambda: g.capped_peptides(tripeptide_sequences(40), (300.0, 600.0), 10, seed=1000),
+    "villin3": lambda: g.villin_windows(window=3, num_frames=10, temperature=400.0, interval=500, seed=0),
+    "solvated": lambda: g.solvated_peptides([[r] for r in RESIDUES], num_frames=6, max_waters=10, seed=0),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out")
+    parser.add_argument("--parts", default=",".join(PARTS))
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--retry-failed", action="store_true")
+    args = parser.parse_args()
+    for part in args.parts.split(","):
+        raw = os.path.join(args.out, "raw", f"{part}.extxyz")
+        start = time.process_time()
+        if not os.path.exists(raw):
+            write_structures(raw, PARTS[part]())
+        generate_cpu = time.process_time() - start
+        structures = read_structures(raw)
+        summary = label_dataset(
+            structures,
+            os.path.join(args.out, "labelled", part),
+            workers=args.workers,
+            retry_failed=args.retry_failed,
+        )
+        summary.update(part=part, generate_cpu_seconds=round(generate_cpu, 1), time=time.ctime())
+        with open(os.path.join(args.out, "log.jsonl"), "a") as handle:
+            handle.write(json.dumps(summary) + "\n")
+        print(summary, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Training pipeline: batching equals per-structure calls, reference energies, loss falls, exact resume,
+two gloo processes give the same first-step gradients as one, config and checkpoint errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from openmmml_e2former.data.extxyz import write_structures
+from openmmml_e2former.data.labellers import XTBLabeller
+from openmmml_e2former.model import E2FormerLSR, small_config
+from openmmml_e2former.train.batching import fit_reference_energies, predict, to_sample
+from openmmml_e2former.train.config import merge_config
+from openmmml_e2former.train.trainer import Trainer
+
+TINY = dict(
+    channels=16, embed_dim=16, num_local_layers=1, num_long_layers=1, num_heads=2, head_dim=4,
+    num_basis=16, edge_embed_dim=16,
+)  # fmt: skip
+
+
+def jiggled_molecules(per_molecule: int = 6, seed: int = 0) -> list:
+    """Small molecules (charges -1, 0, +1) with Gaussian displacements (0.03 Å) of an MMFF geometry."""
+    from openmmml_e2former.data.generators import random_cluster
+    from openmmml_e2former.data.structure import Structure
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in ("acetate", "methylammonium", "methanol", "methanethiol", "water"):
+        numbers, coords, frags, charge = random_cluster(
+            [name] if name != "water" else ["water", "water"], rng
+        )
+        for i in range(per_molecule):
+            pos = coords + rng.normal(scale=0.03, size=coords.shape)
+            out.append(Structure(f"{name}/{i}", name, numbers, pos, frags, charge=charge))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> str:
+    """GFN2-xTB-labelled conformers of five capped dipeptides (charges -1, 0, +1; OBC2 MD at 400 K,
+    8 each), written once."""
+    from openmmml_e2former.data.generators import capped_peptides
+
+    path = str(tmp_path_factory.mktemp("data") / "tiny.extxyz")
+    labeller = XTBLabeller()
+    names = [["GLY"], ["ALA"], ["SER"], ["LYS"], ["ASP"]]
+    structures = capped_peptides(names, (400.0,), 8, interval=100, progress=False)
+    write_structures(path, [labeller.apply(s) for s in structures])
+    return path
+
+
+def tiny_config(data: str, output: str, **training) -> dict:
+    t = dict(output=output, epochs=3, batch_size=4, lr=1e-2, warmup_steps=2, progress=False,
+             checkpoint_every_steps=0, seed=1, dtype="float64")  # fmt: skip
+    t.update(training)
+    return merge_config(
+        {
+            "data": {"paths": [data], "split": [0.7, 0.15, 0.15]},
+            "model": {"preset": "small", "overrides": TINY},
+            "training": t,
+        }
+    )
+
+
+def steps(path: str) -> list[tuple[int, float]]:
+    with open(os.path.join(path, "steps.csv")) as handle:
+        return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(handle)]
+
+
+def test_batched_prediction_equals_single_calls():
+    torch.manual_seed(0)
+    model = E2FormerLSR(small_config(**TINY)).double()
+    with torch.no_grad():
+        model.charge_embedding.normal_()  # make the charge matter
+    structures = jiggled_molecules(per_molecule=2)
+    for s in structures:
+        s.energy, s.forces = 0.0, np.zeros_like(s.positions)
+    picked = [s for s in structures if s.charge != 0][:4] + [s for s in structures if s.charge == 0][:4]
+    samples = [to_sample(s, dtype=torch.float64) for s in picked]
+    assert len({s.charge for s in samples}) > 1
+    energies, forces = predict(model, samples)
+    for i, s in enumerate(samples):
+        z = s.numbers
+        pos = s.positions.clone().requires_grad_(True)
+        e = model(pos, z, s.fragments, torch.tensor(s.charge, dtype=torch.float64))
+        (g,) = torch.autograd.grad(e, pos)
+        assert float(energies[i].detach()) == pytest.approx(float(e), abs=1e-9)
+        torch.testing.assert_close(forces[i], -g, atol=1e-9, rtol=0)
+
+
+def test_reference_energies_recover_exact_per_element_sums():
+    rng = np.random.default_rng(0)
+    truth = {1: -13.1, 6: -48.2, 8: -103.7}
+    samples = []
+    for _k in range(12):
+        numbers = rng.choice([1, 6, 8], size=rng.integers(3, 9))
+        numbers[:3] = [1, 6, 8]
+        s = to_sample_like(numbers, sum(truth[int(z)] for z in numbers))
+        samples.append(s)
+    ref = fit_reference_energies(samples, 16)
+    for z, e in truth.items():
+        assert float(ref[z]) == pytest.approx(e, abs=1e-6)
+    assert float(ref[7]) == 0.0
+
+
+def to_sample_like(numbers, energy):
+    from openmmml_e2former.data.structure import Structure
+
+    n = len(numbers)
+    s = Structure("x", "x", numbers, np.zeros((n, 3)), np.zeros(n), energy=energy, forces=np.zeros((n, 3)))
+    return to_sample(s)
+
+
+def test_loss_falls_and_outputs_are_written(tiny_dataset, tmp_path):
+    config = tiny_config(tiny_dataset, str(tmp_path / "run"), epochs=12)
+    trainer = Trainer(config)
+    assert trainer.fit() == "finished"
+    losses = [loss for _, loss in steps(trainer.output)]
+    print(np.round(losses, 1))
+    assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6])
+    for name in ("last.pt", "best.pt", "splits.json", "epochs.csv"):
+        assert os.path.exists(os.path.join(trainer.output, name))
+    result = trainer.final_evaluation()
+    assert result["overall"]["count"] > 0 and np.isfinite(result["overall"]["force_mae"])
+
+
+def test_split_keeps_molecules_together(tiny_dataset, tmp_path):
+    trainer = Trainer(tiny_config(tiny_dataset, str(tmp_path / "run")))
+    groups = {side: {s.group for s in samples} for side, samples in trainer.split.items()}
+    assert not groups["train"] & groups["test"] and not groups["train"] & groups["val"]
+
+
+def test_resume_mid_run_continues_the_same_loss_curve(tiny_dataset, tmp_path):
+    full = Trainer(tiny_config(tiny_dataset, str(tmp_path / "full")))
+    full.fit()
+    part = Trainer(tiny_config(tiny_dataset, str(tmp_path / "part")))
+    assert part.fit(max_steps=5) == "max_steps"  # stops mid-epoch 2 (4 steps per epoch)
+    del part
+    resumed = Trainer(tiny_config(tiny_dataset, str(tmp_path / "part")))
+    assert resumed.step == 5
+    resumed.fit()
+    a, b = steps(str(tmp_path / "full")), steps(str(tmp_path / "part"))
+    assert [s for s, _ in a] == [s for s, _ in b]
+    np.testing.assert_allclose([x for _, x in a], [x for _, x in b], rtol=1e-10, atol=0)
+
+
+def _first_step_grads(rank, world_size, config, out):
+    trainer = Trainer(config, rank, world_size)
+    batch = trainer.epoch_batches(0)[0]
+    trainer.optimizer.zero_grad()
+    loss, _ = trainer.loss(batch)
+    loss.backward()
+    trainer._all_reduce_grads()
+    if rank == 0:
+        torch.save({k: p.grad.clone() for k, p in trainer.model.named_parameters()}, out)
+
+
+def test_two_gloo_processes_give_the_same_first_step_gradients(tiny_dataset, tmp_path):
+    from openmmml_e2former.train.ddp import spawn
+
+    config = tiny_config(tiny_dataset, str(tmp_path / "one"))
+    _first_step_grads(0, 1, config, str(tmp_path / "one.pt"))
+    config2 = tiny_config(tiny_dataset, str(tmp_path / "two"))
+    spawn(_first_step_grads, 2, config2, str(tmp_path / "two.pt"))
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert one.keys() == two.keys()
+    nonzero = 0
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], atol=1e-10, rtol=1e-8)
+        nonzero += int(one[k].abs().sum() > 0)
+    assert nonzero > len(one) // 2
+
+
+def test_resume_refuses_a_corrupt_training_state(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="corrupt"):
+        Trainer(tiny_config(tiny_dataset, str(out)))
+
+
+def test_config_errors_name_the_key(tiny_dataset):
+    with pytest.raises(ValueError, match="learning_rate"):
+        merge_config({"data": {"paths": [tiny_dataset]}, "training": {"learning_rate": 1e-3}})
+    with pytest.raises(ValueError, match="data.paths"):
+        merge_config({})
