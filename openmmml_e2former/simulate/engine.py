@@ -294,7 +294,9 @@ def run_md(ctx: RunContext, stage: dict, directory: str, start_state, previous) 
     finally:
         reporters[-1].close()
         for reporter in reporters[1:-1]:
-            reporter._out.close()
+            handle = getattr(reporter, "_out", None)  # DCD and CSV reporters keep a file open
+            if handle is not None:
+                handle.close()
     wall = time.perf_counter() - started
     state = simulation.context.getState(
         getPositions=True, getVelocities=True, getEnergy=True, enforcePeriodicBox=True
