@@ -163,3 +163,31 @@ def test_run_folder_refuses_a_different_run_and_foreign_folders(tmp_path):
     with pytest.raises(ValueError, match="not an e2former run folder"):
         restart.open_run_folder(str(foreign), manifest, overwrite=True)
     assert (foreign / "precious.txt").read_text() == "keep"
+
+
+def test_random_init_auto_is_explicit(monkeypatch):
+    from openmmml_e2former import checkpoints
+    from openmmml_e2former.simulate.system import keep_ml_constraints, resolve_potential
+
+    base = {"name": "e2former-lsr", "seed": 3, "precision": "single"}
+    monkeypatch.setattr(checkpoints, "find_shipped_potential", lambda name: None)
+    name, kwargs, random = resolve_potential({**base, "randomInit": "auto"})
+    assert random and kwargs == {"precision": "single", "randomInit": True, "seed": 3}
+    _, kwargs, random = resolve_potential({**base, "randomInit": "auto", "modelPath": "w.pt"})
+    assert not random and kwargs == {"precision": "single", "modelPath": "w.pt"}
+    _, kwargs, random = resolve_potential({**base, "randomInit": "false"})
+    assert not random and "randomInit" not in kwargs  # MLPotential then demands weights
+    monkeypatch.setattr(checkpoints, "find_shipped_potential", lambda name: f"/x/{name}.pt")
+    assert resolve_potential({**base, "randomInit": "auto"})[2] is False
+    assert resolve_potential({**base, "randomInit": True})[2] is True
+    assert keep_ml_constraints("auto", random=True) and not keep_ml_constraints("auto", random=False)
+    assert keep_ml_constraints("true", random=False) and not keep_ml_constraints(False, random=True)
+
+
+def test_ramps_reach_their_end_values_in_the_last_chunk():
+    from openmmml_e2former.simulate.engine import _fraction
+
+    total, chunk = 100, 10
+    values = [_fraction(step, total, chunk) for step in range(0, total, chunk)]
+    assert values[0] == 0.0 and values[-1] == 1.0
+    np.testing.assert_allclose(np.diff(values), 1 / 9)  # linear in between
