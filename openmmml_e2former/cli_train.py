@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     run.add_argument("input", help="extxyz file (or folder) of structures")
     run.add_argument("-o", "--output", required=True, help="output folder of chunk-*.extxyz")
     run.add_argument("--method", default="gfn2", help="gfn2 (default), gfn1, pyscf (DFT), hf")
-    run.add_argument("--xc", default="wb97x-d3bj", help="pyscf: exchange-correlation functional")
+    run.add_argument("--xc", default="pbe0", help="pyscf: exchange-correlation functional")
     run.add_argument("--basis", default="def2-svp", help="pyscf/hf: basis set")
     run.add_argument("--workers", type=int, default=1, help="labelling processes")
     run.add_argument("--chunk-size", type=int, default=100, help="structures per chunk file")

@@ -96,7 +96,7 @@ class XTBLabeller(Labeller):
 
     program = "tblite"
 
-    def __init__(self, method: str = "GFN2-xTB", accuracy: float = 1.0, max_iterations: int = 1000):
+    def __init__(self, method: str = "GFN2-xTB", accuracy: float = 1.0, max_iterations: int = 300):
         if method not in ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB"):
             raise ValueError(f"unknown xTB method {method!r}; use GFN2-xTB or GFN1-xTB")
         self.method = method
@@ -138,7 +138,7 @@ class PySCFLabeller(Labeller):
 
     program = "pyscf"
 
-    def __init__(self, xc: str | None = "wb97x-d3bj", basis: str = "def2-svp", gpu: bool = False):
+    def __init__(self, xc: str | None = "pbe0", basis: str = "def2-svp", gpu: bool = False):
         self.xc = xc
         self.basis = basis
         self.gpu = gpu

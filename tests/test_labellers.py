@@ -1,0 +1,149 @@
+"""Reference labellers against independent values, and the resumable labelling run."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from openmmml_e2former.data.extxyz import read_structures, write_structures
+from openmmml_e2former.data.labellers import (
+    OpenMMLabeller,
+    PySCFLabeller,
+    XTBLabeller,
+    make_labeller,
+)
+from openmmml_e2former.data.labelling import done_ids, label_dataset
+from openmmml_e2former.data.structure import Structure
+
+HERE = os.path.dirname(__file__)
+
+
+def water(shift: float = 0.0, charge: int = 0, multiplicity: int = 1, name: str = "w") -> Structure:
+    positions = np.array([[0.0, 0.0, 0.0], [0.0, 0.757, 0.587], [0.0, -0.757, 0.587]]) + shift
+    positions[1, 2] += 0.05 * shift  # a distorted geometry, so forces are not zero
+    return Structure(name, "water", [8, 1, 1], positions, [0, 0, 0], charge, multiplicity)
+
+
+def methanol_dimer(seed: int = 0) -> Structure:
+    from openmmml_e2former.data.generators import random_cluster
+
+    numbers, coords, frags, charge = random_cluster(["methanol", "methanol"], np.random.default_rng(seed))
+    return Structure(f"md/{seed}", "methanol-dimer", numbers, coords, frags, charge)
+
+
+def test_xtb_matches_tblite_ase_calculator():
+    from ase import Atoms
+    from tblite.ase import TBLite
+
+    structure = methanol_dimer()
+    label = XTBLabeller().label(structure)
+    atoms = Atoms(numbers=structure.numbers, positions=structure.positions)
+    atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
+    # ASE converts with CODATA 2014 constants, we with CODATA 2018: they differ by ~1e-8 relative
+    assert label.energy == pytest.approx(atoms.get_potential_energy(), rel=5e-8)
+    np.testing.assert_allclose(label.forces, atoms.get_forces(), rtol=5e-8, atol=1e-6)
+    assert label.metadata["method"] == "GFN2-xTB" and label.metadata["program"] == "tblite"
+    assert label.metadata["program_version"] and label.metadata["charge"] == 0
+
+
+def test_xtb_charged_and_open_shell():
+    from ase import Atoms
+    from tblite.ase import TBLite
+
+    cation = water(charge=1, multiplicity=2)
+    label = XTBLabeller().label(cation)
+    atoms = Atoms(numbers=cation.numbers, positions=cation.positions)
+    atoms.calc = TBLite(method="GFN2-xTB", charge=1, multiplicity=2, verbosity=0)
+    assert label.energy == pytest.approx(atoms.get_potential_energy(), rel=5e-8)
+    assert label.metadata["multiplicity"] == 2
+    with pytest.raises(ValueError, match="multiplicity 1 is impossible"):
+        XTBLabeller().label(water(charge=1))
+
+
+def test_pyscf_forces_match_finite_differences_of_its_energies():
+    labeller = PySCFLabeller(xc=None, basis="sto-3g")
+    structure = water()
+    label = labeller.label(structure)
+    h = 1e-3  # Å
+    for atom, axis in ((0, 2), (1, 1), (2, 2)):
+        energies = []
+        for sign in (1, -1):
+            moved = water()
+            moved.positions[atom, axis] += sign * h
+            energies.append(labeller.label(moved).energy)
+        fd_force = -(energies[0] - energies[1]) / (2 * h)
+        assert label.forces[atom, axis] == pytest.approx(fd_force, abs=2e-4)
+    assert abs(label.forces).max() > 0.1
+    assert label.metadata["method"] == "HF/sto-3g" and label.metadata["basis"] == "sto-3g"
+
+
+def test_pyscf_hf_energy_matches_a_direct_pyscf_run():
+    from pyscf import gto, scf
+
+    label = PySCFLabeller(xc=None, basis="sto-3g").label(water())
+    mol = gto.M(atom=[(8, (0, 0, 0)), (1, (0, 0.757, 0.587)), (1, (0, -0.757, 0.587))], basis="sto-3g")
+    mol.verbose = 0
+    assert label.energy == pytest.approx(scf.RHF(mol).kernel() * 27.211386245988, abs=1e-6)
+
+
+def test_openmm_oracle_matches_openmm_directly():
+    import openmm
+    import openmm.app as app
+    import openmm.unit as unit
+
+    pdb = app.PDBFile(os.path.join(HERE, "data", "ace_ala_nme.pdb"))
+    positions = np.array(pdb.positions.value_in_unit(unit.angstrom))
+    numbers = [a.element.atomic_number for a in pdb.topology.atoms()]
+    structure = Structure("p", "p", numbers, positions, np.zeros(len(numbers)))
+    label = OpenMMLabeller(pdb.topology).label(structure)
+
+    system = app.ForceField("amber14-all.xml").createSystem(pdb.topology, nonbondedMethod=app.NoCutoff)
+    context = openmm.Context(system, openmm.VerletIntegrator(1.0), openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(pdb.positions)
+    state = context.getState(getEnergy=True, getForces=True)
+    ev_per_kj_mol = 0.0103642688  # 1 kJ/mol in eV (NIST: 1 eV = 96.4853 kJ/mol)
+    energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * ev_per_kj_mol
+    forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.angstrom)
+    assert label.energy == pytest.approx(energy, rel=1e-6, abs=1e-4)
+    np.testing.assert_allclose(label.forces, np.asarray(forces) * ev_per_kj_mol, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="does not match"):
+        OpenMMLabeller(pdb.topology).label(water())
+
+
+def test_unknown_labeller_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown labeller 'mp2'"):
+        make_labeller("mp2")
+
+
+def test_extxyz_round_trip_with_gzip(tmp_path):
+    s = XTBLabeller().apply(methanol_dimer())
+    for name in ("a.extxyz", "a.extxyz.gz"):
+        write_structures(str(tmp_path / name), [s])
+        (back,) = read_structures(str(tmp_path / name))
+        assert back.id == s.id and back.molecule == s.molecule and back.charge == s.charge
+        np.testing.assert_array_equal(back.fragment_ids, s.fragment_ids)
+        np.testing.assert_allclose(back.forces, s.forces, rtol=0, atol=1e-7)  # 8 decimals in the file
+        assert back.energy == pytest.approx(s.energy, rel=1e-12)
+        assert back.labels["method"] == "GFN2-xTB"
+
+
+def test_labelling_resumes_and_parallel_equals_serial(tmp_path):
+    structures = [methanol_dimer(seed) for seed in range(6)]
+    out = str(tmp_path / "labels")
+    first = label_dataset(structures[:4], out, chunk_size=3, progress=False)
+    assert first["labelled"] == 4
+    # a crash mid-write leaves only a temporary file, which readers ignore
+    (tmp_path / "labels" / "chunk-00001.extxyz.tmp-99").write_text("garbage")
+    second = label_dataset(structures, out, chunk_size=3, progress=False)
+    assert second["already_done"] == 4 and second["labelled"] == 2
+    labelled = read_structures(out)
+    assert sorted(s.id for s in labelled) == sorted(s.id for s in structures)
+    assert done_ids(out) == {s.id for s in structures}
+
+    parallel = label_dataset(structures, str(tmp_path / "par"), workers=2, progress=False)
+    assert parallel["labelled"] == 6
+    by_id = {s.id: s for s in read_structures(str(tmp_path / "par"))}
+    for s in labelled:
+        assert by_id[s.id].energy == pytest.approx(s.energy, abs=1e-8)
