@@ -90,7 +90,7 @@ class ProgressReporter:
         self.last_step = step
         kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         temperature = 2 * kinetic / (self.dof * MOLAR_GAS_CONSTANT) if self.dof > 0 else 0.0
-        self.bar.set_postfix_str(f"{self.ns_per_day():.3g} ns/day, T {temperature:.0f} K")
+        self.bar.set_postfix_str(f"{self.ns_per_day():.3g} ns/day, T {temperature:.0f} K", refresh=False)
 
     def ns_per_day(self) -> float:
         elapsed = time.perf_counter() - self.started
