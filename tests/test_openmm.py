@@ -525,7 +525,11 @@ def test_corrupt_checkpoint(dipeptide, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["e2former-lsr", "e2former"])
-def test_no_weights_names_model_path(dipeptide, name):
+def test_no_weights_names_model_path(dipeptide, name, tmp_path, monkeypatch):
+    """Without a shipped checkpoint (the lookup pointed at an empty folder) the error names modelPath."""
+    import openmmml_e2former.checkpoints as checkpoints
+
+    monkeypatch.setattr(checkpoints, "potentials_dir", lambda: str(tmp_path))
     with pytest.raises(ValueError, match="modelPath"):
         MLPotential(name).createSystem(dipeptide.topology)
 

@@ -288,6 +288,10 @@ class Trainer:
         return {
             "trained_by": "openmmml-e2former e2former train",
             "units": "positions Å, energy eV, forces eV/Å",
+            "energy_unit": "eV",
+            "force_unit": "eV/Angstrom",
+            "length_unit": "Angstrom",
+            "energy_reference": "absolute",  # total energies of the reference method
             "level_of_theory": self.methods,
             "data": self.config["data"]["paths"],
             "split_sizes": {k: len(v) for k, v in self.split.items()},
@@ -411,8 +415,7 @@ class Trainer:
             print(
                 f"epoch {self.epoch + 1}: train loss {row['train_loss']:.4g}, val E MAE "
                 f"{1000 * metrics.get('energy_mae', 0):.2f} meV/atom, "
-                f"val F MAE {metrics.get('force_mae', 0):.4f} eV/Å"
-                + (" (best)" if improved else ""),
+                f"val F MAE {metrics.get('force_mae', 0):.4f} eV/Å" + (" (best)" if improved else ""),
                 flush=True,
             )
         self.epoch += 1

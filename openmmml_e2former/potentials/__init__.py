@@ -1,0 +1,1 @@
+"""Shipped potentials: <name>.pt checkpoints and <name>.md model cards (package data)."""

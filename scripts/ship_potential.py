@@ -1,0 +1,152 @@
+"""Ship a trained run as the default potential: checkpoint + metrics + test subset + training curve.
+
+Usage::
+
+    python scripts/ship_potential.py runs/e2former-lsr --dataset datasets/gfn2-peptides.extxyz.gz
+
+Writes ``openmmml_e2former/potentials/e2former-lsr.pt`` (our checkpoint format, EMA weights of the
+best validation epoch, metadata with data summary and validation/test errors),
+``openmmml_e2former/potentials/e2former-lsr.metrics.json``, ``datasets/test-subset.extxyz.gz``
+(every k-th test structure, used by tests/test_shipped_potential.py) and
+``docs/training_curve.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import json
+import os
+
+import torch
+
+from openmmml_e2former.checkpoints import load_checkpoint, save_checkpoint
+from openmmml_e2former.data.extxyz import read_structures, write_structures
+from openmmml_e2former.data.splits import group_key
+from openmmml_e2former.train.batching import predict, to_sample
+from openmmml_e2former.train.metrics import ErrorAccumulator
+
+SYMBOLS = {1: "H", 6: "C", 7: "N", 8: "O", 11: "Na", 16: "S", 17: "Cl"}
+
+
+def errors(model, structures) -> ErrorAccumulator:
+    acc = ErrorAccumulator()
+    samples = [to_sample(s) for s in structures]
+    for i in range(0, len(samples), 8):
+        chunk = samples[i : i + 8]
+        energies, forces = predict(model, chunk)
+        for s, e, f in zip(chunk, energies, forces, strict=True):
+            acc.add(float(e.detach().double() - s.energy), s.num_atoms, (f.detach() - s.forces).numpy())
+    return acc
+
+
+def data_summary(structures, split: dict) -> dict:
+    elements = collections.Counter(int(z) for s in structures for z in s.numbers)
+    kinds = collections.Counter(s.source.split(",")[0].split(":")[0] for s in structures)
+    sizes = [s.num_atoms for s in structures]
+    charges = collections.Counter(int(s.charge) for s in structures)
+    return {
+        "structures": len(structures),
+        "atoms": int(sum(sizes)),
+        "molecules": len({s.molecule for s in structures}),
+        "split_groups": len({group_key(s) for s in structures}),
+        "atoms_per_structure": {
+            "min": min(sizes),
+            "max": max(sizes),
+            "mean": round(sum(sizes) / len(sizes), 1),
+        },
+        "element_atom_counts": {SYMBOLS.get(z, str(z)): n for z, n in sorted(elements.items())},
+        "total_charges": {str(q): n for q, n in sorted(charges.items())},
+        "kinds": dict(kinds),
+        "split_sizes": {k: len(v) for k, v in split.items()},
+        "level_of_theory": sorted({s.labels.get("method", "?") for s in structures}),
+        "program": sorted(
+            {f"{s.labels.get('program')} {s.labels.get('program_version')}" for s in structures}
+        ),
+        "label_cpu_seconds": round(sum(float(s.labels.get("label_seconds", 0)) for s in structures), 1),
+    }
+
+
+def plot_curve(run: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(os.path.join(run, "steps.csv")) as handle:
+        steps = list(csv.DictReader(handle))
+    with open(os.path.join(run, "epochs.csv")) as handle:
+        epochs = list(csv.DictReader(handle))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    x = [int(r["step"]) for r in steps]
+    y = [float(r["loss"]) for r in steps]
+    window = 25
+    smooth = [
+        sum(y[max(0, i - window + 1) : i + 1]) / len(y[max(0, i - window + 1) : i + 1]) for i in range(len(y))
+    ]
+    a.semilogy(x, y, lw=0.5, alpha=0.4, label="per step")
+    a.semilogy(x, smooth, lw=1.5, label=f"running mean ({window})")
+    a.set_xlabel("optimiser step")
+    a.set_ylabel("training loss")
+    a.legend()
+    es = [int(r["step"]) for r in epochs]
+    b.plot(es, [float(r["val_force_mae"]) for r in epochs], "o-", label="force MAE (eV/Å)")
+    b.plot(es, [float(r["val_energy_mae"]) for r in epochs], "s-", label="energy MAE (eV/atom)")
+    b.set_xlabel("optimiser step")
+    b.set_ylabel("validation error (EMA weights)")
+    b.set_yscale("log")
+    b.legend()
+    fig.suptitle("E2Former-LSR (small) on GFN2-xTB peptide data")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--out", default="openmmml_e2former/potentials/e2former-lsr.pt")
+    parser.add_argument("--subset", default="datasets/test-subset.extxyz.gz")
+    parser.add_argument("--subset-size", type=int, default=16)
+    parser.add_argument("--curve", default="docs/training_curve.png")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    model, meta = load_checkpoint(os.path.join(args.run, "best.pt"))
+    model = model.float()
+    structures = read_structures(args.dataset)
+    with open(os.path.join(args.run, "splits.json")) as handle:
+        split_ids = json.load(handle)
+    by_id = {s.id: s for s in structures}
+    split = {k: [by_id[i] for i in v] for k, v in split_ids.items()}
+    result = {"data": data_summary(structures, split_ids)}
+    for side in ("val", "test"):
+        acc = errors(model, split[side])
+        result[side] = {"overall": acc.summary(), "by_size": acc.by_size()}
+    step = max(1, len(split["test"]) // args.subset_size)
+    subset = split["test"][::step][: args.subset_size]
+    write_structures(args.subset, subset)
+    result["test_subset"] = {"file": args.subset, **errors(model, subset).summary()}
+    with open(os.path.join(args.run, "epochs.csv")) as handle:
+        result["epochs"] = list(csv.DictReader(handle))
+    meta.update(
+        name="e2former-lsr",
+        data_summary=result["data"],
+        validation_errors=result["val"]["overall"],
+        test_errors=result["test"]["overall"],
+        test_subset=result["test_subset"],
+    )
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    save_checkpoint(model, args.out, meta)
+    with open(args.out.replace(".pt", ".metrics.json"), "w") as handle:
+        json.dump(result, handle, indent=2)
+    plot_curve(args.run, args.curve)
+    print(json.dumps({k: result[k] for k in ("val", "test", "test_subset")}, indent=1))
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB), {args.subset}, {args.curve}")
+
+
+if __name__ == "__main__":
+    main()

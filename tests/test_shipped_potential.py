@@ -1,0 +1,142 @@
+"""The shipped default potential: loads by name, reproduces its model card's test-subset error through
+OpenMM, and bad checkpoints give clear errors.
+
+The committed file ``datasets/test-subset.extxyz.gz`` holds every k-th structure of the held-out test
+split (GFN2-xTB labels from tblite); ``scripts/ship_potential.py`` wrote it together with the
+checkpoint, and stored the subset's force MAE (computed with the training code's batched PyTorch
+evaluation in float32) in the checkpoint metadata and in ``potentials/e2former-lsr.md``. Here the same
+MAE is recomputed through a different path: ``MLPotential('e2former-lsr').createSystem`` -> TorchScript
+-> OpenMM forces in kJ/mol/nm, converted back to eV/Å (structures of one total charge side by
+side in one system, 50 Å apart, beyond every cutoff). Tolerance: 2e-3 eV/Å (float32 vs the
+OpenMM plug-in's single precision and unit round trips; the MAE itself is ~0.1 eV/Å).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from openmmml_e2former.checkpoints import find_shipped_potential, load_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUBSET = os.path.join(ROOT, "datasets", "test-subset.extxyz.gz")
+KJ_PER_MOL_PER_NM_TO_EV_PER_A = 1.0 / 96.48533212331002 / 10.0
+TOLERANCE = 2e-3  # eV/Å on the subset force MAE
+
+
+def shipped() -> str:
+    path = find_shipped_potential("e2former-lsr")
+    assert path is not None, "openmmml_e2former/potentials/e2former-lsr.pt is missing"
+    return path
+
+
+def topology_for(structures):
+    """An OpenMM topology with one residue per fragment of each structure (elements only, no bonds)."""
+    import openmm.app as app
+
+    topology = app.Topology()
+    chain = topology.addChain()
+    for structure in structures:
+        residues = {}
+        for z, f in zip(structure.numbers, structure.fragment_ids, strict=True):
+            if int(f) not in residues:
+                residues[int(f)] = topology.addResidue(f"F{int(f)}", chain)
+            element = app.Element.getByAtomicNumber(int(z))
+            topology.addAtom(element.symbol, element, residues[int(f)])
+    return topology
+
+
+def openmm_forces(structures, gap: float = 50.0) -> list[np.ndarray]:
+    """Forces (eV/Å) of structures of one total charge, evaluated side by side (``gap`` Å apart,
+    beyond every cutoff) in a single OpenMM system built by ``MLPotential('e2former-lsr')``."""
+    import openmm
+    import openmm.unit as unit
+    from openmmml import MLPotential
+
+    charges = {int(s.charge) for s in structures}
+    assert len(charges) == 1
+    positions, fragments, offset, first = [], [], 0.0, 0
+    for s in structures:
+        shift = np.array([offset - s.positions[:, 0].min(), 0.0, 0.0])
+        positions.append(s.positions + shift)
+        offset += np.ptp(s.positions[:, 0]) + gap
+        fragments.extend(int(f) + first for f in s.fragment_ids)
+        first += int(s.fragment_ids.max()) + 1
+    system = MLPotential("e2former-lsr").createSystem(
+        topology_for(structures), charge=charges.pop(), fragmentIds=fragments
+    )
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(np.concatenate(positions) * 0.1)
+    forces = context.getState(getForces=True).getForces(asNumpy=True)
+    forces = (
+        np.asarray(forces.value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+        * KJ_PER_MOL_PER_NM_TO_EV_PER_A
+    )
+    return np.split(forces, np.cumsum([s.num_atoms for s in structures])[:-1])
+
+
+def test_shipped_metadata_states_data_units_and_errors():
+    model, meta = load_checkpoint(shipped())
+    assert meta["energy_unit"] == "eV" and meta["length_unit"] == "Angstrom"
+    assert "GFN2-xTB" in meta["level_of_theory"]
+    assert meta["test_errors"]["force_mae"] > 0 and meta["test_subset"]["count"] >= 8
+    assert set(model.supported.nonzero().flatten().tolist()) >= {1, 6, 7, 8, 16}
+
+
+def test_shipped_potential_reproduces_card_force_mae_through_openmm():
+    from openmmml_e2former.data.extxyz import read_structures
+
+    _, meta = load_checkpoint(shipped())
+    structures = read_structures(SUBSET)
+    assert len(structures) == meta["test_subset"]["count"]
+    errors = []
+    for charge in sorted({s.charge for s in structures}):
+        group = [s for s in structures if s.charge == charge]
+        errors += [np.abs(f - s.forces).ravel() for f, s in zip(openmm_forces(group), group, strict=True)]
+    mae = float(np.concatenate(errors).mean())
+    assert mae == pytest.approx(meta["test_subset"]["force_mae"], abs=TOLERANCE)
+    with open(os.path.join(os.path.dirname(shipped()), "e2former-lsr.md")) as handle:
+        card = handle.read()
+    assert f"{meta['test_subset']['force_mae']:.3f}" in card  # the card states the same number
+
+
+def test_truncated_shipped_checkpoint_is_a_clear_error(tmp_path):
+    from openmmml import MLPotential
+
+    from openmmml_e2former.data.extxyz import read_structures
+
+    bad = tmp_path / "e2former-lsr.pt"
+    data = open(shipped(), "rb").read()
+    bad.write_bytes(data[: len(data) // 2])
+    structure = read_structures(SUBSET)[0]
+    with pytest.raises(ValueError, match="e2former-lsr.pt") as info:
+        MLPotential("e2former-lsr", modelPath=str(bad)).createSystem(topology_for([structure]))
+    assert "corrupt" in str(info.value) or "truncated" in str(info.value)
+
+
+def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
+    import torch
+
+    from openmmml_e2former.checkpoints import CheckpointError
+
+    payload = torch.load(shipped(), weights_only=False)
+    payload["config"]["channels"] = 16  # shapes no longer fit the weights
+    payload["config"]["num_heads"] = 4
+    path = tmp_path / "mismatched.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="shape|does not fit"):
+        load_checkpoint(str(path))
+
+
+def test_local_only_name_has_no_shipped_weights(tmp_path):
+    from openmmml import MLPotential
+
+    from openmmml_e2former.data.extxyz import read_structures
+
+    assert find_shipped_potential("e2former") is None
+    with pytest.raises(ValueError, match="modelPath"):
+        MLPotential("e2former").createSystem(topology_for(read_structures(SUBSET)[:1]))
+    shutil.rmtree(tmp_path)
