@@ -78,8 +78,12 @@ def ml_region_summary(topology, indices: list[int], mm_system) -> dict:
         return {"n_atoms": 0}
     atoms = list(topology.atoms())
     chosen = [atoms[i] for i in indices]
-    nonbonded = next(f for f in mm_system.getForces() if isinstance(f, openmm.NonbondedForce))
-    charge = sum(nonbonded.getParticleParameters(i)[0].value_in_unit(unit.elementary_charge) for i in indices)
+    nonbonded = next((f for f in mm_system.getForces() if isinstance(f, openmm.NonbondedForce)), None)
+    charge = 0.0
+    if nonbonded is not None:  # the potential then falls back to formal charges
+        charge = sum(
+            nonbonded.getParticleParameters(i)[0].value_in_unit(unit.elementary_charge) for i in indices
+        )
     fragments = fragment_ids_from_topology(topology, indices)
     elements = collections.Counter(a.element.symbol if a.element else "?" for a in chosen)
     return {
