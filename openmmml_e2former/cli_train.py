@@ -101,7 +101,12 @@ def run_label(args) -> None:
 def run_merge(args) -> None:
     from .data.extxyz import read_structures, write_structures
 
-    structures = [s for path in args.inputs for s in read_structures(path)]
+    structures, seen = [], set()
+    for path in args.inputs:
+        for s in read_structures(path):
+            if s.id not in seen:  # two runs labelling the same id: keep the first
+                seen.add(s.id)
+                structures.append(s)
     write_structures(args.output, structures)
     print(f"wrote {len(structures)} structures to {args.output}")
 

@@ -24,7 +24,10 @@ def split_by_molecule(
     structures: list[Structure], fractions=(0.8, 0.1, 0.1), seed: int = 0
 ) -> dict[str, list[str]]:
     """``{"train": ids, "val": ids, "test": ids}``: groups (see :func:`group_key`) shuffled with
-    ``seed`` and assigned greedily so each side gets about its fraction of the structures."""
+    ``seed`` and assigned greedily so each side gets about its fraction of the structures.
+
+    A validation/test group holding an element that no training structure has is moved to the
+    training side (its per-element reference energy could not be fitted otherwise)."""
     if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"split fractions must be three non-negative numbers summing to 1, not {fractions}")
     groups: dict[str, list[str]] = {}
@@ -34,9 +37,21 @@ def split_by_molecule(
     order = np.random.default_rng(seed).permutation(len(names))
     total = len(structures)
     targets = {"val": fractions[1] * total, "test": fractions[2] * total}
-    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    elements = {}
+    for s in structures:
+        elements.setdefault(group_key(s), set()).update(int(z) for z in s.numbers)
+    sides: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    counts = {"train": 0, "val": 0, "test": 0}
     for i in order:
-        ids = groups[names[i]]
-        side = next((k for k in ("test", "val") if len(out[k]) + len(ids) / 2 <= targets[k]), "train")
-        out[side].extend(ids)
-    return out
+        name = names[i]
+        side = next((k for k in ("test", "val") if counts[k] + len(groups[name]) / 2 <= targets[k]), "train")
+        sides[side].append(name)
+        counts[side] += len(groups[name])
+    trained = set().union(*(elements[g] for g in sides["train"])) if sides["train"] else set()
+    for side in ("val", "test"):
+        for name in list(sides[side]):
+            if not elements[name] <= trained:
+                sides[side].remove(name)
+                sides["train"].append(name)
+                trained |= elements[name]
+    return {side: [i for name in names_ for i in groups[name]] for side, names_ in sides.items()}

@@ -33,8 +33,11 @@ def load_samples(paths: list[str], max_atoms: int | None = None, dtype=None) -> 
     return samples, summary
 
 
-def make_split(samples: list[Sample], structures, data_config: dict, output: str) -> dict[str, list[Sample]]:
-    """Split (or reuse ``output/splits.json``, or ``data.split_file``); writes ``output/splits.json``."""
+def make_split(
+    samples: list[Sample], structures, data_config: dict, output: str, write: bool = True
+) -> dict[str, list[Sample]]:
+    """Split (or reuse ``output/splits.json``, or ``data.split_file``); writes ``output/splits.json``
+    when ``write`` (only one process of a distributed run writes; the split is deterministic)."""
     path = os.path.join(output, "splits.json")
     source = data_config.get("split_file") or (path if os.path.exists(path) else None)
     if source:
@@ -42,8 +45,8 @@ def make_split(samples: list[Sample], structures, data_config: dict, output: str
             ids = json.load(handle)
     else:
         ids = split_by_molecule(structures, tuple(data_config["split"]), data_config["split_seed"])
-    os.makedirs(output, exist_ok=True)
-    if not os.path.exists(path):
+    if write and not os.path.exists(path):
+        os.makedirs(output, exist_ok=True)
         tmp = path + ".tmp"
         with open(tmp, "w") as handle:
             json.dump(ids, handle)

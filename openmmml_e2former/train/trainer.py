@@ -70,7 +70,7 @@ class Trainer:
         if self.rank == 0:
             os.makedirs(self.output, exist_ok=True)
         self._barrier()
-        self.split = make_split(samples, summary["structure_list"], data, self.output)
+        self.split = make_split(samples, summary["structure_list"], data, self.output, self.rank == 0)
         self.methods = summary["methods"]
         if not self.split["train"]:
             raise ValueError("the training split is empty")
@@ -172,7 +172,7 @@ class Trainer:
         e_term = (e_err**2).sum() / len(samples)
         f_term = (f_err**2).sum() / (3 * total_atoms)
         loss = we * e_term.to(self.dtype) + wf * f_term
-        return loss, {"e_sq": float(e_term), "f_sq": float(f_term)}
+        return loss, {"e_sq": float(e_term.detach()), "f_sq": float(f_term.detach())}
 
     def train_step(self, batch: list[int]) -> float:
         for group in self.optimizer.param_groups:

@@ -1,0 +1,165 @@
+"""Stability checks of the shipped potential (numbers go into the model card).
+
+``python scripts/stability.py villin --steps 300``: villin headpiece (OpenMM's test.pdb) in TIP3P-FB
+water, protein = ML (E2Former-LSR), rest AMBER14, PME, HBonds constraints on the MM part, Langevin
+300 K, 1 fs, after an MM-only minimisation and a short ML/MM minimisation. Reports potential
+energy, temperature, NaN checks and the largest relative change of any protein bond length.
+
+``python scripts/stability.py nve --steps 2000``: ACE-ALA-ALA-NME (tests/data/ace_ala_nme.pdb),
+ML only, in vacuum, velocity Verlet (0.5 fs) after 300 K velocities: total-energy drift (linear fit)
+and fluctuation.
+
+Each writes ``runs/stability/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+
+def _bond_pairs(topology, atoms: set[int]) -> np.ndarray:
+    return np.array(
+        [(a.index, b.index) for a, b in topology.bonds() if a.index in atoms and b.index in atoms]
+    )
+
+
+def _max_bond_change(positions: np.ndarray, pairs: np.ndarray, reference: np.ndarray) -> float:
+    lengths = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
+    return float(np.abs(lengths / reference - 1).max())
+
+
+def villin(steps: int, report: int, precision: str) -> dict:
+    import openmm
+    import openmm.app as app
+    import openmm.unit as unit
+    from openmmml import MLPotential
+
+    pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))
+    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3pfb.xml")
+    mm_system = forcefield.createSystem(
+        pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=1 * unit.nanometer, constraints=app.HBonds
+    )
+    ml_atoms = [a.index for a in pdb.topology.atoms() if a.residue.name not in ("HOH", "Cl", "Na")]
+    platform = openmm.Platform.getPlatformByName("CPU")
+    props = {"Threads": "1"}
+    mm_context = openmm.Context(mm_system, openmm.VerletIntegrator(0.001), platform, props)
+    mm_context.setPositions(pdb.positions)
+    openmm.LocalEnergyMinimizer.minimize(mm_context, 10.0, 500)
+    positions = mm_context.getState(getPositions=True).getPositions()
+    system = MLPotential("e2former-lsr").createMixedSystem(
+        pdb.topology, mm_system, ml_atoms, precision=precision
+    )
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 1 * unit.femtosecond)
+    integrator.setRandomNumberSeed(1)
+    context = openmm.Context(system, integrator, platform, props)
+    context.setPositions(positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 50)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    pairs = _bond_pairs(pdb.topology, set(ml_atoms))
+    start_pos = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.angstrom)
+    reference = np.linalg.norm(start_pos[pairs[:, 0]] - start_pos[pairs[:, 1]], axis=1)
+    dof = 3 * system.getNumParticles() - system.getNumConstraints() - 3
+    rows, t0 = [], time.time()
+    for done in range(report, steps + 1, report):
+        integrator.step(report)
+        state = context.getState(getEnergy=True, getPositions=True)
+        pos = state.getPositions(asNumpy=True).value_in_unit(unit.angstrom)
+        kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        row = {
+            "step": done,
+            "potential_kj_mol": state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+            "temperature_k": 2 * kinetic / (dof * 0.00831446261815324),
+            "max_bond_change": _max_bond_change(pos, pairs, reference),
+            "finite": bool(np.isfinite(pos).all()),
+            "seconds": round(time.time() - t0, 1),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if not row["finite"]:
+            break
+    return {"system": "villin test.pdb, protein ML / water+ions AMBER14", "ml_atoms": len(ml_atoms),
+            "steps": rows[-1]["step"], "timestep_fs": 1.0, "precision": precision, "rows": rows}  # fmt: skip
+
+
+def nve(steps: int, report: int, precision: str, timestep_fs: float) -> dict:
+    import openmm
+    import openmm.app as app
+    import openmm.unit as unit
+    from openmmml import MLPotential
+
+    pdb = app.PDBFile(os.path.join(os.path.dirname(__file__), "..", "tests", "data", "ace_ala_nme.pdb"))
+    system = MLPotential("e2former-lsr").createSystem(pdb.topology, precision=precision)
+    integrator = openmm.VerletIntegrator(timestep_fs * unit.femtosecond)
+    platform = openmm.Platform.getPlatformByName("CPU")
+    context = openmm.Context(system, integrator, platform, {"Threads": "1"})
+    context.setPositions(pdb.positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 1.0, 500)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    rows, t0 = [], time.time()
+    atoms = system.getNumParticles()
+    for done in range(0, steps + 1, report):
+        if done:
+            integrator.step(report)
+        state = context.getState(getEnergy=True)
+        pot = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        kin = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        temperature = 2 * kin / ((3 * atoms - 3) * 0.00831446261815324)
+        rows.append(
+            {"step": done, "time_ps": done * timestep_fs / 1000, "potential": pot, "kinetic": kin,
+             "total": pot + kin, "temperature_k": temperature}
+        )  # fmt: skip
+    t = np.array([r["time_ps"] for r in rows])
+    total = np.array([r["total"] for r in rows])
+    slope = float(np.polyfit(t, total, 1)[0]) if len(t) > 1 else 0.0
+    result = {
+        "system": "ACE-ALA-ALA-NME, ML only, vacuum, velocity Verlet",
+        "atoms": atoms,
+        "steps": steps,
+        "timestep_fs": timestep_fs,
+        "precision": precision,
+        "drift_kj_mol_per_ps": slope,
+        "drift_kj_mol_per_ps_per_atom": slope / atoms,
+        "total_energy_std_kj_mol": float(total.std()),
+        "mean_temperature_k": float(np.mean([r["temperature_k"] for r in rows[1:]]))
+        if len(rows) > 1
+        else None,
+        "seconds": round(time.time() - t0, 1),
+        "rows": rows,
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("which", choices=["villin", "nve"])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--report", type=int, default=50)
+    parser.add_argument("--precision", default="single", choices=["single", "double"])
+    parser.add_argument("--timestep-fs", type=float, default=0.5)
+    parser.add_argument("--out", default="runs/stability")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    if args.which == "villin":
+        result = villin(args.steps, args.report, args.precision)
+    else:
+        result = nve(args.steps, args.report, args.precision, args.timestep_fs)
+    result["command"] = (
+        f"python scripts/stability.py {args.which} --steps {args.steps} --precision {args.precision}"
+    )
+    path = os.path.join(args.out, f"{args.which}-{args.precision}.json")
+    with open(path + ".tmp", "w") as handle:
+        json.dump(result, handle, indent=1)
+    os.replace(path + ".tmp", path)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
