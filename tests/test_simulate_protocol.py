@@ -190,3 +190,64 @@ def test_ramps_reach_their_end_values_in_the_last_chunk():
     values = [_fraction(step, total, chunk) for step in range(0, total, chunk)]
     assert values[0] == 0.0 and values[-1] == 1.0
     np.testing.assert_allclose(np.diff(values), 1 / 9)  # linear in between
+
+
+def test_classical_system_options(villin_pdb):
+    """charmm36 + hydrogen mass repartitioning, and X-H constraints kept or removed in the ML region."""
+    import openmm.unit as unit
+
+    from openmmml_e2former.simulate.system import (
+        build_mixed_system,
+        build_mm_system,
+        forcefield_files,
+        load_forcefield,
+    )
+
+    top = villin_pdb.topology
+    options = {
+        "forcefield": "charmm36",
+        "nonbonded_cutoff_nm": 1.0,
+        "constraints": "hbonds",
+        "hydrogen_mass_amu": 3.0,
+        "rigid_water": True,
+        "ml_constraints": "auto",
+    }
+    assert forcefield_files(options, "tip3p") == ["charmm36.xml", "charmm36/water.xml"]
+    mm = build_mm_system(load_forcefield(forcefield_files(options, "tip3p")), top, options)
+    atoms = list(top.atoms())
+    masses = [mm.getParticleMass(i).value_in_unit(unit.dalton) for i in range(mm.getNumParticles())]
+    solute_h = [i for i, a in enumerate(atoms) if a.element.symbol == "H" and a.residue.name != "HOH"]
+    assert all(abs(masses[i] - 3.0) < 1e-6 for i in solute_h)
+    plain = build_mm_system(
+        load_forcefield(forcefield_files(options, "tip3p")), top, {**options, "hydrogen_mass_amu": None}
+    )
+    total = sum(plain.getParticleMass(i).value_in_unit(unit.dalton) for i in range(plain.getNumParticles()))
+    assert sum(masses) == pytest.approx(total, rel=1e-12)  # mass moved from heavy atoms, not added
+
+    amber = {**options, "forcefield": "amber14", "hydrogen_mass_amu": None}
+    mm = build_mm_system(load_forcefield(forcefield_files(amber, "tip3p")), top, amber)
+    ml = select_atoms(top, "resid 0 to 4")
+    ml_h = sum(
+        1
+        for b in top.bonds()
+        if b[0].index in ml and b[1].index in ml and "H" in (b[0].element.symbol, b[1].element.symbol)
+    )
+    potential = {"name": "e2former-lsr", "randomInit": "true", "seed": 0}
+    kept = build_mixed_system(top, mm, ml, potential, ml_constraints=True)
+    removed = build_mixed_system(top, mm, ml, potential, ml_constraints=False)
+    assert kept.getNumConstraints() == mm.getNumConstraints()
+    assert mm.getNumConstraints() - removed.getNumConstraints() == ml_h
+
+
+def test_box_smaller_than_twice_the_cutoff_is_refused(villin_pdb):
+    from openmmml_e2former.simulate.system import build_mm_system, forcefield_files, load_forcefield
+
+    options = {
+        "forcefield": "amber14",
+        "nonbonded_cutoff_nm": 2.0,
+        "constraints": "hbonds",
+        "hydrogen_mass_amu": None,
+        "rigid_water": True,
+    }
+    with pytest.raises(ValueError, match="periodic box too small.*twice the 2.0 nm nonbonded cutoff"):
+        build_mm_system(load_forcefield(forcefield_files(options, "tip3p")), villin_pdb.topology, options)
