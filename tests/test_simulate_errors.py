@@ -4,12 +4,13 @@ exploding system stops naming its stage and step with a loadable checkpoint."""
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
 from simulate_helpers import md_stage, small_protocol, write_villin_piece
 
-from openmmml_e2former.simulate import SimulationError, protocol_from_dict, run_protocol
+from openmmml_e2former.simulate import protocol_from_dict, run_protocol
 
 MINIMIZE = {"name": "min", "type": "minimize", "forces": "mm", "max_iterations": 50}
 
@@ -86,16 +87,23 @@ def test_preparation_reports_what_it_changed(tmp_path, peptide):
     assert report["ions_added"]["NA"] - report["ions_added"]["CL"] == 1  # neutralised
 
 
-def test_exploding_system_names_stage_and_step_and_keeps_a_checkpoint(tmp_path, peptide):
+def test_exploding_system_names_stage_and_step_and_keeps_a_checkpoint(tmp_path, peptide, capsys):
+    """Through the CLI: exit status 3 and one line naming the stage, the steps and the checkpoint."""
     import openmm
     import openmm.unit as unit
+    import yaml
+
+    from openmmml_e2former.cli import main
 
     data = small_protocol(
         [MINIMIZE, md_stage("boom", 200, timestep_fs=20.0, checkpoint_interval=20)], padding_nm=0.8
     )
-    with pytest.raises(SimulationError, match=r"stage 'boom' blew up between steps \d+ and \d+") as info:
-        _run(tmp_path, peptide, "none", protocol=data)
-    assert "last good checkpoint" in str(info.value)
+    (tmp_path / "boom.yaml").write_text(yaml.safe_dump(data))
+    argv = ["run", str(tmp_path / "boom.yaml"), "--pdb", peptide, "--ml", "none", "-o", str(tmp_path / "run")]
+    assert main(argv + ["--no-progress"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.match(r"e2former run: stopped: stage 'boom' blew up between steps \d+ and \d+: ", err), err
+    assert "last good checkpoint" in err
     stage_dir = tmp_path / "run" / "stages" / "02-boom"
     assert not (stage_dir / "done.json").exists()
     with open(tmp_path / "run" / "system.xml") as handle:
@@ -105,3 +113,19 @@ def test_exploding_system_names_stage_and_step_and_keeps_a_checkpoint(tmp_path, 
     context.loadCheckpoint((stage_dir / "checkpoint.chk").read_bytes())
     positions = context.getState(getPositions=True).getPositions(asNumpy=True)._value
     assert np.isfinite(positions).all()
+
+
+def test_cli_prints_one_line_errors_and_lists_presets(tmp_path, capsys):
+    from openmmml_e2former.cli import main
+
+    assert (
+        main(["run", "quick-check", "--pdb", str(tmp_path / "missing.pdb"), "-o", str(tmp_path / "r")]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"e2former run: error: structure file not found: {tmp_path / 'missing.pdb'}"]
+    assert not (tmp_path / "r").exists()
+    assert main(["run", "no-such-preset", "--pdb", "x.pdb", "-o", str(tmp_path / "r")]) == 2
+    assert "protocol 'no-such-preset' not found" in capsys.readouterr().err
+    assert main(["protocols"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in ("quick-check", "protein-equilibration", "ligand-in-pocket"))
