@@ -115,7 +115,8 @@ def test_analysis_outputs_and_values(run_dir):
     for name in PLOTS:
         assert os.path.getsize(os.path.join(folder, name)) > 1000, name
     assert page.count("src='data:image/png;base64,") == len(PLOTS)  # self-contained
-    assert "RANDOM" in page  # the random-weights warning is on the page
+    # the random-weights banner is on the page exactly when no trained weights were used
+    assert ("RANDOM" in page) == summary["random_weights"]
     frames = np.genfromtxt(
         os.path.join(folder, "frames.csv"), delimiter=",", names=True, dtype=None, encoding=None
     )
