@@ -56,6 +56,19 @@ def demo_protocol(steps: int):
     return protocol
 
 
+OLD_DEMO_FILES = {"state.csv", "trajectory.dcd", "final.pdb", "report.json", "report.png"}
+
+
+def remove_old_demo_outputs(folder: str) -> None:
+    """Delete the outputs of the earlier demo (before the protocol engine), and only those."""
+    if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, "run.json")):
+        names = set(os.listdir(folder))
+        if names and names <= OLD_DEMO_FILES:
+            say(f"removing the previous demo's outputs in {folder}")
+            for name in names:
+                os.remove(os.path.join(folder, name))
+
+
 def run_demo(folder: str = "runs/demo", steps: int = 200, platform=None) -> dict:
     """Run the demo into ``folder`` (started afresh each time); return the analysis summary."""
     from .analysis.report import analyze_run
@@ -70,6 +83,7 @@ def run_demo(folder: str = "runs/demo", steps: int = 200, platform=None) -> dict
         "ML forces cost ~1 s per step on a 2-core CPU: expect about "
         f"{max(1, round((steps * 1.2 + 60) / 60))} min, with a progress bar per stage"
     )
+    remove_old_demo_outputs(folder)
     timings = run_protocol(
         demo_protocol(steps), pdb, folder, ml_selection="protein", overwrite=True, platform=platform
     )
