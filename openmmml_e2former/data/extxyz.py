@@ -95,8 +95,9 @@ def read_structures(path: str) -> list[Structure]:
     for name in files:
         opener = gzip.open if name.endswith(".gz") else open
         try:
+            # read into memory first: ase seeks back and forth, which is quadratic on a gzip stream
             with opener(name, "rt") as handle:
-                frames = ase.io.read(handle, index=":", format="extxyz")
+                frames = ase.io.read(_io.StringIO(handle.read()), index=":", format="extxyz")
         except Exception as exc:  # ase raises several types for malformed files
             raise ValueError(f"cannot read dataset file {name}: {exc}") from exc
         out.extend(from_atoms(atoms, name) for atoms in frames)
