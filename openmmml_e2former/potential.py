@@ -14,8 +14,9 @@ backend        'torchforce' (default) or 'pythonforce'
 charge         total charge of the ML region (default: rounded sum of the MM charges of
                the ML atoms when the System has a NonbondedForce, else 0)
 fragmentIds    explicit fragment id per ML atom (default: from the topology)
-ligandFragments  'residue' (default: one fragment per ligand residue) or 'brics' (ligands cut
-               at RDKit BRICS bonds, ``openmmml_e2former.molecule_fragments``)
+ligandFragments  'residue' (one fragment per ligand residue; default for our weights) or
+               'brics' (ligands cut at RDKit BRICS bonds, ``openmmml_e2former.molecule_fragments``;
+               default for the authors' weights)
 linkAtoms      cap bonds cut by the ML region with hydrogens (default True); False
                refuses such a selection
 useCUDAGraphs  passed to TorchForce
@@ -65,6 +66,8 @@ class E2FormerPotentialImpl:
         self.name = name
         self.long_range = long_range
         self.args = args
+        #: what the last ``addForces`` loaded: file, energy unit, reference convention, ...
+        self.metadata: dict = {}
 
     def addForces(self, topology, system, atoms, forceGroup, **args):
         options = {**self.args, **args}
@@ -73,25 +76,33 @@ class E2FormerPotentialImpl:
             raise ValueError("the ML atom selection is empty: choose at least one atom for the ML region")
         topo_atoms = list(topology.atoms())
         numbers = _atomic_numbers(topo_atoms, indices)
-        fragments = _fragment_ids(
-            topology, indices, options.get("fragmentIds"), options.get("ligandFragments", "residue")
-        )
+        model = self._load_model(options)
+        ligands = options.get("ligandFragments", self._default_ligand_fragments())
+        fragments = _fragment_ids(topology, indices, options.get("fragmentIds"), ligands)
         caps = _cut_bonds(topology, set(indices), bool(options.get("linkAtoms", True)))
         periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
         charge = _total_charge(system, topology, indices, options.get("charge"))
         force = self._build_force(
-            options, numbers, fragments, charge, indices, caps, periodic, topology, system
+            options, model, numbers, fragments, charge, indices, caps, periodic, topology, system
         )
         force.setForceGroup(forceGroup)
         system.addForce(force)
 
-    def _build_force(self, options, numbers, fragments, charge, indices, caps, periodic, topology, system):
+    def _default_ligand_fragments(self) -> str:
+        """BRICS pieces for the authors' weights (their training data were cut that way),
+        one fragment per ligand residue for ours."""
+        from .checkpoints import AUTHORS_SOURCE
+
+        return "brics" if self.metadata.get("source") == AUTHORS_SOURCE else "residue"
+
+    def _build_force(
+        self, options, model, numbers, fragments, charge, indices, caps, periodic, topology, system
+    ):
         import torch
 
         from .export import OpenMMModule
 
         dtype = _precision(options.get("precision", "single"))
-        model = self._load_model(options)
         _check_elements(model, numbers, indices)
         if periodic:
             _check_periodic_box(topology, system, model.config.max_cutoff)
@@ -109,7 +120,7 @@ class E2FormerPotentialImpl:
     def _load_model(self, options):
         import torch
 
-        from .checkpoints import find_shipped_potential, load_checkpoint
+        from .checkpoints import load_checkpoint
         from .model import PRESETS
 
         overrides = {}
@@ -120,21 +131,37 @@ class E2FormerPotentialImpl:
             preset = PRESETS[options.get("preset", "small")]
             if not self.long_range:
                 overrides["num_long_layers"] = 0
+            self.metadata = {"path": None, "random": True, "seed": int(options.get("seed", 0))}
             return _random_model(preset, overrides)
         from .weights import resolve_weights
 
         explicit = options.get("modelPath")
-        path = resolve_weights(str(explicit)) if explicit else find_shipped_potential(self.name)
-        if path is None:
-            raise ValueError(NO_WEIGHTS_MESSAGE.format(name=self.name))
+        path = resolve_weights(str(explicit)) if explicit else default_weights(self.name)
         reference = bool(options.get("referenceEnergies", False))
-        model, _ = load_checkpoint(str(path), options.get("head"), reference, **overrides)
+        model, metadata = load_checkpoint(str(path), options.get("head"), reference, **overrides)
+        self.metadata = {"path": str(path), **metadata}
         if not self.long_range and model.config.num_long_layers > 0:
             raise ValueError(
                 f"{path} holds a long-range (E2Former-LSR) model; use MLPotential('e2former-lsr') "
                 "for it, 'e2former' is the local-only variant"
             )
         return model
+
+
+def default_weights(name: str) -> str:
+    """Weights used without ``modelPath``: the shipped checkpoint ``potentials/<name>.pt``, else
+    ``<name>.pt`` in the weights cache (``openmmml_e2former.weights``; downloaded when a URL is
+    configured). Raises a ValueError saying which file to put where."""
+    from .checkpoints import find_shipped_potential
+    from .weights import WeightsNotFoundError, resolve_weights
+
+    shipped = find_shipped_potential(name)
+    if shipped is not None:
+        return shipped
+    try:
+        return resolve_weights(f"{name}.pt")
+    except WeightsNotFoundError as exc:
+        raise ValueError(f"{NO_WEIGHTS_MESSAGE.format(name=name)} ({exc})") from exc
 
 
 def _random_model(preset, overrides):

@@ -148,6 +148,12 @@ def download_file(url: str, destination: str, sha256: str | None = None, progres
                 f"checksum mismatch for {url}: expected SHA-256 {sha256}, got {digest.hexdigest()}; "
                 "the file was not kept"
             )
+        if not sha256:
+            print(
+                f"warning: no SHA-256 is known for {url}, so the download was not verified; its SHA-256 is "
+                f"{digest.hexdigest()} (set {ENV_SHA256} to check it next time)",
+                file=sys.stderr,
+            )
         os.replace(partial, destination)
     finally:
         if os.path.exists(partial):

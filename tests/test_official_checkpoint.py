@@ -122,6 +122,24 @@ def test_openmm_energy_in_kj_per_mol(converted, tmp_path, monkeypatch):
     assert energy == pytest.approx(float(ref["energy"][0]) * KJ_PER_KCAL, rel=1e-5)
 
 
+def test_authors_weights_default_to_brics_fragments(converted, tmp_path):
+    """Without fragmentIds, the authors' weights get BRICS fragments (their data's rule), which
+    for mol1 are the fixture's own cluster ids: same energy as the reference, in kJ/mol; the
+    potential states the unit it loaded."""
+    from openmmml import MLPotential
+    from test_molecule_fragments import topology_from_smiles
+
+    ref = reference()
+    topology, _ = topology_from_smiles("CC(C)Cc1ccc(cc1)C(C)C(=O)NCCc1ccc(O)cc1")
+    potential = MLPotential("e2former-lsr", modelPath=str(converted))
+    system = potential.createSystem(topology, charge=0, precision="double")
+    assert potential._impl.metadata["energy_unit"] == "kcal/mol"
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(ref["positions"].astype(np.float64) / 10.0)  # Angstrom -> nm
+    energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert energy == pytest.approx(float(ref["energy"][0]) * KJ_PER_KCAL, rel=1e-5)
+
+
 def training_checkpoint(path, prefix=""):
     """An authors'-style training checkpoint: two heads, optimizer state, bookkeeping.
 
@@ -325,3 +343,20 @@ def test_configured_download_checks_the_checksum(tmp_path, monkeypatch):
     assert path == str(cache / "remote.pt") and open(path, "rb").read() == payload
     with pytest.raises(FileNotFoundError, match="Downloading .*absent.pt failed"):
         resolve_weights("absent.pt", progress=False)
+
+
+def test_unverified_download_warns_with_its_digest(tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    from openmmml_e2former.weights import resolve_weights
+
+    server = tmp_path / "server"
+    server.mkdir()
+    payload = os.urandom(1000)
+    (server / "remote.pt").write_bytes(payload)
+    monkeypatch.setenv("OPENMMML_E2FORMER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENMMML_E2FORMER_URL", "file://" + urllib.request.pathname2url(str(server)))
+    monkeypatch.delenv("OPENMMML_E2FORMER_SHA256", raising=False)
+    resolve_weights("remote.pt", progress=False)
+    err = capsys.readouterr().err
+    assert "not verified" in err and hashlib.sha256(payload).hexdigest() in err

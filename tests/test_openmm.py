@@ -534,6 +534,37 @@ def test_no_weights_names_model_path(dipeptide, name, tmp_path, monkeypatch):
         MLPotential(name).createSystem(dipeptide.topology)
 
 
+def test_default_weights_come_from_the_cache(dipeptide, tmp_path, monkeypatch):
+    """Without modelPath and without shipped weights, <name>.pt in the weights cache is used,
+    and the potential states what it loaded (file, energy unit)."""
+    import openmmml_e2former.checkpoints as checkpoints
+
+    monkeypatch.setattr(checkpoints, "potentials_dir", lambda: str(tmp_path / "none"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("OPENMMML_E2FORMER_CACHE", str(cache))
+    monkeypatch.setenv("OPENMMML_E2FORMER_OFFLINE", "1")
+    save_checkpoint(seeded_network(long_range=False), str(cache / "e2former.pt"))
+    potential = MLPotential("e2former")
+    system = potential.createSystem(dipeptide.topology, precision="double")
+    assert potential._impl.metadata["path"] == str(cache / "e2former.pt")
+    assert potential._impl.metadata["energy_unit"] == "eV"
+    expected, _ = network_reference(dipeptide.topology, dipeptide.positions, long_range=False)
+    assert_energy_close(evaluate_energy(system, dipeptide.positions), expected, 1e-8)
+
+
+def test_missing_default_weights_say_which_file_to_put_where(dipeptide, tmp_path, monkeypatch):
+    import openmmml_e2former.checkpoints as checkpoints
+
+    monkeypatch.setattr(checkpoints, "potentials_dir", lambda: str(tmp_path / "none"))
+    monkeypatch.setenv("OPENMMML_E2FORMER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENMMML_E2FORMER_OFFLINE", "1")
+    with pytest.raises(ValueError) as info:
+        MLPotential("e2former").createSystem(dipeptide.topology)
+    assert str(tmp_path / "cache" / "e2former.pt") in str(info.value)
+    assert "modelPath" in str(info.value)
+
+
 def test_checkpoint_model_path_round_trip(dipeptide, dipeptide_reference, tmp_path):
     """A checkpoint of the seeded network, loaded through modelPath=, gives its energy."""
     path = tmp_path / "seeded.pt"
