@@ -20,6 +20,7 @@ FLAGS = (
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
+    "--disable-dev-shm-usage",  # small /dev/shm in containers and CI runners crashes the renderer
     "--disable-quic",
     "--no-first-run",
     "--disable-background-networking",
@@ -60,7 +61,12 @@ def screenshot(
             f"--screenshot={png_path}",
             "file://" + os.path.abspath(html_path),
         ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(
+                f"chromium did not finish within {timeout:g} s rendering {html_path}"
+            ) from None
     if not os.path.isfile(png_path) or os.path.getsize(png_path) == 0:
         raise RuntimeError(
             f"chromium wrote no screenshot (exit {done.returncode}): {done.stderr.strip()[-500:]}"

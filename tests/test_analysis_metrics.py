@@ -108,8 +108,26 @@ def test_hbonds_and_sasa_respond_to_unfolding(villin):
     area = metrics.sasa(traj)
     assert counts[0] > 10 and counts[1] < counts[0]
     assert area[1] > 1.5 * area[0]
-    # reference value: mdtraj's own Shrake-Rupley with its default sphere density
-    assert area[0] == pytest.approx(mdtraj.shrake_rupley(traj[0]).sum(), rel=0.03)
+
+
+@pytest.mark.parametrize("symbol", ["C", "N", "O", "S"])
+def test_sasa_of_an_isolated_atom_is_its_probe_sphere(symbol):
+    """One atom alone: the accessible surface is a sphere of radius r_vdW + 0.14 nm (probe),
+    area 4 pi (r + 0.14)^2, with r mdtraj's radius for the element (Bondi's van der Waals
+    radii: C 0.17, N 0.155, O 0.152, S 0.18 nm).  Two atoms 5 nm apart add up."""
+    from mdtraj.geometry.sasa import _ATOMIC_RADII
+
+    radius = {"C": 0.17, "N": 0.155, "O": 0.152, "S": 0.18}[symbol]
+    assert _ATOMIC_RADII[symbol] == pytest.approx(radius)
+    top = mdtraj.Topology()
+    residue = top.add_residue("UNK", top.add_chain())
+    for _ in range(2):
+        top.add_atom(symbol, mdtraj.element.get_by_symbol(symbol), residue)
+    one = mdtraj.Trajectory(np.zeros((1, 1, 3), dtype=np.float32), top.subset([0]))
+    expected = 4 * np.pi * (radius + 0.14) ** 2
+    assert metrics.sasa(one, n_sphere_points=960)[0] == pytest.approx(expected, rel=0.01)
+    two = mdtraj.Trajectory(np.array([[[0, 0, 0], [5, 0, 0]]], dtype=np.float32), top)
+    assert metrics.sasa(two, n_sphere_points=960)[0] == pytest.approx(2 * expected, rel=0.01)
 
 
 def test_read_state_csv(tmp_path):
@@ -122,3 +140,17 @@ def test_read_state_csv(tmp_path):
     np.testing.assert_array_equal(table["step"], [5, 10])
     np.testing.assert_allclose(table["temperature_K"], [290.0, 300.0])
     np.testing.assert_allclose(table["density_g_ml"], [1.01, 0.99])
+
+
+@pytest.mark.parametrize("tail", ["15,0.01", "15,0.015,-102.5,310.0,1.0", "15,0.015,-1e", "\n"])
+def test_read_state_csv_drops_a_partial_last_line(tmp_path, tail):
+    """A run killed (or still running) mid-write leaves a line without its newline, or cut
+    after a few fields: only the complete rows are read."""
+    path = tmp_path / "state.csv"
+    path.write_text(
+        '#"Step","Time (ps)","Potential Energy (kJ/mole)","Temperature (K)","Density (g/mL)"\n'
+        "5,0.005,-100.5,290.0,1.01\n10,0.010,-101.5,300.0,0.99\n" + tail
+    )
+    table = read_state_csv(str(path))
+    np.testing.assert_array_equal(table["step"], [5, 10])
+    np.testing.assert_allclose(table["potential_kj_mol"], [-100.5, -101.5])

@@ -63,6 +63,14 @@ def _quick_check_dict():
         (lambda d: d.update(stages=[]), "non-empty"),
         (lambda d: d["stages"].append(copy.deepcopy(d["stages"][1])), "unique"),
         (lambda d: d["potential"].update(randomInit="maybe"), "randomInit"),
+        (lambda d: d["stages"][1].update(schedule_interval=-5), "schedule_interval must be a positive"),
+        (lambda d: d["stages"][1].update(schedule_interval=0), "schedule_interval must be a positive"),
+        (lambda d: d["stages"][1].update(schedule_interval=2.5), "schedule_interval must be a positive"),
+        (lambda d: d["stages"][1].update(friction_per_ps=-1.0), "friction_per_ps must be a number >= 0"),
+        (lambda d: d["stages"][1].update(pressure_bar=0), "pressure_bar must be a number > 0"),
+        (lambda d: d["stages"][1].update(pressure_bar="high"), "pressure_bar must be a number > 0"),
+        (lambda d: d.update(random_seed=-3), "random_seed must be an integer"),
+        (lambda d: d.update(random_seed="lucky"), "random_seed must be an integer"),
     ],
 )
 def test_bad_protocols_name_the_problem(edit, message):
@@ -70,6 +78,19 @@ def test_bad_protocols_name_the_problem(edit, message):
     edit(data)
     with pytest.raises(ValueError, match=message):
         protocol_from_dict(data)
+
+
+def test_valid_schedule_friction_pressure_and_seed_are_accepted():
+    from openmmml_e2former.simulate.engine import stage_seed
+
+    data = _quick_check_dict()
+    data["stages"][1].update(schedule_interval=7, friction_per_ps=0, pressure_bar=2)
+    data["random_seed"] = 11
+    protocol = protocol_from_dict(data)
+    assert protocol.stages[1]["schedule_interval"] == 7 and protocol.stages[1]["friction_per_ps"] == 0.0
+    assert protocol.to_dict()["random_seed"] == 11
+    assert [stage_seed(protocol, s) for s in protocol.stages] == list(range(11, 11 + len(protocol.stages)))
+    assert stage_seed(protocol_from_dict(_quick_check_dict()), protocol.stages[1]) is None  # null: random
 
 
 def test_missing_protocol_file_lists_the_presets():
@@ -103,6 +124,135 @@ def test_selections_and_the_within_extension(villin_pdb):
     touched = {atoms[i].residue.index for i in near}
     expected = [a.index for a in atoms if a.residue.index in touched and a.residue.name not in ("HOH", "Cl")]
     assert residues == expected and len(residues) > len(centre)
+
+
+def test_within_refuses_an_ambiguous_operand_and_accepts_parentheses(villin_pdb):
+    top = villin_pdb.topology
+    xyz = np.array(villin_pdb.getPositions(asNumpy=True)._value)
+    atoms = list(top.atoms())
+    water = {i for i, a in enumerate(atoms) if a.residue.name == "HOH"}
+    with pytest.raises(ValueError, match="ambiguous: put the selection after 'of' in parentheses"):
+        select_atoms(top, "residues within 0.6 of resid 10 and not water", positions_nm=xyz)
+    with pytest.raises(ValueError, match="ambiguous"):
+        select_atoms(top, "within 0.6 of resid 10 or resid 12", positions_nm=xyz)
+    # independent check: brute-force distances to residue 10
+    centre = [i for i, a in enumerate(atoms) if a.residue.index == 10]
+    gaps = np.linalg.norm(xyz[:, None] - xyz[None, centre], axis=-1).min(axis=1)
+    near = {atoms[i].residue.index for i in np.flatnonzero(gaps <= 0.6)}
+    whole = [a.index for a in atoms if a.residue.index in near]
+    assert water & set(whole)  # waters are close: the unrestricted clause picks them up
+    dry = select_atoms(top, "(residues within 0.6 of resid 10) and not water", positions_nm=xyz)
+    assert dry == [i for i in whole if i not in water]
+    nested = select_atoms(top, "resid 0 or (not water and residues within 0.6 of resid 10)", positions_nm=xyz)
+    assert nested == sorted(set(dry) | {a.index for a in atoms if a.residue.index == 0})
+    inner = select_atoms(top, "within 0.3 of (resid 10 and name CA)", positions_nm=xyz)
+    ca = [i for i in centre if atoms[i].name == "CA"]
+    assert inner == list(np.flatnonzero(np.linalg.norm(xyz - xyz[ca[0]], axis=1) <= 0.3))
+
+
+def test_ligand_in_pocket_ml_selection_is_the_ligand_and_protein_residues_only():
+    """Villin with residue 10 renamed LIG (so it counts as a non-protein ligand, surrounded by
+    protein and water): the preset's ML region is LIG plus whole protein residues within 0.6 nm."""
+    import openmm.app as app
+
+    pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))  # a copy to edit
+    top = pdb.topology
+    xyz = np.array(pdb.getPositions(asNumpy=True)._value)
+    residues = list(top.residues())
+    residues[10].name = "LIG"
+    selection = load_protocol("ligand-in-pocket").ml["selection"]
+    chosen = select_atoms(top, selection, what="ML selection", positions_nm=xyz)
+    atoms = list(top.atoms())
+    ligand = [a.index for a in atoms if a.residue.name == "LIG"]
+    gaps = np.linalg.norm(xyz[:, None] - xyz[None, ligand], axis=-1).min(axis=1)
+    touched = {atoms[i].residue.index for i in np.flatnonzero(gaps <= 0.6)}
+    assert any(atoms[i].residue.name == "HOH" for i in np.flatnonzero(gaps <= 0.6))  # water is near
+    solvent = ("HOH", "Cl", "CL", "NA", "Na")
+    expected = [
+        a.index
+        for a in atoms
+        if a.residue.name == "LIG" or (a.residue.index in touched and a.residue.name not in solvent)
+    ]
+    assert chosen == expected
+    assert {atoms[i].residue.name for i in chosen}.isdisjoint(solvent)
+    assert len({atoms[i].residue.index for i in chosen}) > 1
+
+
+def test_ml_summary_counts_the_fragments_the_potential_uses(villin_pdb):
+    import openmm
+
+    from openmmml_e2former.simulate.selection import ml_region_summary
+
+    top = villin_pdb.topology
+    ml = select_atoms(top, "resid 0 to 4")
+    empty = openmm.System()
+    assert ml_region_summary(top, ml, empty)["n_fragments"] == 5  # one per residue by default
+    explicit = {"fragmentIds": [0] * 30 + [1] * (len(ml) - 30)}
+    assert ml_region_summary(top, ml, empty, explicit)["n_fragments"] == 2
+
+
+def _write_xtc(path, n_frames, n_atoms=20):
+    """An XTC whose frame k holds the value k + 0.25 (nm) in every coordinate, time k ps, step 10 k."""
+    from mdtraj.formats import XTCTrajectoryFile
+
+    rng = np.random.default_rng(0)
+    with XTCTrajectoryFile(path, "w") as writer:
+        for k in range(n_frames):
+            xyz = (k + 0.25 + 0.01 * rng.random((1, n_atoms, 3))).astype(np.float32)
+            box = (np.eye(3, dtype=np.float32) * 3.0)[None]
+            writer.write(xyz, time=np.float32([k]), step=np.int32([10 * k]), box=box)
+
+
+def test_trim_xtc_keeps_frames_and_tolerates_a_frame_cut_by_a_kill(tmp_path):
+    import mdtraj
+    from mdtraj.formats import XTCTrajectoryFile
+
+    whole, path = str(tmp_path / "whole.xtc"), str(tmp_path / "t.xtc")
+    _write_xtc(whole, 6)
+    data = open(whole, "rb").read()
+    open(path, "wb").write(data[:-25])  # the last frame cut short
+    with pytest.raises(RuntimeError):  # what the old mdtraj.load-based trimming ran into
+        mdtraj.load(path, top=mdtraj.load_topology(_one_residue_pdb(tmp_path, 20)))
+    restart.trim_xtc(path, 4)
+    with XTCTrajectoryFile(path) as reader:
+        xyz, time, step, box = reader.read()
+    with XTCTrajectoryFile(whole) as reader:
+        ref_xyz, _, _, _ = reader.read()
+    assert len(xyz) == 4
+    np.testing.assert_array_equal(xyz, ref_xyz[:4])  # frames copied, not re-rounded
+    np.testing.assert_allclose(time, [0, 1, 2, 3]) and np.testing.assert_array_equal(step, [0, 10, 20, 30])
+    np.testing.assert_allclose(box[:, 0, 0], 3.0)
+    open(path, "wb").write(data[:-25])
+    with pytest.raises(ValueError, match="holds 5 readable frames, fewer than the 6"):
+        restart.trim_xtc(path, 6)
+
+
+def _one_residue_pdb(tmp_path, n_atoms):
+    lines = [
+        f"ATOM  {i + 1:5d}  C{i % 10}  UNK A   1       0.000   0.000   0.000  1.00  0.00           C"
+        for i in range(n_atoms)
+    ]
+    path = tmp_path / "top.pdb"
+    path.write_text("\n".join(lines) + "\nEND\n")
+    return str(path)
+
+
+def test_overwrite_refuses_to_delete_the_current_directory(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    manifest = {"protocol": {"a": 1}, "structure_sha256": "x", "ml_selection": "protein"}
+    restart.open_run_folder(str(folder), manifest, overwrite=False)
+    (folder / "notes.txt").write_text("keep")
+    monkeypatch.chdir(folder)
+    with pytest.raises(ValueError, match="--overwrite would delete .* holds the current directory"):
+        restart.open_run_folder(".", manifest, overwrite=True)
+    (folder / "sub").mkdir()
+    monkeypatch.chdir(folder / "sub")
+    with pytest.raises(ValueError, match="holds the current directory"):
+        restart.open_run_folder("..", manifest, overwrite=True)
+    assert (folder / "notes.txt").read_text() == "keep" and (folder / "run.json").exists()
+    monkeypatch.chdir(tmp_path)
+    assert restart.open_run_folder("run", manifest, overwrite=True) is False  # from outside: allowed
+    assert not (folder / "notes.txt").exists()
 
 
 def _write_dcd(path, n_frames, n_atoms=4, append=False):

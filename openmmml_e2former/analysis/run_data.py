@@ -45,13 +45,30 @@ COLUMNS = {
 
 
 def read_state_csv(path: str) -> dict[str, np.ndarray]:
-    """Columns of an OpenMM StateDataReporter CSV under short names (``COLUMNS``), as float arrays."""
+    """Columns of an OpenMM StateDataReporter CSV under short names (``COLUMNS``), as float arrays.
+
+    Only complete rows are read: a last line cut short (no newline, too few fields or a
+    number cut in half, as a killed or still running run leaves it) is dropped.
+    """
     with open(path) as handle:
         header = handle.readline().lstrip("#").strip()
-        rows = [line.strip().split(",") for line in handle if line.strip()]
-    names = [h.strip('"') for h in header.split(",")]
+        names = [h.strip('"') for h in header.split(",")]
+        rows = [row for row in (_csv_row(line, len(names)) for line in handle) if row is not None]
     data = np.array(rows, dtype=float).reshape(len(rows), len(names))
     return {COLUMNS.get(n, n): data[:, i] for i, n in enumerate(names)}
+
+
+def _csv_row(line: str, n_columns: int) -> list[float] | None:
+    """The numbers of one complete CSV line, or None for an incomplete or empty one."""
+    if not line.endswith("\n") or not line.strip():
+        return None
+    fields = line.strip().split(",")
+    if len(fields) != n_columns:
+        return None
+    try:
+        return [float(f) for f in fields]
+    except ValueError:
+        return None
 
 
 def run_stages(folder: str) -> list[dict]:

@@ -136,8 +136,6 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
     mm_system = build_mm_system(forcefield, pdb.topology, protocol.system)
     positions = np.array(pdb.getPositions(asNumpy=True)._value)
     ml_atoms = select_atoms(pdb.topology, selection, what="ML selection", positions_nm=positions)
-    summary = ml_region_summary(pdb.topology, ml_atoms, mm_system)
-    say(format_ml_summary(selection, summary))
     _, _, random = resolve_potential(protocol.potential)
     if ml_atoms and random:
         say(RANDOM_WARNING)
@@ -147,7 +145,10 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
             f"potential {protocol.potential['name']!r} ({'random' if random else 'trained'} weights); "
             f"X-H constraints inside the ML region: {'kept' if keep else 'removed (flexible)'}"
         )
-    system = build_mixed_system(pdb.topology, mm_system, ml_atoms, protocol.potential, keep)
+    metadata = {}
+    system = build_mixed_system(pdb.topology, mm_system, ml_atoms, protocol.potential, keep, metadata)
+    summary = ml_region_summary(pdb.topology, ml_atoms, mm_system, protocol.potential, metadata)
+    say(format_ml_summary(selection, summary))
     ml_record = {
         "selection": selection,
         "atoms": ml_atoms,
@@ -276,6 +277,9 @@ def run_md(ctx: RunContext, stage: dict, directory: str, start_state, previous) 
         float(stage["friction_per_ps"]) / unit.picosecond,
         float(stage["timestep_fs"]) * unit.femtosecond,
     )
+    seed = stage_seed(ctx.protocol, stage)
+    if seed is not None:
+        integrator.setRandomNumberSeed(seed)
     simulation = app.Simulation(ctx.topology, system, integrator, ctx.platform)
     checkpoint = os.path.join(directory, "checkpoint.chk")
     start_step = _resume_or_start(ctx, simulation, stage, directory, checkpoint, start_state, previous)
@@ -315,8 +319,18 @@ def run_md(ctx: RunContext, stage: dict, directory: str, start_state, previous) 
     }
 
 
+def stage_seed(protocol: Protocol, stage: dict) -> int | None:
+    """Random seed of a stage (Langevin noise, initial velocities): ``random_seed + i`` for the
+    i-th stage (0-based), or None (OpenMM picks a new one) when the protocol's is null."""
+    if protocol.random_seed is None:
+        return None
+    return int(protocol.random_seed) + [s["name"] for s in protocol.stages].index(stage["name"])
+
+
 def _resume_or_start(ctx, simulation, stage, directory, checkpoint, start_state, previous) -> int:
     """Load the stage checkpoint and trim outputs to it, or set the start state; return the step."""
+    import openmm.unit as unit
+
     if os.path.isfile(checkpoint):
         try:
             simulation.loadCheckpoint(checkpoint)
@@ -334,7 +348,12 @@ def _resume_or_start(ctx, simulation, stage, directory, checkpoint, start_state,
             os.remove(path)  # written before any checkpoint of this stage: nothing to keep
     _apply_start_state(simulation.context, ctx, start_state)
     if _new_velocities(stage, previous):
-        simulation.context.setVelocitiesToTemperature(stage["temperature_K"][0])
+        temperature = stage["temperature_K"][0] * unit.kelvin
+        seed = stage_seed(ctx.protocol, stage)
+        if seed is None:
+            simulation.context.setVelocitiesToTemperature(temperature)
+        else:
+            simulation.context.setVelocitiesToTemperature(temperature, seed)
     simulation.currentStep = 0
     # the kinetic energy of a leapfrog integrator before its first step is an estimate from
     # the forces, so the start is only checked for finite numbers, not for its temperature
@@ -361,9 +380,7 @@ def _trim_outputs(stage: dict, directory: str, step: int) -> None:
         if stage["trajectory_format"] == "dcd":
             restart.trim_dcd(trajectory, frames)
         else:
-            restart.trim_xtc(
-                trajectory, frames, os.path.join(os.path.dirname(os.path.dirname(directory)), "prepared.pdb")
-            )
+            restart.trim_xtc(trajectory, frames)
     elif frames:
         raise ValueError(f"{trajectory} is missing but the checkpoint at step {step} implies {frames} frames")
     if os.path.exists(csv):

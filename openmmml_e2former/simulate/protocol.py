@@ -69,8 +69,20 @@ MD_DEFAULTS = {
     "trajectory_format": "dcd",
     "checkpoint_interval": 1000,
 }
+MAX_SEED = 2_000_000_000  # stage i uses random_seed + i, an OpenMM int seed (0 would mean "random")
 RESTRAINT_KEYS = {"selection", "k_kj_mol_nm2", "k_end_kj_mol_nm2"}
-SECTIONS = {"name", "description", "prepare", "system", "potential", "ml", "guard", "platform", "stages"}
+SECTIONS = {
+    "name",
+    "description",
+    "prepare",
+    "system",
+    "potential",
+    "ml",
+    "guard",
+    "platform",
+    "random_seed",
+    "stages",
+}
 
 
 @dataclass
@@ -86,6 +98,7 @@ class Protocol:
     guard: dict
     platform: str
     stages: list[dict] = field(default_factory=list)
+    random_seed: int | None = None
     source: str = ""
 
     def to_dict(self) -> dict:
@@ -98,6 +111,7 @@ class Protocol:
             "ml": self.ml,
             "guard": self.guard,
             "platform": self.platform,
+            "random_seed": self.random_seed,
             "stages": self.stages,
         }
 
@@ -162,9 +176,19 @@ def protocol_from_dict(data, where: str = "protocol") -> Protocol:
         guard=_section(data, "guard", GUARD_DEFAULTS, where),
         platform=str(data.get("platform", "auto")),
         stages=checked,
+        random_seed=_random_seed(data.get("random_seed"), where),
     )
     _check_values(protocol, where)
     return protocol
+
+
+def _random_seed(value, where: str) -> int | None:
+    """``random_seed``: null (a new random seed each time) or an integer 1..MAX_SEED (reproducible)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SEED:
+        raise ValueError(f"{where}: random_seed must be an integer 1..{MAX_SEED} or null, not {value!r}")
+    return value
 
 
 def _check_keys(data: dict, allowed: set, where: str) -> None:
@@ -233,8 +257,17 @@ def _check_md_stage(stage: dict, label: str) -> None:
     ):
         if not isinstance(stage[key], int) or stage[key] <= 0:
             raise ValueError(f"{label}: {key} must be a positive integer, not {stage[key]!r}")
-    if not float(stage["timestep_fs"]) > 0:
-        raise ValueError(f"{label}: timestep_fs must be > 0")
+    interval = stage["schedule_interval"]
+    if interval is not None and (
+        isinstance(interval, bool) or not isinstance(interval, int) or interval <= 0
+    ):
+        raise ValueError(f"{label}: schedule_interval must be a positive integer or null, not {interval!r}")
+    for key, minimum, strict in (
+        ("timestep_fs", 0, True),
+        ("friction_per_ps", 0, False),
+        ("pressure_bar", 0, True),
+    ):
+        _check_number(stage, key, minimum, strict, label)
     temps = stage["temperature_K"]
     temps = temps if isinstance(temps, list) else [temps, temps]
     if len(temps) != 2 or min(float(t) for t in temps) <= 0:
@@ -244,6 +277,19 @@ def _check_md_stage(stage: dict, label: str) -> None:
         raise ValueError(f"{label}: trajectory_format must be 'dcd' or 'xtc'")
     if str(stage["initial_velocities"]).lower() not in ("auto", "true", "false"):
         raise ValueError(f"{label}: initial_velocities must be auto, true or false")
+
+
+def _check_number(stage: dict, key: str, minimum: float, strict: bool, label: str) -> None:
+    """``stage[key]`` must be a finite number > minimum (``strict``) or >= minimum; stored as float."""
+    import math
+
+    value = stage[key]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (strict and value == minimum):
+        raise ValueError(
+            f"{label}: {key} must be a number {'>' if strict else '>='} {minimum:g}, not {value!r}"
+        )
+    stage[key] = float(value)
 
 
 def _check_values(protocol: Protocol, where: str) -> None:

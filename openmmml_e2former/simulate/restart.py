@@ -59,6 +59,7 @@ def open_run_folder(folder: str, manifest: dict, overwrite: bool) -> bool:
                 "choose another -o"
             )
         if overwrite:
+            _refuse_to_delete_cwd(folder)
             shutil.rmtree(folder)
         else:
             previous = read_json(path)
@@ -67,6 +68,17 @@ def open_run_folder(folder: str, manifest: dict, overwrite: bool) -> bool:
     os.makedirs(folder, exist_ok=True)
     atomic_write_json(path, manifest)
     return False
+
+
+def _refuse_to_delete_cwd(folder: str) -> None:
+    """``--overwrite`` must not delete the current directory or a folder above it (``-o .``)."""
+    target = os.path.realpath(folder)
+    here = os.path.realpath(os.getcwd())
+    if os.path.commonpath([target, here]) == target:
+        raise ValueError(
+            f"--overwrite would delete {target}, which holds the current directory {here}; "
+            "give -o a subfolder (e.g. -o runs/my) or run from outside it"
+        )
 
 
 def _check_same_run(previous: dict, current: dict, folder: str) -> None:
@@ -140,17 +152,33 @@ def trim_dcd(path: str, n_frames: int) -> None:
     os.replace(tmp, path)
 
 
-def trim_xtc(path: str, n_frames: int, topology_pdb: str) -> None:
-    """Keep the first ``n_frames`` frames of an XTC file (rewritten with mdtraj, then ``os.replace``)."""
-    import mdtraj
+def trim_xtc(path: str, n_frames: int) -> None:
+    """Keep the first ``n_frames`` frames of an XTC file (copied frame by frame, then ``os.replace``).
 
-    traj = mdtraj.load(path, top=topology_pdb)
-    if traj.n_frames < n_frames:
+    Frames are read one at a time and reading stops after ``n_frames``, so a last frame cut
+    short by a kill (which may not decode) is never needed; a file with fewer readable
+    frames than ``n_frames`` is an error.
+    """
+    from mdtraj.formats import XTCTrajectoryFile
+
+    frames = []
+    with XTCTrajectoryFile(path, "r") as reader:
+        while len(frames) < n_frames:
+            try:
+                xyz, time, step, box = reader.read(n_frames=1)
+            except Exception:  # a frame cut short: treated as missing
+                break
+            if len(xyz) == 0:
+                break
+            frames.append((xyz, time, step, box))
+    if len(frames) < n_frames:
         raise ValueError(
-            f"{path} holds {traj.n_frames} frames, fewer than the {n_frames} its checkpoint implies"
+            f"{path} holds {len(frames)} readable frames, fewer than the {n_frames} its checkpoint implies"
         )
     tmp = f"{path}.tmp.xtc"
-    traj[:n_frames].save_xtc(tmp)
+    with XTCTrajectoryFile(tmp, "w") as writer:
+        for xyz, time, step, box in frames:
+            writer.write(xyz, time=time, step=step, box=box)
     os.replace(tmp, path)
 
 

@@ -107,12 +107,16 @@ def resolve_potential(options: dict) -> tuple[str, dict, bool]:
     return name, kwargs, random
 
 
-def build_mixed_system(topology, mm_system, ml_atoms: list[int], potential: dict, ml_constraints):
+def build_mixed_system(
+    topology, mm_system, ml_atoms: list[int], potential: dict, ml_constraints, metadata: dict | None = None
+):
     """The ML/MM system; ``mm_system`` itself when ``ml_atoms`` is empty (pure MM).
 
     Args:
         ml_constraints: keep the MM constraints inside the ML region (bool).  A random
             network holds no bonds, so ``auto`` (resolved by the caller) keeps them for it.
+        metadata: if given, updated with what the potential loaded (its ``metadata``: file,
+            source, ...), e.g. for :func:`selection.ml_region_summary`.
     """
     if not ml_atoms:
         return mm_system
@@ -125,7 +129,10 @@ def build_mixed_system(topology, mm_system, ml_atoms: list[int], potential: dict
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         ml = MLPotential(name, **kwargs)
-    return ml.createMixedSystem(topology, mm_system, ml_atoms, removeConstraints=not ml_constraints)
+    system = ml.createMixedSystem(topology, mm_system, ml_atoms, removeConstraints=not ml_constraints)
+    if metadata is not None:
+        metadata.update(getattr(getattr(ml, "_impl", None), "metadata", None) or {})
+    return system
 
 
 def keep_ml_constraints(setting, random: bool) -> bool:
