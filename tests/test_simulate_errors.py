@@ -132,3 +132,18 @@ def test_cli_prints_one_line_errors_and_lists_presets(tmp_path, capsys):
     assert main(["protocols"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in ("quick-check", "protein-equilibration", "ligand-in-pocket"))
+
+
+def test_cli_overwrite_of_the_current_directory_is_refused(tmp_path, monkeypatch, capsys):
+    """`e2former run ... -o . --overwrite` inside a run folder: one-line error, nothing deleted."""
+    from openmmml_e2former.cli import main
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text("{}")
+    (folder / "structure.pdb").write_text("END\n")
+    monkeypatch.chdir(folder)
+    assert main(["run", "quick-check", "--pdb", "structure.pdb", "-o", ".", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overwrite would delete" in err[0] and "current directory" in err[0]
+    assert sorted(os.listdir(folder)) == ["run.json", "structure.pdb"]
