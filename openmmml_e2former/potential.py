@@ -164,6 +164,16 @@ def default_weights(name: str) -> str:
         raise ValueError(f"{NO_WEIGHTS_MESSAGE.format(name=name)} ({exc})") from exc
 
 
+def has_default_weights(name: str) -> bool:
+    """True when :func:`default_weights` finds a file without downloading anything."""
+    import os
+
+    from .checkpoints import find_shipped_potential
+    from .weights import cache_dir
+
+    return find_shipped_potential(name) is not None or os.path.isfile(os.path.join(cache_dir(), f"{name}.pt"))
+
+
 def _random_model(preset, overrides):
     from .model import E2FormerLSR
 

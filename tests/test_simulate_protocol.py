@@ -314,18 +314,22 @@ def test_run_folder_refuses_a_different_run_and_foreign_folders(tmp_path):
     assert (foreign / "precious.txt").read_text() == "keep"
 
 
-def test_random_init_auto_is_explicit(monkeypatch):
+def test_random_init_auto_is_explicit(monkeypatch, tmp_path):
     from openmmml_e2former import checkpoints
     from openmmml_e2former.simulate.system import keep_ml_constraints, resolve_potential
 
     base = {"name": "e2former-lsr", "seed": 3, "precision": "single"}
     monkeypatch.setattr(checkpoints, "find_shipped_potential", lambda name: None)
+    monkeypatch.setenv("OPENMMML_E2FORMER_CACHE", str(tmp_path))
     name, kwargs, random = resolve_potential({**base, "randomInit": "auto"})
     assert random and kwargs == {"precision": "single", "randomInit": True, "seed": 3}
     _, kwargs, random = resolve_potential({**base, "randomInit": "auto", "modelPath": "w.pt"})
     assert not random and kwargs == {"precision": "single", "modelPath": "w.pt"}
     _, kwargs, random = resolve_potential({**base, "randomInit": "false"})
     assert not random and "randomInit" not in kwargs  # MLPotential then demands weights
+    (tmp_path / "e2former-lsr.pt").write_bytes(b"weights in the cache count as weights")
+    assert resolve_potential({**base, "randomInit": "auto"})[2] is False
+    (tmp_path / "e2former-lsr.pt").unlink()
     monkeypatch.setattr(checkpoints, "find_shipped_potential", lambda name: f"/x/{name}.pt")
     assert resolve_potential({**base, "randomInit": "auto"})[2] is False
     assert resolve_potential({**base, "randomInit": True})[2] is True

@@ -91,16 +91,16 @@ def resolve_potential(options: dict) -> tuple[str, dict, bool]:
     """``(name, MLPotential keyword arguments, is_random)`` for a protocol's ``potential``.
 
     ``randomInit: auto`` uses ``modelPath`` if given, else the shipped weights of ``name``
-    if they exist, else a seeded random network with a loud warning; ``true`` always uses
+    (or ``<name>.pt`` in the weights cache) if they exist, else a seeded random network with a loud warning; ``true`` always uses
     the random network; ``false`` requires weights (MLPotential's error says how to get them).
     """
-    from ..checkpoints import find_shipped_potential
+    from ..potential import has_default_weights
 
     name = str(options["name"])
     kwargs = {k: v for k, v in options.items() if k not in ("name", "randomInit", "seed")}
     mode = str(options["randomInit"]).lower()
     random = mode == "true" or (
-        mode == "auto" and not options.get("modelPath") and find_shipped_potential(name) is None
+        mode == "auto" and not options.get("modelPath") and not has_default_weights(name)
     )
     if random:
         kwargs.update(randomInit=True, seed=int(options.get("seed", 0)))
