@@ -91,8 +91,9 @@ def resolve_potential(options: dict) -> tuple[str, dict, bool]:
     """``(name, MLPotential keyword arguments, is_random)`` for a protocol's ``potential``.
 
     ``randomInit: auto`` uses ``modelPath`` if given, else the shipped weights of ``name``
-    (or ``<name>.pt`` in the weights cache) if they exist, else a seeded random network with a loud warning; ``true`` always uses
-    the random network; ``false`` requires weights (MLPotential's error says how to get them).
+    (or ``<name>.pt`` in the weights cache) if they exist, else a seeded random network with
+    a loud warning; ``true`` always uses the random network; ``false`` requires weights
+    (MLPotential's error says how to get them).
     """
     from ..potential import has_default_weights
 
