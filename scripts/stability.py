@@ -33,11 +33,16 @@ def _max_bond_change(positions: np.ndarray, pairs: np.ndarray, reference: np.nda
     return float(np.abs(lengths / reference - 1).max())
 
 
-def villin(steps: int, report: int, precision: str) -> dict:
+def _potential(model_path: str | None):
+    from openmmml import MLPotential
+
+    return MLPotential("e2former-lsr", modelPath=model_path) if model_path else MLPotential("e2former-lsr")
+
+
+def villin(steps: int, report: int, precision: str, model_path: str | None = None) -> dict:
     import openmm
     import openmm.app as app
     import openmm.unit as unit
-    from openmmml import MLPotential
 
     pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))
     forcefield = app.ForceField("amber14-all.xml", "amber14/tip3pfb.xml")
@@ -51,9 +56,7 @@ def villin(steps: int, report: int, precision: str) -> dict:
     mm_context.setPositions(pdb.positions)
     openmm.LocalEnergyMinimizer.minimize(mm_context, 10.0, 500)
     positions = mm_context.getState(getPositions=True).getPositions()
-    system = MLPotential("e2former-lsr").createMixedSystem(
-        pdb.topology, mm_system, ml_atoms, precision=precision
-    )
+    system = _potential(model_path).createMixedSystem(pdb.topology, mm_system, ml_atoms, precision=precision)
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 1 * unit.femtosecond)
     integrator.setRandomNumberSeed(1)
     context = openmm.Context(system, integrator, platform, props)
@@ -86,14 +89,13 @@ def villin(steps: int, report: int, precision: str) -> dict:
             "steps": rows[-1]["step"], "timestep_fs": 1.0, "precision": precision, "rows": rows}  # fmt: skip
 
 
-def nve(steps: int, report: int, precision: str, timestep_fs: float) -> dict:
+def nve(steps: int, report: int, precision: str, timestep_fs: float, model_path: str | None = None) -> dict:
     import openmm
     import openmm.app as app
     import openmm.unit as unit
-    from openmmml import MLPotential
 
     pdb = app.PDBFile(os.path.join(os.path.dirname(__file__), "..", "tests", "data", "ace_ala_nme.pdb"))
-    system = MLPotential("e2former-lsr").createSystem(pdb.topology, precision=precision)
+    system = _potential(model_path).createSystem(pdb.topology, precision=precision)
     integrator = openmm.VerletIntegrator(timestep_fs * unit.femtosecond)
     platform = openmm.Platform.getPlatformByName("CPU")
     context = openmm.Context(system, integrator, platform, {"Threads": "1"})
@@ -145,12 +147,13 @@ def main() -> None:
     parser.add_argument("--precision", default="single", choices=["single", "double"])
     parser.add_argument("--timestep-fs", type=float, default=0.5)
     parser.add_argument("--out", default="runs/stability")
+    parser.add_argument("--model-path", default=None, help="checkpoint (default: the shipped potential)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.which == "villin":
-        result = villin(args.steps, args.report, args.precision)
+        result = villin(args.steps, args.report, args.precision, args.model_path)
     else:
-        result = nve(args.steps, args.report, args.precision, args.timestep_fs)
+        result = nve(args.steps, args.report, args.precision, args.timestep_fs, args.model_path)
     result["command"] = (
         f"python scripts/stability.py {args.which} --steps {args.steps} --precision {args.precision}"
     )

@@ -181,7 +181,7 @@ class Trainer:
         loss, _ = self.loss(batch)
         loss.backward()
         self._all_reduce_grads()
-        value = torch.tensor([float(loss)], dtype=torch.float64)
+        value = torch.tensor([float(loss.detach())], dtype=torch.float64)
         if self.world_size > 1:
             torch.distributed.all_reduce(value)
         if self.t["grad_clip"]:
