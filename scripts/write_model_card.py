@@ -27,10 +27,11 @@ def _stability(folder: str) -> str:
             r = json.load(handle)
         if "drift_kj_mol_per_ps" in r:
             lines.append(
-                f"* **NVE, ML only** ({r['system']}, {r['atoms']} atoms, {r['steps']} steps of {r['timestep_fs']} fs, "
-                f"{r['precision']} precision, `{r['command']}`): total-energy drift "
-                f"{r['drift_kj_mol_per_ps']:.3g} kJ/mol/ps ({r['drift_kj_mol_per_ps_per_atom']:.3g} kJ/mol/ps per atom), "
-                f"total-energy standard deviation {r['total_energy_std_kj_mol']:.3g} kJ/mol, mean temperature "
+                f"* **NVE, ML only** ({r['system']}, {r['atoms']} atoms, {r['steps']} steps of "
+                f"{r['timestep_fs']} fs, {r['precision']} precision, `{r['command']}`): total-energy drift "
+                f"{r['drift_kj_mol_per_ps']:.3g} kJ/mol/ps "
+                f"({r['drift_kj_mol_per_ps_per_atom']:.3g} kJ/mol/ps per atom), total-energy standard "
+                f"deviation {r['total_energy_std_kj_mol']:.3g} kJ/mol, mean temperature "
                 f"{r['mean_temperature_k']:.0f} K, {r['seconds']} s wall."
             )
         else:
