@@ -77,7 +77,7 @@ def main() -> None:
         sizes=d["atoms_per_structure"],
         elements=", ".join(f"{k} {v}" for k, v in d["element_atom_counts"].items()),
         charges=", ".join(f"{k}: {v}" for k, v in d["total_charges"].items()),
-        splits=d["split_sizes"],
+        splits=", ".join(f"{k} {v}" for k, v in d["split_sizes"].items()),
         level=", ".join(d["level_of_theory"]),
         program=", ".join(d["program"]),
         label_cpu=d["label_cpu_seconds"],
@@ -93,7 +93,7 @@ def main() -> None:
         sub_count=sub["count"],
         sub_f=sub["force_mae"],
         sub_e=1000 * sub["energy_mae"],
-        best_epoch=meta.get("epoch"),
+        best_epoch=int(meta.get("epoch", -1)) + 1,  # the trainer stores the 0-based epoch
         best_step=meta.get("step"),
         epochs_run=len(epochs),
         train_seconds=epochs[-1]["seconds"] if epochs else "?",
