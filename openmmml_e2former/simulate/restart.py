@@ -9,11 +9,12 @@ from the checkpoint's step ``S``: reporters fire at steps ``k * interval`` (k >=
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import struct
+
+from ..checkpoints import file_sha256  # noqa: F401  (run manifests record the input's digest)
 
 MANIFEST = "run.json"
 
@@ -35,14 +36,6 @@ def atomic_write_json(path: str, data) -> None:
 def read_json(path: str):
     with open(path) as handle:
         return json.load(handle)
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def open_run_folder(folder: str, manifest: dict, overwrite: bool) -> bool:
