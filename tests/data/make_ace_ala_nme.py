@@ -9,37 +9,18 @@ checked against the Amber14 force field templates.
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 import openmm.app as app
 import openmm.unit as unit
 
+from openmmml_e2former.data.peptides import place  # internal coordinates -> Cartesian (Å)
+
 # Bond lengths (Å) and angles (degrees) of an ideal peptide backbone.
 N_CA, CA_C, C_N, C_O, CA_CB, CH3_C = 1.46, 1.52, 1.33, 1.23, 1.53, 1.52
 ANGLE_C_N_CA, ANGLE_N_CA_C, ANGLE_CA_C_N, ANGLE_O, ANGLE_CB = 121.7, 111.0, 116.2, 123.0, 110.5
 PHI, PSI, OMEGA = -60.0, -45.0, 180.0
-
-
-def place(
-    a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: float, dihedral: float
-) -> np.ndarray:
-    """Position of atom d from three placed atoms: |cd| = bond (Å), angle bcd and
-    dihedral abcd in degrees."""
-    angle, dihedral = math.radians(angle), math.radians(dihedral)
-    bc = (c - b) / np.linalg.norm(c - b)
-    n = np.cross(b - a, bc)
-    n /= np.linalg.norm(n)
-    m = np.cross(n, bc)
-    local = bond * np.array(
-        [
-            -math.cos(angle),
-            math.sin(angle) * math.cos(dihedral),
-            math.sin(angle) * math.sin(dihedral),
-        ]
-    )
-    return c + local[0] * bc + local[1] * m + local[2] * n
 
 
 def heavy_atoms() -> list[tuple[str, str, str, np.ndarray]]:
