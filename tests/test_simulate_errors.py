@@ -147,3 +147,27 @@ def test_cli_overwrite_of_the_current_directory_is_refused(tmp_path, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--overwrite would delete" in err[0] and "current directory" in err[0]
     assert sorted(os.listdir(folder)) == ["run.json", "structure.pdb"]
+
+
+def test_resuming_with_other_weights_is_refused(tmp_path, peptide):
+    """The run manifest records the weights file's SHA-256: after the weights change (a new
+    shipped potential, an edited modelPath file) the old run is not silently continued."""
+    import torch
+
+    from openmmml_e2former.checkpoints import save_checkpoint
+    from openmmml_e2former.model import E2FormerLSR, small_config
+
+    weights = tmp_path / "weights.pt"
+    torch.manual_seed(0)
+    save_checkpoint(E2FormerLSR(small_config()), str(weights))
+    data = small_protocol([MINIMIZE], padding_nm=1.9)
+    data["potential"] = {"name": "e2former-lsr", "modelPath": str(weights), "randomInit": False}
+    _run(tmp_path, peptide, "resid 0", protocol=data)
+    manifest = (tmp_path / "run" / "run.json").read_text()
+    assert _run(tmp_path, peptide, "resid 0", protocol=data) is not None  # same weights: resumes
+
+    torch.manual_seed(1)
+    save_checkpoint(E2FormerLSR(small_config()), str(weights))
+    with pytest.raises(ValueError, match="different weights file"):
+        _run(tmp_path, peptide, "resid 0", protocol=data)
+    assert (tmp_path / "run" / "run.json").read_text() == manifest

@@ -82,6 +82,7 @@ def run_protocol(
         "structure_sha256": restart.file_sha256(structure),
         "ml_selection": selection,
         "random_weights": _uses_random_weights(protocol, selection),
+        "weights_sha256": _weights_digest(protocol, selection),
     }
     resumed = restart.open_run_folder(folder, manifest, overwrite)
     say(f"{'resuming' if resumed else 'starting'} protocol {protocol.name!r} in {folder}")
@@ -100,6 +101,21 @@ def _uses_random_weights(protocol: Protocol, selection: str) -> bool:
     from .system import resolve_potential
 
     return str(selection).strip().lower() not in NONE_WORDS and resolve_potential(protocol.potential)[2]
+
+
+def _weights_digest(protocol: Protocol, selection: str) -> str | None:
+    """SHA-256 of the weights file the ML region will use (None for pure MM or a random network),
+    so a run is never resumed with other weights (e.g. after the shipped potential changed)."""
+    from ..potential import default_weights
+    from ..weights import resolve_weights
+    from .selection import NONE_WORDS
+    from .system import resolve_potential
+
+    name, kwargs, random = resolve_potential(protocol.potential)
+    if random or str(selection).strip().lower() in NONE_WORDS:
+        return None
+    path = resolve_weights(str(kwargs["modelPath"])) if kwargs.get("modelPath") else default_weights(name)
+    return restart.file_sha256(str(path))
 
 
 def build_run(protocol, structure, folder, selection, platform_name, progress) -> RunContext:

@@ -80,8 +80,11 @@ def _check_same_run(previous: dict, current: dict, folder: str) -> None:
         "structure_sha256": "input structure",
         "ml_selection": "ML selection",
         "random_weights": "potential (random network vs trained weights)",
+        "weights_sha256": "weights file (SHA-256; new shipped weights or an edited modelPath file?)",
     }
     for key, label in labels.items():
+        if key == "weights_sha256" and key not in previous:
+            continue  # run folders written before the digest was recorded
         old = json.dumps(previous.get(key), sort_keys=True, default=str)
         if old != json.dumps(current.get(key), sort_keys=True, default=str):
             raise ValueError(
