@@ -2,7 +2,11 @@
 
 Usage::
 
-    python scripts/ship_potential.py runs/e2former-lsr --dataset datasets/gfn2-peptides.extxyz.gz
+    python scripts/ship_potential.py runs/e2former-lsr-stage2 --previous runs/e2former-lsr \
+        --dataset datasets/gfn2-peptides.extxyz.gz
+
+``RUN`` is the last training stage (its ``best.pt`` is shipped); ``--previous`` names the earlier
+stages it continued from, oldest first (their logs go into the metrics and the curve).
 
 Writes ``openmmml_e2former/potentials/e2former-lsr.pt`` (our checkpoint format, EMA weights of the
 best validation epoch, metadata with data summary and validation/test errors),
@@ -68,31 +72,58 @@ def data_summary(structures, split: dict) -> dict:
     }
 
 
-def plot_curve(run: str, path: str) -> None:
+def read_logs(run: str) -> tuple[list[dict], list[dict]]:
+    """(steps.csv rows, epochs.csv rows) of a training run folder."""
+    with open(os.path.join(run, "steps.csv")) as handle:
+        steps = list(csv.DictReader(handle))
+    with open(os.path.join(run, "epochs.csv")) as handle:
+        epochs = list(csv.DictReader(handle))
+    return steps, epochs
+
+
+def plot_curve(runs: list[str], path: str) -> None:
+    """Training loss and validation errors of the stages in ``runs``, one step axis (each stage's
+    steps continue from the last step of the one before; dashed lines mark the stage starts)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(os.path.join(run, "steps.csv")) as handle:
-        steps = list(csv.DictReader(handle))
-    with open(os.path.join(run, "epochs.csv")) as handle:
-        epochs = list(csv.DictReader(handle))
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    x = [int(r["step"]) for r in steps]
-    y = [float(r["loss"]) for r in steps]
-    window = 25
-    smooth = [
-        sum(y[max(0, i - window + 1) : i + 1]) / len(y[max(0, i - window + 1) : i + 1]) for i in range(len(y))
-    ]
-    a.semilogy(x, y, lw=0.5, alpha=0.4, label="per step")
-    a.semilogy(x, smooth, lw=1.5, label=f"running mean ({window})")
+    offset, window = 0, 25
+    for k, run in enumerate(runs):
+        steps, epochs = read_logs(run)
+        x = [offset + int(r["step"]) for r in steps]
+        y = [float(r["loss"]) for r in steps]
+        smooth = [sum(y[max(0, i - window + 1) : i + 1]) / min(i + 1, window) for i in range(len(y))]
+        tag = f"stage {k + 1}"
+        a.semilogy(x, y, lw=0.5, alpha=0.4, color="C0", label="per step" if k == 0 else None)
+        a.semilogy(x, smooth, lw=1.5, color="C1", label=f"running mean ({window})" if k == 0 else None)
+        es = [offset + int(r["step"]) for r in epochs]
+        b.plot(
+            es,
+            [float(r["val_force_mae"]) for r in epochs],
+            "o-",
+            ms=3,
+            color="C0",
+            label="force MAE (eV/Å)" if k == 0 else None,
+        )
+        b.plot(
+            es,
+            [float(r["val_energy_mae"]) for r in epochs],
+            "s-",
+            ms=3,
+            color="C1",
+            label="energy MAE (eV/atom)" if k == 0 else None,
+        )
+        if k > 0:
+            for axis in (a, b):
+                axis.axvline(offset, ls="--", color="grey", lw=0.8)
+                axis.text(offset, 0.02, f" {tag}", transform=axis.get_xaxis_transform(), fontsize=8)
+        offset = x[-1] if x else offset
     a.set_xlabel("optimiser step")
-    a.set_ylabel("training loss")
+    a.set_ylabel("training loss (each stage's own weights)")
     a.legend()
-    es = [int(r["step"]) for r in epochs]
-    b.plot(es, [float(r["val_force_mae"]) for r in epochs], "o-", label="force MAE (eV/Å)")
-    b.plot(es, [float(r["val_energy_mae"]) for r in epochs], "s-", label="energy MAE (eV/atom)")
     b.set_xlabel("optimiser step")
     b.set_ylabel("validation error (EMA weights)")
     b.set_yscale("log")
@@ -106,11 +137,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("run")
+    parser.add_argument("run", help="the last training stage's run folder (its best.pt is shipped)")
+    parser.add_argument("--previous", action="append", default=[], help="earlier stages, oldest first")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--out", default="openmmml_e2former/potentials/e2former-lsr.pt")
     parser.add_argument("--subset", default="datasets/test-subset.extxyz.gz")
     parser.add_argument("--subset-size", type=int, default=16)
+    parser.add_argument("--train-every", type=int, default=5, help="every k-th training structure")
     parser.add_argument("--curve", default="docs/training_curve.png")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -126,12 +159,18 @@ def main() -> None:
     for side in ("val", "test"):
         acc = errors(model, split[side])
         result[side] = {"overall": acc.summary(), "by_size": acc.by_size()}
+    # training-split errors (a subset) tell under- from overfitting
+    result["train_subset"] = {
+        "every": args.train_every,
+        **errors(model, split["train"][:: args.train_every]).summary(),
+    }
     step = max(1, len(split["test"]) // args.subset_size)
     subset = split["test"][::step][: args.subset_size]
     write_structures(args.subset, subset)
     result["test_subset"] = {"file": args.subset, **errors(model, subset).summary()}
-    with open(os.path.join(args.run, "epochs.csv")) as handle:
-        result["epochs"] = list(csv.DictReader(handle))
+    runs = [*args.previous, args.run]
+    result["stages"] = [{"run": run, "epochs": read_logs(run)[1]} for run in runs]
+    result["epochs"] = result["stages"][-1]["epochs"]
     meta.update(
         name="e2former-lsr",
         data_summary=result["data"],
@@ -143,8 +182,8 @@ def main() -> None:
     save_checkpoint(model, args.out, meta)
     with open(args.out.replace(".pt", ".metrics.json"), "w") as handle:
         json.dump(result, handle, indent=2)
-    plot_curve(args.run, args.curve)
-    print(json.dumps({k: result[k] for k in ("val", "test", "test_subset")}, indent=1))
+    plot_curve(runs, args.curve)
+    print(json.dumps({k: result[k] for k in ("train_subset", "val", "test", "test_subset")}, indent=1))
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB), {args.subset}, {args.curve}")
 
 

@@ -9,7 +9,12 @@ energy, temperature, NaN checks and the largest relative change of any protein b
 ML only, in vacuum, velocity Verlet (0.5 fs) after 300 K velocities: total-energy drift (linear fit)
 and fluctuation.
 
-Each writes ``runs/stability/<name>.json``.
+``python scripts/stability.py run-folder stability/villin-20ps-run``: summary of a protocol run
+folder (``e2former run``, possibly unfinished): steps done, temperatures, whether every reported
+energy and saved frame is finite, and the largest relative change of an ML-region bond length over
+the saved frames (against the prepared structure). Writes ``<folder>/stability-summary.json``.
+
+Each other check writes ``runs/stability/<name>-<precision>.json``.
 """
 
 from __future__ import annotations
@@ -137,11 +142,59 @@ def nve(steps: int, report: int, precision: str, timestep_fs: float, model_path:
     return result
 
 
+def run_folder(folder: str, skip_ps: float = 1.0) -> dict:
+    """Summary of an ``e2former run`` folder's last MD stage (see the module docstring)."""
+    import glob
+
+    import mdtraj
+
+    from openmmml_e2former.analysis.run_data import read_state_csv
+
+    stage = sorted(glob.glob(os.path.join(folder, "stages", "*")))[-1]
+    with open(os.path.join(folder, "run.json")) as handle:
+        manifest = json.load(handle)
+    planned = next(s for s in manifest["protocol"]["stages"] if stage.endswith("-" + s["name"]))["steps"]
+    table = read_state_csv(os.path.join(stage, "state.csv"))
+    step = np.asarray(table["step"])
+    time_ps = np.asarray(table["time_ps"])
+    temperature = np.asarray(table["temperature_K"])
+    energy = np.asarray(table["potential_kj_mol"])
+    with open(os.path.join(folder, "ml_region.json")) as handle:
+        ml = set(json.load(handle)["atoms"])
+    traj = mdtraj.load_dcd(os.path.join(stage, "trajectory.dcd"), top=os.path.join(folder, "prepared.pdb"))
+    pairs = np.array([(a.index, b.index) for a, b in traj.topology.bonds if a.index in ml and b.index in ml])
+    start = mdtraj.load(os.path.join(folder, "prepared.pdb"))
+    reference = mdtraj.compute_distances(start, pairs)[0]
+    change = np.abs(mdtraj.compute_distances(traj, pairs) / reference - 1.0)
+    later = time_ps >= skip_ps
+    return {
+        "folder": folder,
+        "stage": os.path.basename(stage),
+        "steps_done": int(step[-1]),
+        "steps_planned": int(planned),
+        "time_ps": float(time_ps[-1]),
+        "ml_atoms": len(ml),
+        "ml_bonds": len(pairs),
+        "frames": traj.n_frames,
+        "finite": bool(np.isfinite(energy).all() and np.isfinite(traj.xyz).all()),
+        "temperature_k_after_skip": {
+            "skip_ps": skip_ps,
+            "mean": float(temperature[later].mean()) if later.any() else None,
+            "min": float(temperature[later].min()) if later.any() else None,
+            "max": float(temperature[later].max()) if later.any() else None,
+        },
+        "max_bond_change": float(change.max()),
+        "max_bond_change_pair": [int(i) for i in pairs[np.unravel_index(change.argmax(), change.shape)[1]]],
+        "weights_sha256": manifest.get("weights_sha256"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("which", choices=["villin", "nve"])
+    parser.add_argument("which", choices=["villin", "nve", "run-folder"])
+    parser.add_argument("folder", nargs="?", help="run-folder: the e2former run folder")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--report", type=int, default=50)
     parser.add_argument("--precision", default="single", choices=["single", "double"])
@@ -149,6 +202,15 @@ def main() -> None:
     parser.add_argument("--out", default="runs/stability")
     parser.add_argument("--model-path", default=None, help="checkpoint (default: the shipped potential)")
     args = parser.parse_args()
+    if args.which == "run-folder":
+        summary = run_folder(args.folder)
+        summary["command"] = f"python scripts/stability.py run-folder {args.folder}"
+        path = os.path.join(args.folder, "stability-summary.json")
+        with open(path + ".tmp", "w") as handle:
+            json.dump(summary, handle, indent=1)
+        os.replace(path + ".tmp", path)
+        print(json.dumps(summary, indent=1))
+        return
     os.makedirs(args.out, exist_ok=True)
     if args.which == "villin":
         result = villin(args.steps, args.report, args.precision, args.model_path)

@@ -1,8 +1,10 @@
 """Write ``openmmml_e2former/potentials/e2former-lsr.md`` from the shipped checkpoint's metrics.
 
-Usage: ``python scripts/write_model_card.py [--stability runs/stability]``. Numbers come from
-``e2former-lsr.metrics.json`` (written by scripts/ship_potential.py), the training config and the
-stability JSON files, so the card and the checkpoint cannot disagree.
+Usage: ``python scripts/write_model_card.py [--stability runs/stability] [--long-run
+stability/villin-20ps-run]``. Numbers come from ``e2former-lsr.metrics.json`` (written by
+scripts/ship_potential.py), the training configs of both stages, the stability JSON files and the
+long run's ``stability-summary.json`` (``scripts/stability.py run-folder``), so the card and the
+checkpoint cannot disagree.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 
 import yaml
 
-from openmmml_e2former.checkpoints import load_checkpoint
+from openmmml_e2former.checkpoints import file_sha256, load_checkpoint
 from openmmml_e2former.train.metrics import format_table
 
 POT = "openmmml_e2former/potentials"
@@ -49,27 +51,75 @@ def _stability(folder: str) -> str:
     return "\n".join(lines) or "* (no stability run recorded)"
 
 
+def _epoch_rows(epochs: list[dict]) -> str:
+    head = [
+        "| epoch | step | lr | train loss | val E MAE (meV/atom) | val F MAE (eV/Å) |",
+        "|---|---|---|---|---|---|",
+    ]
+    return "\n".join(
+        head
+        + [
+            f"| {e['epoch']} | {e['step']} | {float(e['lr']):.2e} | {float(e['train_loss']):.4f} | "
+            f"{1000 * float(e['val_energy_mae']):.1f} | {float(e['val_force_mae']):.4f} |"
+            for e in epochs
+        ]
+    )
+
+
+def _long_run(folder: str, sha256: str) -> str:
+    """The 20 ps villin run's state, from its ``stability-summary.json``."""
+    path = os.path.join(folder, "stability-summary.json")
+    if not os.path.exists(path):
+        return f"* **Villin ML/MM, 20 ps** (`{folder}`): not run yet with these weights."
+    with open(path) as handle:
+        r = json.load(handle)
+    if r.get("weights_sha256") != sha256:
+        return f"* **Villin ML/MM, 20 ps** (`{folder}`): its recorded run used other weights; rerun it."
+    t = r["temperature_k_after_skip"]
+    done = "finished" if r["steps_done"] >= r["steps_planned"] else "**in progress**"
+    return (
+        f"* **Villin ML/MM, 20 ps** (`stability/villin-20ps.yaml`, run folder `{folder}`, {done}): "
+        f"{r['steps_done']} of {r['steps_planned']} steps of 1 fs ({r['time_ps']:.2f} ps), Langevin 300 K, "
+        f"{r['ml_atoms']} ML atoms (flexible) + AMBER14/TIP3P-FB water and ions, CPU. All energies and "
+        f"frames finite: {r['finite']}; temperature after the first {t['skip_ps']:g} ps: mean "
+        f"{t['mean']:.0f} K, range {t['min']:.0f}-{t['max']:.0f} K; largest relative change of an "
+        f"ML-region bond length over the {r['frames']} saved frames: {r['max_bond_change']:.3f} "
+        f"(`{r['command']}`)."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stability", default="runs/stability")
-    parser.add_argument("--config", default="configs/e2former-lsr.yaml")
+    parser.add_argument("--long-run", default="stability/villin-20ps-run")
+    parser.add_argument(
+        "--config", nargs=2, default=["configs/e2former-lsr.yaml", "configs/e2former-lsr-stage2.yaml"]
+    )
     args = parser.parse_args()
     with open(os.path.join(POT, "e2former-lsr.metrics.json")) as handle:
         m = json.load(handle)
-    with open(args.config) as handle:
-        config = yaml.safe_load(handle)
-    model, meta = load_checkpoint(os.path.join(POT, "e2former-lsr.pt"))
-    size_mb = os.path.getsize(os.path.join(POT, "e2former-lsr.pt")) / 1e6
+    configs = []
+    for path in args.config:
+        with open(path) as handle:
+            configs.append(yaml.safe_load(handle))
+    weights = os.path.join(POT, "e2former-lsr.pt")
+    model, meta = load_checkpoint(weights)
+    size_mb = os.path.getsize(weights) / 1e6
     params = sum(p.numel() for p in model.parameters())
     d = m["data"]
-    test, val, sub = m["test"]["overall"], m["val"]["overall"], m["test_subset"]
-    epochs = m["epochs"]
+    test, val, sub, train = m["test"]["overall"], m["val"]["overall"], m["test_subset"], m["train_subset"]
+    stage1, stage2 = (stage["epochs"] for stage in m["stages"])
+    seconds = float(stage2[-1]["seconds"]) if stage2 else 0.0
     template = open(os.path.join(os.path.dirname(__file__), "model_card_template.md")).read()
     text = template.format(
         size_mb=size_mb,
         params=params,
         config_json=json.dumps(model.config.to_dict(), sort_keys=True),
-        training_yaml=yaml.safe_dump(config["training"], sort_keys=False).strip(),
+        stage1_yaml=yaml.safe_dump(configs[0]["training"], sort_keys=False).strip(),
+        stage2_yaml=yaml.safe_dump(configs[1]["training"], sort_keys=False).strip(),
+        stage1_rows=_epoch_rows(stage1),
+        stage2_rows=_epoch_rows(stage2),
+        train_minutes=round((923 + 1850 + seconds) / 60),  # stage 1's two pieces, then stage 2
         structures=d["structures"],
         atoms=d["atoms"],
         molecules=d["molecules"],
@@ -81,6 +131,12 @@ def main() -> None:
         level=", ".join(d["level_of_theory"]),
         program=", ".join(d["program"]),
         label_cpu=d["label_cpu_seconds"],
+        train_every=train["every"],
+        train_count=train["count"],
+        train_e=1000 * train["energy_mae"],
+        train_e_rmse=1000 * train["energy_rmse"],
+        train_f=train["force_mae"],
+        train_f_rmse=train["force_rmse"],
         val_e=1000 * val["energy_mae"],
         val_e_rmse=1000 * val["energy_rmse"],
         val_f=val["force_mae"],
@@ -90,22 +146,25 @@ def main() -> None:
         test_f=test["force_mae"],
         test_f_rmse=test["force_rmse"],
         test_table=format_table(m["test"]["by_size"] + [{"atoms": "all", **test}]),
+        target_verdict="reached" if test["force_mae"] <= 0.05 else "**not** reached",
         sub_count=sub["count"],
         sub_f=sub["force_mae"],
         sub_e=1000 * sub["energy_mae"],
         best_epoch=int(meta.get("epoch", -1)) + 1,  # the trainer stores the 0-based epoch
         best_step=meta.get("step"),
-        epochs_run=len(epochs),
-        train_seconds=epochs[-1]["seconds"] if epochs else "?",
-        epoch_rows="\n".join(
-            f"| {e['epoch']} | {e['step']} | {float(e['lr']):.2e} | {float(e['train_loss']):.4f} | "
-            f"{1000 * float(e['val_energy_mae']):.1f} | {float(e['val_force_mae']):.4f} |"
-            for e in epochs
-        ),
+        epochs_run=len(stage2),
+        train_seconds=round(seconds),
         stability=_stability(args.stability),
+        long_run=_long_run(args.long_run, file_sha256(weights)),
     )
     with open(os.path.join(POT, "e2former-lsr.md"), "w") as handle:
         handle.write(text)
+    raw = {}
+    for path in sorted(glob.glob(os.path.join(args.stability, "*.json"))):
+        with open(path) as handle:
+            raw[os.path.basename(path)[: -len(".json")]] = json.load(handle)
+    with open(os.path.join(POT, "e2former-lsr.stability.json"), "w") as handle:
+        json.dump(raw, handle, indent=1)
     print(f"wrote {POT}/e2former-lsr.md")
 
 
