@@ -49,7 +49,7 @@ def topology_for(structures):
     return topology
 
 
-def openmm_forces(structures, gap: float = 50.0) -> list[np.ndarray]:
+def openmm_forces(structures, gap: float = 50.0, platform: str = "CPU") -> list[np.ndarray]:
     """Forces (eV/Å) of structures of one total charge, evaluated side by side (``gap`` Å apart,
     beyond every cutoff) in a single OpenMM system built by ``MLPotential('e2former-lsr')``."""
     import openmm
@@ -68,7 +68,9 @@ def openmm_forces(structures, gap: float = 50.0) -> list[np.ndarray]:
     system = MLPotential("e2former-lsr").createSystem(
         topology_for(structures), charge=charges.pop(), fragmentIds=fragments
     )
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+    context = openmm.Context(
+        system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform)
+    )
     context.setPositions(np.concatenate(positions) * 0.1)
     forces = context.getState(getForces=True).getForces(asNumpy=True)
     forces = (
@@ -101,6 +103,29 @@ def test_shipped_potential_reproduces_card_force_mae_through_openmm():
     with open(os.path.join(os.path.dirname(shipped()), "e2former-lsr.md")) as handle:
         card = handle.read()
     assert f"{meta['test_subset']['force_mae']:.3f}" in card  # the card states the same number
+
+
+def _cuda_available() -> bool:
+    import openmm
+    import torch
+
+    try:
+        openmm.Platform.getPlatformByName("CUDA")
+    except Exception:  # OpenMMException: no such platform
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs OpenMM's CUDA platform and a CUDA device")
+def test_shipped_potential_on_cuda_matches_cpu():
+    """The shipped checkpoint loads and runs as a TorchForce on the CUDA platform (same forces as
+    the CPU platform, single precision on both)."""
+    from openmmml_e2former.data.extxyz import read_structures
+
+    structures = [s for s in read_structures(SUBSET) if s.charge == 0][:4]
+    for cpu, gpu in zip(openmm_forces(structures), openmm_forces(structures, platform="CUDA"), strict=True):
+        np.testing.assert_allclose(gpu, cpu, atol=1e-3)  # eV/Å; forces are ~1 eV/Å
 
 
 def test_truncated_shipped_checkpoint_is_a_clear_error(tmp_path):
