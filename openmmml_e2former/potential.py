@@ -235,9 +235,30 @@ def ensure_torch_plugins() -> None:
             pass
 
 
+class _NoSimtkWarning:
+    """Logging filter for the "importing 'simtk.openmm' is deprecated" line that openmmtorch 1.5's
+    wrapper (``import simtk.openmm``) makes OpenMM print on every import: not the user's doing."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return "simtk.openmm" not in record.getMessage()
+
+
+def _import_torchforce():
+    import logging
+
+    root = logging.getLogger()
+    root.addFilter(_NoSimtkWarning)
+    try:
+        from openmmtorch import TorchForce
+    finally:
+        root.removeFilter(_NoSimtkWarning)
+    return TorchForce
+
+
 def _torch_force(scripted, periodic: bool, use_cuda_graphs: bool):
     ensure_torch_plugins()
-    from openmmtorch import TorchForce
+    TorchForce = _import_torchforce()  # noqa: N806  (a class)
 
     force = TorchForce(scripted)
     force.setUsesPeriodicBoundaryConditions(periodic)
