@@ -189,3 +189,47 @@ def test_config_errors_name_the_key(tiny_dataset):
         merge_config({"data": {"paths": [tiny_dataset]}, "training": {"learning_rate": 1e-3}})
     with pytest.raises(ValueError, match="data.paths"):
         merge_config({})
+
+
+def _event_scalars(folder: str) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of TensorBoard event files, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(folder)
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_scalars_match_the_csv_logs_and_survive_a_resume(tiny_dataset, tmp_path):
+    out = str(tmp_path / "run")
+    part = Trainer(tiny_config(tiny_dataset, out, tensorboard=True))
+    assert part.fit(max_steps=5) == "max_steps"  # mid-epoch 2: steps 1-4 and 5 logged
+    del part
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(os.path.join(out, "tensorboard")) as stale:  # as a kill after step 6 leaves it
+        stale.add_scalar("train/loss", 1e9, 6)
+    resumed = Trainer(tiny_config(tiny_dataset, out, tensorboard=True))
+    resumed.fit()
+    scalars = _event_scalars(os.path.join(out, "tensorboard"))
+    logged = steps(out)
+    assert [s for s, _ in scalars["train/loss"]] == [s for s, _ in logged]  # each step once, none stale
+    np.testing.assert_allclose([v for _, v in scalars["train/loss"]], [v for _, v in logged], rtol=1e-6)
+    with open(os.path.join(out, "epochs.csv")) as handle:
+        epochs = list(csv.DictReader(handle))
+    assert [s for s, _ in scalars["val/force_mae"]] == [int(e["step"]) for e in epochs]
+    np.testing.assert_allclose(
+        [v for _, v in scalars["val/force_mae"]], [float(e["val_force_mae"]) for e in epochs], rtol=1e-6
+    )
+
+
+def test_tensorboard_true_without_the_package_is_a_clear_error(tiny_dataset, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # makes the import fail
+    with pytest.raises(ValueError, match="pip install tensorboard"):
+        Trainer(tiny_config(tiny_dataset, str(tmp_path / "run"), tensorboard=True))
+    quiet = Trainer(tiny_config(tiny_dataset, str(tmp_path / "auto")))  # auto: CSV logs only
+    assert not quiet.tensorboard.active
+    with pytest.raises(ValueError, match="training.tensorboard"):
+        tiny_config(tiny_dataset, str(tmp_path / "x"), tensorboard="sometimes")

@@ -35,6 +35,7 @@ training:
   dtype: float32
   num_threads: 1
   progress: true
+  tensorboard: auto                             # auto | true | false (scalars in output/tensorboard)
 ```
 """
 
@@ -42,6 +43,8 @@ from __future__ import annotations
 
 import copy
 import os
+
+from .tblog import parse_mode
 
 DEFAULTS = {
     "data": {
@@ -75,6 +78,7 @@ DEFAULTS = {
         "dtype": "float32",
         "num_threads": 1,
         "progress": True,
+        "tensorboard": "auto",
     },
 }
 
@@ -96,6 +100,7 @@ def merge_config(user: dict) -> dict:
         raise ValueError(f"training.schedule must be cosine, plateau or constant, not {t['schedule']!r}")
     if t["dtype"] not in ("float32", "float64"):
         raise ValueError("training.dtype must be float32 or float64")
+    parse_mode(t["tensorboard"])
     if not config["data"]["paths"]:
         raise ValueError("data.paths is empty: give at least one dataset file or folder")
     return config

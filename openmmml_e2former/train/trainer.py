@@ -2,14 +2,15 @@
 
 Energy + force loss, per-element reference energies by least squares, AdamW, warm-up + cosine (or
 plateau) learning rate, EMA weights, gradient clipping, checkpoints every epoch / every N steps /
-on SIGINT or SIGTERM, exact resume, early stopping, CSV logs and a final table by system size.
+on SIGINT or SIGTERM, exact resume, early stopping, CSV logs (+ TensorBoard scalars when installed)
+and a final table by system size.
 Data parallel over processes with ``torch.distributed`` (``torchrun``; gloo on CPU, nccl on GPU):
 every process takes a slice of each global batch and gradients are summed across processes, with
 losses normalised by global counts, so N processes compute the same step as one.
 
 Files in ``training.output``: ``last.pt`` (full training state), ``best.pt`` (EMA weights of the
 best validation epoch, our checkpoint format), ``splits.json``, ``epochs.csv``, ``steps.csv``,
-``final.json`` and ``final_table.md``.
+``final.json``, ``final_table.md`` and ``tensorboard/`` (event files, see :mod:`.tblog`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..model.config import PRESETS
 from .batching import fit_reference_energies, predict
 from .data import load_samples, make_split
 from .metrics import ErrorAccumulator, format_table
+from .tblog import TensorBoardLog
 
 STATE_VERSION = 1
 
@@ -62,6 +64,8 @@ class Trainer:
         self.start_time = time.time()
         if os.path.exists(os.path.join(self.output, "last.pt")):
             self._resume()
+        folder = os.path.join(self.output, "tensorboard") if rank == 0 else None
+        self.tensorboard = TensorBoardLog(folder, self.t["tensorboard"], self.step)
 
     # --- setup -----------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -234,6 +238,7 @@ class Trainer:
     def save_state(self) -> None:
         if self.rank != 0:
             return
+        self.tensorboard.flush()
         path = os.path.join(self.output, "last.pt")
         tmp = f"{path}.tmp-{os.getpid()}"
         torch.save(self.state(), tmp)
@@ -337,6 +342,7 @@ class Trainer:
         try:
             return self._fit(max_steps)
         finally:
+            self.tensorboard.close()
             for s, h in previous.items():
                 signal.signal(s, h)
 
@@ -365,6 +371,9 @@ class Trainer:
                         "loss": loss,
                         "lr": self.learning_rate(self.step - 1),
                     },
+                )
+                self.tensorboard.scalars(
+                    {"train/loss": loss, "train/lr": self.learning_rate(self.step - 1)}, self.step
                 )
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4g}")
@@ -411,6 +420,8 @@ class Trainer:
         }
         self.history.append(row)
         self._append_csv("epochs.csv", row)
+        self.tensorboard.scalars({f"val/{k}": v for k, v in metrics.items() if k != "count"}, self.step)
+        self.tensorboard.scalars({"train/epoch_loss": row["train_loss"]}, self.step)
         if self.rank == 0:
             print(
                 f"epoch {self.epoch + 1}: train loss {row['train_loss']:.4g}, val E MAE "
