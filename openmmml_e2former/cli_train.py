@@ -24,6 +24,10 @@ def add_parser(sub) -> None:
     run.add_argument("--method", default="gfn2", help="gfn2 (default), gfn1, pyscf (DFT), hf")
     run.add_argument("--xc", default="pbe0", help="pyscf: exchange-correlation functional")
     run.add_argument("--basis", default="def2-svp", help="pyscf/hf: basis set")
+    run.add_argument(
+        "--gpu", default="auto", choices=["auto", "true", "false"],
+        help="pyscf/hf: GPU4PySCF (auto: when installed and a CUDA device is present)",
+    )  # fmt: skip
     run.add_argument("--workers", type=int, default=1, help="labelling processes")
     run.add_argument("--chunk-size", type=int, default=100, help="structures per chunk file")
     run.add_argument("--retry-failed", action="store_true", help="label again the ids in failed.jsonl")
@@ -83,9 +87,9 @@ def run_label(args) -> None:
 
     options = {}
     if args.method in ("pyscf", "dft"):
-        options = {"xc": args.xc, "basis": args.basis}
+        options = {"xc": args.xc, "basis": args.basis, "gpu": args.gpu}
     elif args.method == "hf":
-        options = {"basis": args.basis}
+        options = {"basis": args.basis, "gpu": args.gpu}
     summary = label_dataset(
         read_structures(args.input),
         args.output,

@@ -88,6 +88,25 @@ def test_pyscf_hf_energy_matches_a_direct_pyscf_run():
     assert label.energy == pytest.approx(scf.RHF(mol).kernel() * 27.211386245988, abs=1e-6)
 
 
+def test_pyscf_gpu_setting_follows_the_machine():
+    """``gpu='auto'`` uses GPU4PySCF exactly when it is usable; ``True`` without it is a clear error;
+    the labels record which ran."""
+    from openmmml_e2former.data.labellers import gpu4pyscf_available, resolve_gpu
+
+    usable = gpu4pyscf_available()
+    assert PySCFLabeller(gpu="auto").gpu is usable
+    assert PySCFLabeller(gpu=False).gpu is False
+    if usable:
+        assert resolve_gpu(True) is True
+    else:
+        with pytest.raises(ValueError, match="gpu4pyscf"):
+            PySCFLabeller(gpu=True)
+    with pytest.raises(ValueError, match="auto, true or false"):
+        resolve_gpu("sometimes")
+    label = PySCFLabeller(xc=None, basis="sto-3g", gpu=False).label(water())
+    assert label.metadata["gpu4pyscf"] is False
+
+
 def test_openmm_oracle_matches_openmm_directly():
     import openmm
     import openmm.app as app

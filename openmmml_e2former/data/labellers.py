@@ -1,7 +1,8 @@
 """Reference labellers: one interface, ``label(structure) -> Label`` (energy eV, forces eV/Å).
 
 * :class:`XTBLabeller`: GFN2-xTB (or GFN1) through tblite, the default;
-* :class:`PySCFLabeller`: Hartree-Fock or DFT through PySCF (GPU4PySCF when importable and asked for);
+* :class:`PySCFLabeller`: Hartree-Fock or DFT through PySCF (on the GPU through GPU4PySCF when it is
+  installed and a CUDA device is present);
 * :class:`OpenMMLabeller`: a classical OpenMM force field (AMBER14, no cutoff), a fast oracle.
 """
 
@@ -130,18 +131,52 @@ class XTBLabeller(Labeller):
         return energy, forces
 
 
+GPU4PYSCF_HINT = "pip install gpu4pyscf-cuda12x (and a CUDA device)"
+
+
+def gpu4pyscf_available() -> bool:
+    """True when GPU4PySCF imports and CuPy sees at least one CUDA device."""
+    import importlib.util
+
+    if importlib.util.find_spec("gpu4pyscf") is None:
+        return False
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no driver, no device, CuPy missing
+        return False
+
+
+def resolve_gpu(setting) -> bool:
+    """``"auto"``: GPU4PySCF when available; ``True``: required (clear error); ``False``: CPU PySCF."""
+    mode = str(setting).strip().lower()
+    if mode not in ("auto", "true", "false"):
+        raise ValueError(f"gpu must be auto, true or false, not {setting!r}")
+    if mode == "false":
+        return False
+    available = gpu4pyscf_available()
+    if mode == "true" and not available:
+        raise ValueError(
+            f"GPU labelling asked for, but GPU4PySCF or a CUDA device is missing: {GPU4PYSCF_HINT}"
+        )
+    return available
+
+
 class PySCFLabeller(Labeller):
     """Restricted/unrestricted Hartree-Fock (``xc=None``) or Kohn-Sham DFT through PySCF.
 
-    For small systems only (the cost grows as N^3-N^4). ``gpu=True`` uses GPU4PySCF if installed.
+    For small systems only (the cost grows as N^3-N^4). ``gpu="auto"`` (default) runs on the GPU
+    through GPU4PySCF when it is installed and a CUDA device is present, ``True`` requires that,
+    ``False`` always uses CPU PySCF; the label metadata say which ran (``gpu4pyscf``).
     """
 
     program = "pyscf"
 
-    def __init__(self, xc: str | None = "pbe0", basis: str = "def2-svp", gpu: bool = False):
+    def __init__(self, xc: str | None = "pbe0", basis: str = "def2-svp", gpu="auto"):
         self.xc = xc
         self.basis = basis
-        self.gpu = gpu
+        self.gpu = resolve_gpu(gpu)
         self.method = f"{xc}/{basis}" if xc else f"HF/{basis}"
 
     def program_version(self) -> str:
@@ -150,7 +185,7 @@ class PySCFLabeller(Labeller):
         return pyscf.__version__
 
     def extra_metadata(self) -> dict:
-        return {"basis": self.basis}
+        return {"basis": self.basis, "gpu4pyscf": self.gpu}
 
     def build(self, structure: Structure):
         """The PySCF mean-field object (not yet run) for ``structure``."""
