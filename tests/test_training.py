@@ -233,3 +233,26 @@ def test_tensorboard_true_without_the_package_is_a_clear_error(tiny_dataset, tmp
     assert not quiet.tensorboard.active
     with pytest.raises(ValueError, match="training.tensorboard"):
         tiny_config(tiny_dataset, str(tmp_path / "x"), tensorboard="sometimes")
+
+
+def test_device_setting_is_checked(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="training.device"):
+        tiny_config(tiny_dataset, str(tmp_path / "x"), device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            Trainer(tiny_config(tiny_dataset, str(tmp_path / "run"), device="cuda"))
+    trainer = Trainer(tiny_config(tiny_dataset, str(tmp_path / "cpu"), device="cpu"))
+    assert trainer.device.type == "cpu" and next(trainer.model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_follows_the_cpu_loss_curve(tiny_dataset, tmp_path):
+    """The same float64 run on the GPU and on the CPU: same losses step by step."""
+    cpu = Trainer(tiny_config(tiny_dataset, str(tmp_path / "cpu"), device="cpu"))
+    cpu.fit(max_steps=4)
+    gpu = Trainer(tiny_config(tiny_dataset, str(tmp_path / "gpu"), device="cuda"))
+    assert next(gpu.model.parameters()).is_cuda
+    gpu.fit(max_steps=4)
+    a, b = steps(str(tmp_path / "cpu")), steps(str(tmp_path / "gpu"))
+    np.testing.assert_allclose([x for _, x in b], [x for _, x in a], rtol=1e-6)

@@ -10,7 +10,7 @@ structures of a single total charge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -35,6 +35,13 @@ class Sample:
     @property
     def num_atoms(self) -> int:
         return int(self.numbers.shape[0])
+
+    def to(self, device) -> Sample:
+        """A copy with every tensor on ``device``."""
+        moved = {
+            k: getattr(self, k).to(device) for k in ("positions", "numbers", "fragments", "energy", "forces")
+        }
+        return replace(self, **moved)
 
 
 def to_sample(structure: Structure, group: str = "", dtype=torch.float32) -> Sample:
@@ -68,20 +75,23 @@ def predict(model, samples: list[Sample], gap: float = 40.0, create_graph: bool 
         for k, i in enumerate(members):
             p = samples[i].positions
             lo, hi = p.min(dim=0).values, p.max(dim=0).values
-            shift = torch.zeros(3, dtype=p.dtype)
+            shift = torch.zeros(3, dtype=p.dtype, device=p.device)
             shift[0] = offset - lo[0]
             pos.append(p + shift)
             offset += float(hi[0] - lo[0]) + gap
             numbers.append(samples[i].numbers)
             frags.append(samples[i].fragments + frag_offset)
             frag_offset += int(samples[i].fragments.max()) + 1
-            owner.append(torch.full((samples[i].num_atoms,), k, dtype=torch.long))
+            owner.append(torch.full((samples[i].num_atoms,), k, dtype=torch.long, device=p.device))
         positions = torch.cat(pos).detach().requires_grad_(True)
         owner_t = torch.cat(owner)
         atom_e = model.per_atom_energies(
-            positions, torch.cat(numbers), torch.cat(frags), torch.tensor(charge, dtype=positions.dtype)
+            positions,
+            torch.cat(numbers),
+            torch.cat(frags),
+            torch.tensor(charge, dtype=positions.dtype, device=positions.device),
         )
-        e = torch.zeros(len(members), dtype=atom_e.dtype).index_add(0, owner_t, atom_e)
+        e = torch.zeros(len(members), dtype=atom_e.dtype, device=atom_e.device).index_add(0, owner_t, atom_e)
         (grad,) = torch.autograd.grad(e.sum(), positions, create_graph=create_graph)
         f = -grad
         start = 0
@@ -102,7 +112,7 @@ def fit_reference_energies(samples: list[Sample], num_embeddings: int, ridge: fl
     column = {z: j for j, z in enumerate(elements)}
     counts = np.zeros((len(samples), len(elements)))
     for i, s in enumerate(samples):
-        for z, n in zip(*np.unique(s.numbers.numpy(), return_counts=True), strict=False):
+        for z, n in zip(*np.unique(s.numbers.cpu().numpy(), return_counts=True), strict=False):
             counts[i, column[int(z)]] = n
     target = np.array([float(s.energy) for s in samples])
     a = counts.T @ counts + ridge * np.eye(len(elements))

@@ -33,6 +33,7 @@ training:
   max_steps_per_epoch: null
   max_train_seconds: null                       # stop (with checkpoint) after this wall time
   dtype: float32
+  device: auto                                  # auto (a GPU per process when CUDA is present) | cpu | cuda
   num_threads: 1
   progress: true
   tensorboard: auto                             # auto | true | false (scalars in output/tensorboard)
@@ -76,6 +77,7 @@ DEFAULTS = {
         "max_steps_per_epoch": None,
         "max_train_seconds": None,
         "dtype": "float32",
+        "device": "auto",
         "num_threads": 1,
         "progress": True,
         "tensorboard": "auto",
@@ -101,6 +103,8 @@ def merge_config(user: dict) -> dict:
     if t["dtype"] not in ("float32", "float64"):
         raise ValueError("training.dtype must be float32 or float64")
     parse_mode(t["tensorboard"])
+    if str(t["device"]).strip().lower() not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"training.device must be auto, cpu or cuda, not {t['device']!r}")
     if not config["data"]["paths"]:
         raise ValueError("data.paths is empty: give at least one dataset file or folder")
     return config

@@ -2,8 +2,9 @@
 
 Under ``torchrun`` (environment variables ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` set)
 :func:`run_training` joins the process group itself; ``e2former train CONFIG --nproc N`` instead
-spawns N local processes. The backend is gloo on CPU and nccl when every process has a GPU
-(only gloo has been tested here).
+spawns N local processes. Each process trains on ``training.device`` (:func:`resolve_device`: a
+GPU of its own when CUDA is present, else the CPU); the backend is nccl for GPUs and gloo for the
+CPU (only gloo has been run here: no GPU was available).
 """
 
 from __future__ import annotations
@@ -18,6 +19,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def resolve_device(setting, rank: int = 0):
+    """``auto`` -> this process's GPU when CUDA is available, else the CPU; ``cpu``; ``cuda``
+    (required). The GPU is ``LOCAL_RANK`` under torchrun, else ``rank`` modulo the GPU count."""
+    import torch
+
+    mode = str(setting).strip().lower()
+    if mode not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"training.device must be auto, cpu or cuda, not {setting!r}")
+    if mode == "cpu" or (mode == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("training.device is cuda, but PyTorch sees no CUDA device; use auto or cpu")
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    return torch.device("cuda", local % torch.cuda.device_count())
+
+
+def backend_for(device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 def init_process_group(rank: int, world_size: int, backend: str = "gloo") -> None:
     import torch.distributed as dist
 
@@ -25,10 +46,10 @@ def init_process_group(rank: int, world_size: int, backend: str = "gloo") -> Non
     dist.init_process_group(backend, rank=rank, world_size=world_size)
 
 
-def _worker(rank: int, world_size: int, port: int, fn, args: tuple) -> None:
+def _worker(rank: int, world_size: int, port: int, backend: str, fn, args: tuple) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
-    init_process_group(rank, world_size)
+    init_process_group(rank, world_size, backend)
     try:
         fn(rank, world_size, *args)
     finally:
@@ -37,11 +58,11 @@ def _worker(rank: int, world_size: int, port: int, fn, args: tuple) -> None:
         dist.destroy_process_group()
 
 
-def spawn(fn, world_size: int, *args) -> None:
-    """Run ``fn(rank, world_size, *args)`` in ``world_size`` processes joined by gloo."""
+def spawn(fn, world_size: int, *args, backend: str = "gloo") -> None:
+    """Run ``fn(rank, world_size, *args)`` in ``world_size`` processes joined by ``backend``."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_worker, args=(world_size, free_port(), fn, args), nprocs=world_size, join=True)
+    mp.spawn(_worker, args=(world_size, free_port(), backend, fn, args), nprocs=world_size, join=True)
 
 
 def env_world() -> tuple[int, int]:

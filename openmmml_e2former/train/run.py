@@ -23,18 +23,18 @@ def _train_rank(rank: int, world_size: int, config: dict, max_steps: int | None 
 
 def run_training(config: dict, nproc: int = 1, max_steps: int | None = None) -> None:
     """Train on this machine with ``nproc`` processes, or join torchrun's process group."""
-    from .ddp import env_world, init_process_group, spawn
+    from .ddp import backend_for, env_world, init_process_group, resolve_device, spawn
 
     rank, world_size = env_world()
+    backend = backend_for(resolve_device(config["training"]["device"], rank))
     if world_size > 1:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
         init_process_group(rank, world_size, backend)
         try:
             _train_rank(rank, world_size, config, max_steps)
         finally:
             torch.distributed.destroy_process_group()
     elif nproc > 1:
-        spawn(_train_rank, nproc, config, max_steps)
+        spawn(_train_rank, nproc, config, max_steps, backend=backend)
     else:
         _train_rank(0, 1, config, max_steps)
 
@@ -55,5 +55,5 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, batch_size: int = 8, thre
         chunk = samples[i : i + batch_size]
         energies, forces = predict(model, chunk)
         for s, e, f in zip(chunk, energies, forces, strict=False):
-            acc.add(float(e.detach().double() - s.energy), s.num_atoms, (f.detach() - s.forces).numpy())
+            acc.add(float(e.detach().double() - s.energy), s.num_atoms, (f.detach() - s.forces).cpu().numpy())
     return {"overall": acc.summary(), "by_size": acc.by_size()}

@@ -30,6 +30,7 @@ from ..model import E2FormerLSR
 from ..model.config import PRESETS
 from .batching import fit_reference_energies, predict
 from .data import load_samples, make_split
+from .ddp import resolve_device
 from .metrics import ErrorAccumulator, format_table
 from .tblog import TensorBoardLog
 
@@ -48,8 +49,12 @@ class Trainer:
         self.stop_requested = False
         torch.set_num_threads(int(self.t["num_threads"]))
         torch.manual_seed(self.t["seed"])
+        self.device = resolve_device(self.t["device"], rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         self._load_data()
         self._build_model()
+        self.split = {side: [s.to(self.device) for s in samples] for side, samples in self.split.items()}
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.t["lr"], weight_decay=self.t["weight_decay"]
         )
@@ -95,7 +100,7 @@ class Trainer:
             ref = fit_reference_energies(self.split["train"], model.config.num_embeddings)
             model.reference_energies.copy_(ref.to(model.reference_energies.dtype))
         self._check_elements(model)
-        self.model = model.to(self.dtype).train()
+        self.model = model.to(device=self.device, dtype=self.dtype).train()
 
     def _check_elements(self, model) -> None:
         allowed = set(model.supported.nonzero().flatten().tolist())
@@ -111,7 +116,8 @@ class Trainer:
         """A copy of ``model`` (deepcopy fails on the network's TorchScript helpers)."""
         twin = E2FormerLSR(model.config)
         twin.load_state_dict(model.state_dict())
-        return twin.to(next(model.parameters()).dtype).train()
+        reference = next(model.parameters())
+        return twin.to(device=reference.device, dtype=reference.dtype).train()
 
     # --- distributed helpers -----------------------------------------------------------------
     def _barrier(self) -> None:
@@ -129,7 +135,7 @@ class Trainer:
     def _any_rank(self, flag: bool) -> bool:
         if self.world_size == 1:
             return flag
-        t = torch.tensor([1.0 if flag else 0.0])
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         torch.distributed.all_reduce(t)
         return bool(t.item() > 0)
 
@@ -167,10 +173,10 @@ class Trainer:
         total_atoms = sum(s.num_atoms for s in samples)
         we, wf = self.t["energy_weight"], self.t["force_weight"]
         if not mine:
-            return torch.zeros((), dtype=self.dtype), {"e_sq": 0.0, "f_sq": 0.0}
+            return torch.zeros((), dtype=self.dtype, device=self.device), {"e_sq": 0.0, "f_sq": 0.0}
         energies, forces = predict(self.model, mine, create_graph=True)
         ref_e = torch.stack([s.energy for s in mine])
-        atoms = torch.tensor([s.num_atoms for s in mine], dtype=torch.float64)
+        atoms = torch.tensor([s.num_atoms for s in mine], dtype=torch.float64, device=self.device)
         e_err = (energies.double() - ref_e) / atoms
         f_err = torch.cat([f - s.forces for f, s in zip(forces, mine, strict=False)])
         e_term = (e_err**2).sum() / len(samples)
@@ -185,7 +191,7 @@ class Trainer:
         loss, _ = self.loss(batch)
         loss.backward()
         self._all_reduce_grads()
-        value = torch.tensor([float(loss.detach())], dtype=torch.float64)
+        value = torch.tensor([float(loss.detach())], dtype=torch.float64, device=self.device)
         if self.world_size > 1:
             torch.distributed.all_reduce(value)
         if self.t["grad_clip"]:
@@ -212,7 +218,9 @@ class Trainer:
             chunk = samples[i : i + size]
             energies, forces = predict(model, chunk)
             for s, e, f in zip(chunk, energies, forces, strict=False):
-                acc.add(float(e.detach().double() - s.energy), s.num_atoms, (f.detach() - s.forces).numpy())
+                acc.add(
+                    float(e.detach().double() - s.energy), s.num_atoms, (f.detach() - s.forces).cpu().numpy()
+                )
         model.train()
         return acc
 
@@ -439,7 +447,11 @@ class Trainer:
     def final_evaluation(self) -> dict:
         """Evaluate ``best.pt`` (or the EMA weights) on the test split; writes final.json/final_table.md."""
         path = os.path.join(self.output, "best.pt")
-        model = load_checkpoint(path)[0].to(self.dtype) if os.path.exists(path) else self.ema
+        model = (
+            load_checkpoint(path)[0].to(device=self.device, dtype=self.dtype)
+            if os.path.exists(path)
+            else self.ema
+        )
         samples = self.split["test"] or self.split["val"]
         acc = self.evaluate(model, samples)
         result = {
