@@ -256,3 +256,53 @@ def test_training_on_cuda_follows_the_cpu_loss_curve(tiny_dataset, tmp_path):
     gpu.fit(max_steps=4)
     a, b = steps(str(tmp_path / "cpu")), steps(str(tmp_path / "gpu"))
     np.testing.assert_allclose([x for _, x in b], [x for _, x in a], rtol=1e-6)
+
+
+def test_fine_tuning_starts_from_the_shipped_weights(tiny_dataset, tmp_path):
+    """configs/finetune-example.yaml with the tiny dataset: training starts from the shipped weights,
+    keeps their element energies (refit off), lowers the loss on the new data, and the result loads
+    through MLPotential(modelPath=...)."""
+    import yaml
+    from openmmml import MLPotential
+
+    from openmmml_e2former.checkpoints import find_shipped_potential, load_checkpoint
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "configs", "finetune-example.yaml")) as handle:
+        user = yaml.safe_load(handle)
+    user["data"]["paths"] = [tiny_dataset]
+    user["training"].update(output=str(tmp_path / "ft"), epochs=4, progress=False, lr=5e-4, warmup_steps=1)
+    config = merge_config(user)
+    shipped, _ = load_checkpoint(find_shipped_potential("e2former-lsr"))
+    trainer = Trainer(config)
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    for key, value in shipped.state_dict().items():
+        torch.testing.assert_close(start[key], value.to(start[key].dtype))
+    trainer.fit()
+    losses = [loss for _, loss in steps(trainer.output)]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    tuned, meta = load_checkpoint(os.path.join(trainer.output, "best.pt"))
+    torch.testing.assert_close(tuned.reference_energies, shipped.reference_energies)
+    assert meta["fine_tuned_from"] == user["model"]["init_from"]
+    moved = sum(not torch.equal(tuned.state_dict()[k], v) for k, v in shipped.state_dict().items())
+    assert moved > 10  # weights were trained
+    structure = read_first(tiny_dataset)
+    MLPotential("e2former-lsr", modelPath=os.path.join(trainer.output, "best.pt")).createSystem(structure)
+
+
+def read_first(path: str):
+    """The first structure of an extxyz file as an OpenMM topology (one residue per fragment)."""
+    import openmm.app as app
+
+    from openmmml_e2former.data.extxyz import read_structures
+
+    s = read_structures(path)[0]
+    topology = app.Topology()
+    chain = topology.addChain()
+    residues = {}
+    for z, f in zip(s.numbers, s.fragment_ids, strict=True):
+        if int(f) not in residues:
+            residues[int(f)] = topology.addResidue(f"F{int(f)}", chain)
+        element = app.Element.getByAtomicNumber(int(z))
+        topology.addAtom(element.symbol, element, residues[int(f)])
+    return topology
