@@ -3,6 +3,7 @@ exploding system stops naming its stage and step with a loadable checkpoint."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -149,7 +150,7 @@ def test_cli_overwrite_of_the_current_directory_is_refused(tmp_path, monkeypatch
     assert sorted(os.listdir(folder)) == ["run.json", "structure.pdb"]
 
 
-def test_resuming_with_other_weights_is_refused(tmp_path, peptide):
+def test_resuming_with_other_weights_is_refused(tmp_path, peptide, capsys):
     """The run manifest records the weights file's SHA-256: after the weights change (a new
     shipped potential, an edited modelPath file) the old run is not silently continued."""
     import torch
@@ -171,3 +172,10 @@ def test_resuming_with_other_weights_is_refused(tmp_path, peptide):
     with pytest.raises(ValueError, match="different weights file"):
         _run(tmp_path, peptide, "resid 0", protocol=data)
     assert (tmp_path / "run" / "run.json").read_text() == manifest
+
+    legacy = json.loads(manifest)  # a folder written before the digest existed: resumed, with a warning
+    del legacy["weights_sha256"]
+    (tmp_path / "run" / "run.json").write_text(json.dumps(legacy))
+    capsys.readouterr()
+    _run(tmp_path, peptide, "resid 0", protocol=data)
+    assert "predates weight checksums" in capsys.readouterr().out

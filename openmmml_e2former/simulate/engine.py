@@ -86,6 +86,11 @@ def run_protocol(
     }
     resumed = restart.open_run_folder(folder, manifest, overwrite)
     say(f"{'resuming' if resumed else 'starting'} protocol {protocol.name!r} in {folder}")
+    if resumed and "weights_sha256" not in restart.read_json(os.path.join(folder, restart.MANIFEST)):
+        say(
+            "warning: this run folder predates weight checksums, so resuming cannot check that the "
+            "potential's weights are unchanged; if they changed, start again with --overwrite"
+        )
     ctx = build_run(protocol, structure, folder, selection, platform or protocol.platform, progress)
     timings = {}
     previous = None
