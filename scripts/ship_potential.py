@@ -100,22 +100,13 @@ def plot_curve(runs: list[str], path: str) -> None:
         a.semilogy(x, y, lw=0.5, alpha=0.4, color="C0", label="per step" if k == 0 else None)
         a.semilogy(x, smooth, lw=1.5, color="C1", label=f"running mean ({window})" if k == 0 else None)
         es = [offset + int(r["step"]) for r in epochs]
-        b.plot(
-            es,
-            [float(r["val_force_mae"]) for r in epochs],
-            "o-",
-            ms=3,
-            color="C0",
-            label="force MAE (eV/Å)" if k == 0 else None,
-        )
-        b.plot(
-            es,
-            [float(r["val_energy_mae"]) for r in epochs],
-            "s-",
-            ms=3,
-            color="C1",
-            label="energy MAE (eV/atom)" if k == 0 else None,
-        )
+        series = [
+            ("val_force_mae", "o-", "C0", "force MAE (eV/Å)"),
+            ("val_energy_mae", "s-", "C1", "energy MAE (eV/atom)"),
+        ]
+        for key, style, color, label in series:
+            values = [float(r[key]) for r in epochs]
+            b.plot(es, values, style, ms=3, color=color, label=label if k == 0 else None)
         if k > 0:
             for axis in (a, b):
                 axis.axvline(offset, ls="--", color="grey", lw=0.8)

@@ -51,6 +51,16 @@ def _stability(folder: str) -> str:
     return "\n".join(lines) or "* (no stability run recorded)"
 
 
+def _errors(prefix: str, r: dict) -> dict:
+    """Template fields ``<prefix>_e``, ``_e_rmse`` (meV/atom), ``_f``, ``_f_rmse`` (eV/Å)."""
+    return {
+        f"{prefix}_e": 1000 * r["energy_mae"],
+        f"{prefix}_e_rmse": 1000 * r["energy_rmse"],
+        f"{prefix}_f": r["force_mae"],
+        f"{prefix}_f_rmse": r["force_rmse"],
+    }
+
+
 def _epoch_rows(epochs: list[dict]) -> str:
     head = [
         "| epoch | step | lr | train loss | val E MAE (meV/atom) | val F MAE (eV/Å) |",
@@ -133,18 +143,9 @@ def main() -> None:
         label_cpu=d["label_cpu_seconds"],
         train_every=train["every"],
         train_count=train["count"],
-        train_e=1000 * train["energy_mae"],
-        train_e_rmse=1000 * train["energy_rmse"],
-        train_f=train["force_mae"],
-        train_f_rmse=train["force_rmse"],
-        val_e=1000 * val["energy_mae"],
-        val_e_rmse=1000 * val["energy_rmse"],
-        val_f=val["force_mae"],
-        val_f_rmse=val["force_rmse"],
-        test_e=1000 * test["energy_mae"],
-        test_e_rmse=1000 * test["energy_rmse"],
-        test_f=test["force_mae"],
-        test_f_rmse=test["force_rmse"],
+        **_errors("train", train),
+        **_errors("val", val),
+        **_errors("test", test),
         test_table=format_table(m["test"]["by_size"] + [{"atoms": "all", **test}]),
         target_verdict="reached" if test["force_mae"] <= 0.05 else "**not** reached",
         sub_count=sub["count"],

@@ -35,18 +35,9 @@ def shipped() -> str:
 
 def topology_for(structures):
     """An OpenMM topology with one residue per fragment of each structure (elements only, no bonds)."""
-    import openmm.app as app
+    from openmmml_e2former.data.structure import openmm_topology
 
-    topology = app.Topology()
-    chain = topology.addChain()
-    for structure in structures:
-        residues = {}
-        for z, f in zip(structure.numbers, structure.fragment_ids, strict=True):
-            if int(f) not in residues:
-                residues[int(f)] = topology.addResidue(f"F{int(f)}", chain)
-            element = app.Element.getByAtomicNumber(int(z))
-            topology.addAtom(element.symbol, element, residues[int(f)])
-    return topology
+    return openmm_topology(structures)
 
 
 def openmm_forces(structures, gap: float = 50.0, platform: str = "CPU") -> list[np.ndarray]:

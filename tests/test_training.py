@@ -286,23 +286,9 @@ def test_fine_tuning_starts_from_the_shipped_weights(tiny_dataset, tmp_path):
     assert meta["fine_tuned_from"] == user["model"]["init_from"]
     moved = sum(not torch.equal(tuned.state_dict()[k], v) for k, v in shipped.state_dict().items())
     assert moved > 10  # weights were trained
-    structure = read_first(tiny_dataset)
-    MLPotential("e2former-lsr", modelPath=os.path.join(trainer.output, "best.pt")).createSystem(structure)
-
-
-def read_first(path: str):
-    """The first structure of an extxyz file as an OpenMM topology (one residue per fragment)."""
-    import openmm.app as app
-
     from openmmml_e2former.data.extxyz import read_structures
+    from openmmml_e2former.data.structure import openmm_topology
 
-    s = read_structures(path)[0]
-    topology = app.Topology()
-    chain = topology.addChain()
-    residues = {}
-    for z, f in zip(s.numbers, s.fragment_ids, strict=True):
-        if int(f) not in residues:
-            residues[int(f)] = topology.addResidue(f"F{int(f)}", chain)
-        element = app.Element.getByAtomicNumber(int(z))
-        topology.addAtom(element.symbol, element, residues[int(f)])
-    return topology
+    first = read_structures(tiny_dataset)[0]
+    weights = os.path.join(trainer.output, "best.pt")
+    MLPotential("e2former-lsr", modelPath=weights).createSystem(openmm_topology([first]), charge=first.charge)

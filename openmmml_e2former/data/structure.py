@@ -52,3 +52,22 @@ class Structure:
 
     def num_electrons(self) -> int:
         return int(self.numbers.sum()) - int(self.charge)
+
+
+def openmm_topology(structures: list[Structure]):
+    """An OpenMM ``Topology`` of ``structures`` in order: one chain, one residue per fragment of each
+    structure (so residue-based fragments reproduce the structure's fragment ids), elements only and
+    no bonds, which is what ``MLPotential('e2former-lsr').createSystem`` needs to evaluate dataset
+    structures (pass ``charge=`` for their total charge)."""
+    import openmm.app as app
+
+    topology = app.Topology()
+    chain = topology.addChain()
+    for structure in structures:
+        residues = {}
+        for z, f in zip(structure.numbers, structure.fragment_ids, strict=True):
+            if int(f) not in residues:
+                residues[int(f)] = topology.addResidue(f"F{int(f)}", chain)
+            element = app.Element.getByAtomicNumber(int(z))
+            topology.addAtom(element.symbol, element, residues[int(f)])
+    return topology
