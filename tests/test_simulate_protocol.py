@@ -126,6 +126,25 @@ def test_selections_and_the_within_extension(villin_pdb):
     assert residues == expected and len(residues) > len(centre)
 
 
+def test_within_sees_periodic_images(villin_pdb):
+    """An atom at the edge of the box is near atoms at the opposite edge: checked against an explicit
+    sum over the 27 neighbouring images (test.pdb's box is rectangular)."""
+    import itertools
+
+    import openmm.unit as unit
+
+    top = villin_pdb.topology
+    xyz = np.array(villin_pdb.getPositions(asNumpy=True)._value)
+    box = np.array(top.getPeriodicBoxVectors().value_in_unit(unit.nanometer))
+    edge = int(np.argmin(xyz[:, 0] - xyz[:, 0].min() + np.abs(xyz[:, 1] - xyz[:, 1].mean())))
+    near = select_atoms(top, f"within 0.6 of (index {edge})", positions_nm=xyz)
+    shifts = [np.array(s) @ box for s in itertools.product((-1, 0, 1), repeat=3)]
+    distances = np.min([np.linalg.norm(xyz + shift - xyz[edge], axis=1) for shift in shifts], axis=0)
+    assert near == list(np.flatnonzero(distances <= 0.6))
+    direct = np.linalg.norm(xyz - xyz[edge], axis=1)
+    assert (direct[near] > 0.6).any()  # some of them only through the periodic boundary
+
+
 def test_within_refuses_an_ambiguous_operand_and_accepts_parentheses(villin_pdb):
     top = villin_pdb.topology
     xyz = np.array(villin_pdb.getPositions(asNumpy=True)._value)

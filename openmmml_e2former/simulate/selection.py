@@ -20,7 +20,8 @@ def select_atoms(topology, selection: str, what: str = "selection", positions_nm
     close) are understood.  SEL is parenthesised, or runs to the end of the text (or of the
     parenthesis around the clause) holding no ``and``/``or`` (else a ValueError asks for
     parentheses): ``resname LIG or (protein and residues within 0.6 of resname LIG)``.
-    They need ``positions_nm`` ((N, 3) array, nm; periodic images are not considered).
+    They need ``positions_nm`` ((N, 3) array, nm); when the topology has periodic box vectors,
+    distances are taken to the nearest periodic image.
     ``"none"`` returns an empty list (pure MM).  A selection that matches nothing, or that
     cannot be parsed, raises a ValueError naming ``what`` and the selection.
     """
@@ -31,7 +32,7 @@ def select_atoms(topology, selection: str, what: str = "selection", positions_nm
         return []
     md_top = mdtraj.Topology.from_openmm(topology)
     try:
-        expanded = _expand_within(md_top, text, positions_nm)
+        expanded = _expand_within(md_top, text, positions_nm, _box_nm(topology))
         indices = md_top.select(expanded)
     except Exception as exc:  # mdtraj raises ValueError/ParseException/KeyError for bad syntax
         raise ValueError(f"cannot parse the {what} {text!r}: {exc}") from None
@@ -40,7 +41,16 @@ def select_atoms(topology, selection: str, what: str = "selection", positions_nm
     return [int(i) for i in indices]
 
 
-def _expand_within(md_top, text: str, positions_nm) -> str:
+def _box_nm(topology):
+    """The topology's periodic box vectors as a (3, 3) array in nm (rows a, b, c), or None."""
+    import numpy as np
+    import openmm.unit as unit
+
+    vectors = topology.getPeriodicBoxVectors()
+    return None if vectors is None else np.array(vectors.value_in_unit(unit.nanometer), dtype=float)
+
+
+def _expand_within(md_top, text: str, positions_nm, box_nm=None) -> str:
     """Replace every ``[residues] within D of SEL`` clause by an explicit ``(index ...)`` list.
 
     The rightmost clause is expanded first, so a SEL holding another clause is already
@@ -56,7 +66,7 @@ def _expand_within(md_top, text: str, positions_nm) -> str:
             raise ValueError("'within' needs atom positions")
         match = matches[-1]
         inner, end = _within_operand(text, match.end())
-        near = _atoms_near(md_top, inner, float(match.group(2)), positions_nm)
+        near = _atoms_near(md_top, inner, float(match.group(2)), positions_nm, box_nm)
         if match.group(1):
             residues = {md_top.atom(int(i)).residue.index for i in near}
             near = [a.index for a in md_top.atoms if a.residue.index in residues]
@@ -90,16 +100,20 @@ def _within_operand(text: str, start: int) -> tuple[str, int]:
     return inner, end
 
 
-def _atoms_near(md_top, inner: str, distance_nm: float, positions_nm):
-    """Indices of the atoms within ``distance_nm`` of the atoms of the selection ``inner`` (included)."""
+def _atoms_near(md_top, inner: str, distance_nm: float, positions_nm, box_nm=None):
+    """Indices of the atoms within ``distance_nm`` of the atoms of the selection ``inner`` (included);
+    with ``box_nm`` (OpenMM's reduced box, rows a, b, c) to the nearest periodic image."""
     import numpy as np
 
     centre = md_top.select(inner)
     positions = np.asarray(positions_nm, dtype=float)
     gaps = np.full(len(positions), np.inf)
     for block in range(0, len(centre), 256):  # bounded memory for large systems
-        part = positions[None, centre[block : block + 256], :]
-        gaps = np.minimum(gaps, np.linalg.norm(positions[:, None, :] - part, axis=-1).min(axis=1))
+        delta = positions[:, None, :] - positions[None, centre[block : block + 256], :]
+        if box_nm is not None:
+            for k in (2, 1, 0):
+                delta = delta - np.round(delta[..., k : k + 1] / box_nm[k, k]) * box_nm[k]
+        gaps = np.minimum(gaps, np.linalg.norm(delta, axis=-1).min(axis=1))
     return np.flatnonzero(gaps <= distance_nm)
 
 
