@@ -1,5 +1,6 @@
 """The `e2former` command line: export, info, and errors."""
 
+import json
 import os
 
 import numpy as np
@@ -42,4 +43,16 @@ def test_export_selection_and_errors(tmp_path, capsys):
 def test_info_prints_the_inferred_configuration(capsys):
     assert main(["info", CHECKPOINT]) == 0
     text = capsys.readouterr().out
-    assert '"channels": 32' in text and '"num_long_layers": 2' in text
+    assert "32 channels" in text and "2 long-range blocks" in text and "energy kcal/mol" in text
+    assert main(["info", CHECKPOINT, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["config"]["channels"] == 32 and data["config"]["num_long_layers"] == 2
+
+
+def test_info_describes_the_shipped_potential_by_name(capsys):
+    from openmmml_e2former.checkpoints import find_shipped_potential
+
+    assert main(["info", "e2former-lsr"]) == 0
+    text = capsys.readouterr().out
+    _, meta = load_checkpoint(find_shipped_potential("e2former-lsr"))
+    assert "GFN2-xTB" in text and f"{meta['test_errors']['force_mae']:.4f} eV/Å" in text
