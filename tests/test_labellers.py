@@ -88,9 +88,10 @@ def test_pyscf_hf_energy_matches_a_direct_pyscf_run():
     assert label.energy == pytest.approx(scf.RHF(mol).kernel() * 27.211386245988, abs=1e-6)
 
 
-def test_pyscf_gpu_setting_follows_the_machine():
+def test_pyscf_gpu_setting_follows_the_machine(monkeypatch):
     """``gpu='auto'`` uses GPU4PySCF exactly when it is usable; ``True`` without it is a clear error;
     the labels record which ran."""
+    from openmmml_e2former.data import labellers
     from openmmml_e2former.data.labellers import gpu4pyscf_available, resolve_gpu
 
     usable = gpu4pyscf_available()
@@ -103,6 +104,8 @@ def test_pyscf_gpu_setting_follows_the_machine():
             PySCFLabeller(gpu=True)
     with pytest.raises(ValueError, match="auto, true or false"):
         resolve_gpu("sometimes")
+    monkeypatch.setattr(labellers, "gpu4pyscf_available", lambda: True)  # as on a GPU machine
+    assert PySCFLabeller(gpu="auto").gpu is True
     label = PySCFLabeller(xc=None, basis="sto-3g", gpu=False).label(water())
     assert label.metadata["gpu4pyscf"] is False
 
@@ -166,3 +169,21 @@ def test_labelling_resumes_and_parallel_equals_serial(tmp_path):
     by_id = {s.id: s for s in read_structures(str(tmp_path / "par"))}
     for s in labelled:
         assert by_id[s.id].energy == pytest.approx(s.energy, abs=1e-8)
+
+
+def test_a_labeller_that_cannot_be_created_fails_before_any_output(tmp_path, monkeypatch):
+    """--gpu true without GPU4PySCF (or any bad option) is one clear error from the parent process;
+    before, the Pool kept restarting workers whose initializer raised, and the command hung."""
+    import signal
+
+    from openmmml_e2former.data import labellers
+
+    monkeypatch.setattr(labellers, "gpu4pyscf_available", lambda: False)  # as on a CPU-only machine
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("label_dataset hung"))
+    signal.alarm(120)
+    try:
+        with pytest.raises(ValueError, match="gpu4pyscf"):
+            label_dataset([water()], str(tmp_path / "out"), "pyscf", {"gpu": True}, workers=2, progress=False)
+    finally:
+        signal.alarm(0)
+    assert not (tmp_path / "out").exists()

@@ -292,3 +292,66 @@ def test_fine_tuning_starts_from_the_shipped_weights(tiny_dataset, tmp_path):
     first = read_structures(tiny_dataset)[0]
     weights = os.path.join(trainer.output, "best.pt")
     MLPotential("e2former-lsr", modelPath=weights).createSystem(openmm_topology([first]), charge=first.charge)
+
+
+def _fit_rank(rank, world_size, config, prefix):
+    import json
+
+    trainer = Trainer(config, rank, world_size)
+    reason = trainer.fit()
+    result = {"reason": reason, "step": trainer.step, "epoch": trainer.epoch, "best": trainer.best_val}
+    with open(f"{prefix}-{rank}.json", "w") as handle:
+        json.dump(result, handle)
+
+
+def test_two_processes_agree_on_validation_and_early_stopping(tiny_dataset, tmp_path):
+    """Only rank 0 evaluates the validation split; every rank must take its result, or they disagree
+    on improvement and early stopping and one leaves while the other waits in an all-reduce (run in a
+    subprocess with a time limit, so a hang fails the test)."""
+    import json
+    import subprocess
+    import sys
+
+    prefix = str(tmp_path / "rank")
+    script = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+        "from test_training import _fit_rank, tiny_config\n"
+        "from openmmml_e2former.train.ddp import spawn\n"
+        f"config = tiny_config({tiny_dataset!r}, {str(tmp_path / 'run')!r}, epochs=5,"
+        " early_stopping_patience=2)\n"
+        f"spawn(_fit_rank, 2, config, {prefix!r})\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.load(open(f"{prefix}-{r}.json")) for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    with open(tmp_path / "run" / "epochs.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == ranks[0]["epoch"]
+
+
+def test_wall_time_budget_counts_every_piece_of_a_resumed_run(tiny_dataset, tmp_path):
+    out = str(tmp_path / "run")
+    part = Trainer(tiny_config(tiny_dataset, out))
+    part.fit(max_steps=3)
+    saved = torch.load(os.path.join(out, "last.pt"), weights_only=False)["elapsed_seconds"]
+    assert saved > 0
+    del part
+    resumed = Trainer(tiny_config(tiny_dataset, out, max_train_seconds=saved))  # budget already spent
+    assert resumed.elapsed() >= saved
+    assert resumed.fit() == "time_limit" and resumed.step == 4  # one step, then the limit
+
+
+def test_more_processes_than_gpus(monkeypatch):
+    """nccl needs one GPU per process: ``auto`` falls back to the CPU, ``cuda`` is an error
+    (CUDA is faked: only the decision is tested)."""
+    from openmmml_e2former.train.ddp import plan_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert plan_device("auto", 1) == "auto" and plan_device("cuda", 1) == "cuda"
+    assert plan_device("auto", 2) == "cpu" and plan_device("cpu", 2) == "cpu"
+    with pytest.raises(ValueError, match="one GPU per process"):
+        plan_device("cuda", 2)

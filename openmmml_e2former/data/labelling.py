@@ -17,10 +17,13 @@ from .extxyz import read_structures, write_structures
 from .structure import Structure
 
 _LABELLER = None
+_INIT_ERROR = None
 
 
 def _init_worker(name: str, options: dict) -> None:
-    global _LABELLER
+    """Pool initializer. It must not raise: a Pool replaces a worker whose initializer fails, for
+    ever, so an error is kept and reported for each structure instead."""
+    global _LABELLER, _INIT_ERROR
     from .labellers import make_labeller
 
     try:
@@ -29,10 +32,15 @@ def _init_worker(name: str, options: dict) -> None:
         torch.set_num_threads(1)
     except ImportError:
         pass
-    _LABELLER = make_labeller(name, **options)
+    try:
+        _LABELLER = make_labeller(name, **options)
+    except Exception as exc:
+        _INIT_ERROR = f"cannot create the labeller: {type(exc).__name__}: {exc}"
 
 
 def _label_one(structure: Structure):
+    if _LABELLER is None:
+        return structure, _INIT_ERROR or "no labeller in this worker"
     try:
         return _LABELLER.apply(structure), None
     except Exception as exc:  # record and continue: one bad structure must not stop the run
@@ -76,6 +84,9 @@ def label_dataset(
 
     from tqdm import tqdm
 
+    from .labellers import make_labeller
+
+    make_labeller(labeller, **(options or {}))  # a bad name or option fails here, before any output
     os.makedirs(output_dir, exist_ok=True)
     seen = done_ids(output_dir, include_failed=not retry_failed)
     ids = [s.id for s in structures]

@@ -35,6 +35,27 @@ def resolve_device(setting, rank: int = 0):
     return torch.device("cuda", local % torch.cuda.device_count())
 
 
+def plan_device(setting, processes: int) -> str:
+    """The ``training.device`` every process of a run will use: nccl needs a GPU of its own per
+    process on a node, so with more processes than GPUs ``auto`` trains on the CPU (with a note)
+    and ``cuda`` is an error."""
+    import torch
+
+    mode = str(setting).strip().lower()
+    if mode == "cpu" or not torch.cuda.is_available():
+        return mode  # resolve_device turns auto into the CPU and refuses cuda
+    count = torch.cuda.device_count()
+    if processes <= count:
+        return mode
+    if mode == "cuda":
+        raise ValueError(
+            f"{processes} processes per node but {count} GPU(s): nccl needs one GPU per process; "
+            f"use --nproc {count} (or torchrun --nproc_per_node {count}) or training.device: cpu"
+        )
+    print(f"note: {processes} processes but {count} GPU(s): training on the CPU (gloo); use --nproc {count}")
+    return "cpu"
+
+
 def backend_for(device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 

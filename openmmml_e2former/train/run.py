@@ -23,9 +23,13 @@ def _train_rank(rank: int, world_size: int, config: dict, max_steps: int | None 
 
 def run_training(config: dict, nproc: int = 1, max_steps: int | None = None) -> None:
     """Train on this machine with ``nproc`` processes, or join torchrun's process group."""
-    from .ddp import backend_for, env_world, init_process_group, resolve_device, spawn
+    import os
+
+    from .ddp import backend_for, env_world, init_process_group, plan_device, resolve_device, spawn
 
     rank, world_size = env_world()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size)) if world_size > 1 else nproc
+    config["training"]["device"] = plan_device(config["training"]["device"], local)
     backend = backend_for(resolve_device(config["training"]["device"], rank))
     if world_size > 1:
         init_process_group(rank, world_size, backend)

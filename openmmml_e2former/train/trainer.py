@@ -67,6 +67,7 @@ class Trainer:
         self.plateau_scale = 1.0
         self.history: list[dict] = []
         self.start_time = time.time()
+        self.elapsed_before = 0.0  # wall seconds of earlier pieces of a resumed run
         if os.path.exists(os.path.join(self.output, "last.pt")):
             self._resume()
         folder = os.path.join(self.output, "tensorboard") if rank == 0 else None
@@ -173,7 +174,9 @@ class Trainer:
         total_atoms = sum(s.num_atoms for s in samples)
         we, wf = self.t["energy_weight"], self.t["force_weight"]
         if not mine:
-            return torch.zeros((), dtype=self.dtype, device=self.device), {"e_sq": 0.0, "f_sq": 0.0}
+            # a zero that still has a gradient (this rank's share of a short batch is empty)
+            zero = sum(p.sum() for p in self.model.parameters()) * 0.0
+            return zero, {"e_sq": 0.0, "f_sq": 0.0}
         energies, forces = predict(self.model, mine, create_graph=True)
         ref_e = torch.stack([s.energy for s in mine])
         atoms = torch.tensor([s.num_atoms for s in mine], dtype=torch.float64, device=self.device)
@@ -241,6 +244,7 @@ class Trainer:
             "plateau_scale": self.plateau_scale,
             "history": self.history,
             "torch_rng": torch.get_rng_state(),
+            "elapsed_seconds": self.elapsed(),
         }
 
     def save_state(self) -> None:
@@ -274,6 +278,10 @@ class Trainer:
         for key in ("step", "epoch", "batch_in_epoch", "best_val", "bad_epochs", "plateau_scale", "history"):
             setattr(self, key, state[key])
         torch.set_rng_state(state["torch_rng"])
+        # states written before elapsed_seconds existed: the time at the last epoch end
+        fallback = float(self.history[-1]["seconds"]) if self.history else 0.0
+        self.elapsed_before = float(state.get("elapsed_seconds", fallback))
+        self.start_time = time.time()
         if self.rank == 0:
             self._truncate_steps_log()
             print(f"resuming from {path}: epoch {self.epoch}, step {self.step}", flush=True)
@@ -338,7 +346,11 @@ class Trainer:
 
     def _out_of_time(self) -> bool:
         limit = self.t.get("max_train_seconds")
-        return bool(limit) and time.time() - self.start_time > limit
+        return bool(limit) and self.elapsed() > limit
+
+    def elapsed(self) -> float:
+        """Wall seconds of training so far, over every piece of a resumed run."""
+        return self.elapsed_before + time.time() - self.start_time
 
     def fit(self, max_steps: int | None = None) -> str:
         """Train until ``epochs``, early stopping, a signal, the time limit or ``max_steps`` total steps.
@@ -407,7 +419,10 @@ class Trainer:
 
     def _end_epoch(self, losses: list[float]) -> str | None:
         metrics = self.evaluate(self.ema, self.split["val"]).summary() if self.rank == 0 else {}
-        self._barrier()
+        if self.world_size > 1:  # every rank decides on improvement and early stopping alike
+            shared = [metrics]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            metrics = shared[0]
         val_loss = metrics.get("force_mae", 0.0) + metrics.get("energy_mae", 0.0)
         improved = val_loss < self.best_val
         if improved:
@@ -424,7 +439,7 @@ class Trainer:
             "lr": self.learning_rate(self.step),
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             **{f"val_{k}": v for k, v in metrics.items() if k != "count"},
-            "seconds": round(time.time() - self.start_time, 1),
+            "seconds": round(self.elapsed(), 1),
         }
         self.history.append(row)
         self._append_csv("epochs.csv", row)
