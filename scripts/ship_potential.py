@@ -72,6 +72,13 @@ def data_summary(structures, split: dict) -> dict:
     }
 
 
+def wall_seconds(run: str) -> float | None:
+    """Training wall time of a run over all its resumed pieces (``last.pt``; None for runs written
+    before the trainer recorded it)."""
+    state = torch.load(os.path.join(run, "last.pt"), map_location="cpu", weights_only=False)
+    return state.get("elapsed_seconds")
+
+
 def read_logs(run: str) -> tuple[list[dict], list[dict]]:
     """(steps.csv rows, epochs.csv rows) of a training run folder."""
     with open(os.path.join(run, "steps.csv")) as handle:
@@ -160,7 +167,9 @@ def main() -> None:
     write_structures(args.subset, subset)
     result["test_subset"] = {"file": args.subset, **errors(model, subset).summary()}
     runs = [*args.previous, args.run]
-    result["stages"] = [{"run": run, "epochs": read_logs(run)[1]} for run in runs]
+    result["stages"] = [
+        {"run": run, "epochs": read_logs(run)[1], "seconds": wall_seconds(run)} for run in runs
+    ]
     result["epochs"] = result["stages"][-1]["epochs"]
     meta.update(
         name="e2former-lsr",

@@ -86,6 +86,8 @@ def _long_run(folder: str, sha256: str) -> str:
     if r.get("weights_sha256") != sha256:
         return f"* **Villin ML/MM, 20 ps** (`{folder}`): its recorded run used other weights; rerun it."
     t = r["temperature_k_after_skip"]
+    if t["mean"] is None:
+        return f"* **Villin ML/MM, 20 ps** (`{folder}`): started, {r['steps_done']} steps so far (under {t['skip_ps']} ps)."
     done = "finished" if r["steps_done"] >= r["steps_planned"] else "**in progress**"
     return (
         f"* **Villin ML/MM, 20 ps** (`stability/villin-20ps.yaml`, run folder `{folder}`, {done}): "
@@ -118,8 +120,13 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     d = m["data"]
     test, val, sub, train = m["test"]["overall"], m["val"]["overall"], m["test_subset"], m["train_subset"]
+    if len(m["stages"]) != 2:
+        raise SystemExit(
+            "the card describes two training stages: ship with "
+            "`scripts/ship_potential.py runs/e2former-lsr-stage2 --previous runs/e2former-lsr ...`"
+        )
     stage1, stage2 = (stage["epochs"] for stage in m["stages"])
-    seconds = float(stage2[-1]["seconds"]) if stage2 else 0.0
+    seconds = float(m["stages"][1].get("seconds") or (stage2[-1]["seconds"] if stage2 else 0.0))
     template = open(os.path.join(os.path.dirname(__file__), "model_card_template.md")).read()
     text = template.format(
         size_mb=size_mb,
