@@ -87,7 +87,8 @@ def _long_run(folder: str, sha256: str) -> str:
         return f"* **Villin ML/MM, 20 ps** (`{folder}`): its recorded run used other weights; rerun it."
     t = r["temperature_k_after_skip"]
     if t["mean"] is None:
-        return f"* **Villin ML/MM, 20 ps** (`{folder}`): started, {r['steps_done']} steps so far (under {t['skip_ps']} ps)."
+        steps = r["steps_done"]
+        return f"* **Villin ML/MM, 20 ps** (`{folder}`): started, {steps} steps so far (< {t['skip_ps']} ps)."
     done = "finished" if r["steps_done"] >= r["steps_planned"] else "**in progress**"
     return (
         f"* **Villin ML/MM, 20 ps** (`stability/villin-20ps.yaml`, run folder `{folder}`, {done}): "
