@@ -120,7 +120,7 @@ def plot_curve(runs: list[str], path: str) -> None:
                 axis.text(offset, 0.02, f" {tag}", transform=axis.get_xaxis_transform(), fontsize=8)
         offset = x[-1] if x else offset
     a.set_xlabel("optimiser step")
-    a.set_ylabel("training loss (each stage's own weights)")
+    a.set_ylabel("training loss" + (" (each stage's own loss weights)" if len(runs) > 1 else ""))
     a.legend()
     b.set_xlabel("optimiser step")
     b.set_ylabel("validation error (EMA weights)")
@@ -142,6 +142,12 @@ def main() -> None:
     parser.add_argument("--subset", default="datasets/test-subset.extxyz.gz")
     parser.add_argument("--subset-size", type=int, default=16)
     parser.add_argument("--train-every", type=int, default=5, help="every k-th training structure")
+    parser.add_argument(
+        "--metrics-only",
+        action="store_true",
+        help="the shipped checkpoint already holds RUN's best weights: rewrite the metrics, subset and "
+        "curve only (the checkpoint file, and so its SHA-256, stays as it is)",
+    )
     parser.add_argument("--curve", default="docs/training_curve.png")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -179,12 +185,21 @@ def main() -> None:
         test_subset=result["test_subset"],
     )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    save_checkpoint(model, args.out, meta)
+    if args.metrics_only:
+        shipped, _ = load_checkpoint(args.out)
+        same = all(torch.equal(v, model.state_dict()[k].to(v.dtype)) for k, v in shipped.state_dict().items())
+        if not same:
+            raise SystemExit(f"--metrics-only: {args.out} does not hold the weights of {args.run}/best.pt")
+    else:
+        save_checkpoint(model, args.out, meta)
     with open(args.out.replace(".pt", ".metrics.json"), "w") as handle:
         json.dump(result, handle, indent=2)
     plot_curve(runs, args.curve)
     print(json.dumps({k: result[k] for k in ("train_subset", "val", "test", "test_subset")}, indent=1))
-    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB), {args.subset}, {args.curve}")
+    written = "kept" if args.metrics_only else "wrote"
+    print(
+        f"{written} {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB); wrote {args.subset}, {args.curve}"
+    )
 
 
 if __name__ == "__main__":

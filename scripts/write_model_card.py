@@ -2,7 +2,7 @@
 
 Usage: ``python scripts/write_model_card.py [--stability runs/stability] [--long-run
 stability/villin-20ps-run]``. Numbers come from ``e2former-lsr.metrics.json`` (written by
-scripts/ship_potential.py), the training configs of both stages, the stability JSON files and the
+scripts/ship_potential.py), the training config, the stability JSON files and the
 long run's ``stability-summary.json`` (``scripts/stability.py run-folder``), so the card and the
 checkpoint cannot disagree.
 """
@@ -105,39 +105,26 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stability", default="runs/stability")
     parser.add_argument("--long-run", default="stability/villin-20ps-run")
-    parser.add_argument(
-        "--config", nargs=2, default=["configs/e2former-lsr.yaml", "configs/e2former-lsr-stage2.yaml"]
-    )
+    parser.add_argument("--config", default="configs/e2former-lsr.yaml")
     args = parser.parse_args()
     with open(os.path.join(POT, "e2former-lsr.metrics.json")) as handle:
         m = json.load(handle)
-    configs = []
-    for path in args.config:
-        with open(path) as handle:
-            configs.append(yaml.safe_load(handle))
+    with open(args.config) as handle:
+        config = yaml.safe_load(handle)
     weights = os.path.join(POT, "e2former-lsr.pt")
     model, meta = load_checkpoint(weights)
     size_mb = os.path.getsize(weights) / 1e6
     params = sum(p.numel() for p in model.parameters())
     d = m["data"]
     test, val, sub, train = m["test"]["overall"], m["val"]["overall"], m["test_subset"], m["train_subset"]
-    if len(m["stages"]) != 2:
-        raise SystemExit(
-            "the card describes two training stages: ship with "
-            "`scripts/ship_potential.py runs/e2former-lsr-stage2 --previous runs/e2former-lsr ...`"
-        )
-    stage1, stage2 = (stage["epochs"] for stage in m["stages"])
-    seconds = float(m["stages"][1].get("seconds") or (stage2[-1]["seconds"] if stage2 else 0.0))
+    epochs = m["epochs"]
     template = open(os.path.join(os.path.dirname(__file__), "model_card_template.md")).read()
     text = template.format(
         size_mb=size_mb,
         params=params,
         config_json=json.dumps(model.config.to_dict(), sort_keys=True),
-        stage1_yaml=yaml.safe_dump(configs[0]["training"], sort_keys=False).strip(),
-        stage2_yaml=yaml.safe_dump(configs[1]["training"], sort_keys=False).strip(),
-        stage1_rows=_epoch_rows(stage1),
-        stage2_rows=_epoch_rows(stage2),
-        train_minutes=round((923 + 1850 + seconds) / 60),  # stage 1's two pieces, then stage 2
+        training_yaml=yaml.safe_dump(config["training"], sort_keys=False).strip(),
+        epoch_rows=_epoch_rows(epochs),
         structures=d["structures"],
         atoms=d["atoms"],
         molecules=d["molecules"],
@@ -161,8 +148,7 @@ def main() -> None:
         sub_e=1000 * sub["energy_mae"],
         best_epoch=int(meta.get("epoch", -1)) + 1,  # the trainer stores the 0-based epoch
         best_step=meta.get("step"),
-        epochs_run=len(stage2),
-        train_seconds=round(seconds),
+        epochs_run=len(epochs),
         stability=_stability(args.stability),
         long_run=_long_run(args.long_run, file_sha256(weights)),
     )
