@@ -184,7 +184,9 @@ def run_folder(folder: str, skip_ps: float = 1.0) -> dict:
             "max": float(temperature[later].max()) if later.any() else None,
         },
         "max_bond_change": float(change.max()),
-        "max_bond_change_pair": [int(i) for i in pairs[np.unravel_index(change.argmax(), change.shape)[1]]],
+        "max_bond_change_atoms": [
+            str(traj.topology.atom(int(i))) for i in pairs[change.max(axis=0).argmax()]
+        ],
         "weights_sha256": manifest.get("weights_sha256"),
     }
 

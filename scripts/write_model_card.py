@@ -96,7 +96,9 @@ def _long_run(folder: str, sha256: str) -> str:
         f"{r['ml_atoms']} ML atoms (flexible) + AMBER14/TIP3P-FB water and ions, CPU. All energies and "
         f"frames finite: {r['finite']}; temperature after the first {t['skip_ps']:g} ps: mean "
         f"{t['mean']:.0f} K, range {t['min']:.0f}-{t['max']:.0f} K; largest relative change of an "
-        f"ML-region bond length over the {r['frames']} saved frames: {r['max_bond_change']:.3f} "
+        f"ML-region bond length against the prepared (PDB) geometry over the {r['frames']} saved frames: "
+        f"{r['max_bond_change']:.3f} "
+        f"({'-'.join(r['max_bond_change_atoms'])}) "
         f"(`{r['command']}`)."
     )
 
