@@ -83,6 +83,9 @@ def describe(path: str, model, metadata: dict) -> list[str]:
         f"elements    {_elements(c.elements)}",
         f"units       positions Å, energy {c.energy_unit} inside the network (OpenMM: nm, kJ/mol)",
     ]
+    if metadata.get("energy_reference"):
+        head = f"; head {metadata['head']}" if metadata.get("head") else ""
+        lines.append(f"energies    {metadata['energy_reference']} (reference convention){head}")
     if metadata.get("level_of_theory"):
         lines.append(f"trained on  {', '.join(metadata['level_of_theory'])}; data {metadata.get('data')}")
     if metadata.get("split_sizes"):
