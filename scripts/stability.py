@@ -142,6 +142,9 @@ def nve(steps: int, report: int, precision: str, timestep_fs: float, model_path:
     return result
 
 
+BROKEN = 0.3  # a bond longer or shorter than its prepared length by 30 % counts as broken
+
+
 def run_folder(folder: str, skip_ps: float = 1.0) -> dict:
     """Summary of an ``e2former run`` folder's last MD stage (see the module docstring)."""
     import glob
@@ -167,6 +170,13 @@ def run_folder(folder: str, skip_ps: float = 1.0) -> dict:
     reference = mdtraj.compute_distances(start, pairs)[0]
     change = np.abs(mdtraj.compute_distances(traj, pairs) / reference - 1.0)
     later = time_ps >= skip_ps
+    md = next(s for s in manifest["protocol"]["stages"] if stage.endswith("-" + s["name"]))
+    frame_ps = md["trajectory_interval"] * md["timestep_fs"] / 1000.0
+    broken = []
+    for k in np.flatnonzero(change.max(axis=0) > BROKEN):
+        first = int(np.argmax(change[:, k] > BROKEN))
+        atoms = [str(traj.topology.atom(int(i))) for i in pairs[k]]
+        broken.append({"atoms": atoms, "first_frame_ps": round((first + 1) * frame_ps, 3)})
     return {
         "folder": folder,
         "stage": os.path.basename(stage),
@@ -184,6 +194,8 @@ def run_folder(folder: str, skip_ps: float = 1.0) -> dict:
             "max": float(temperature[later].max()) if later.any() else None,
         },
         "max_bond_change": float(change.max()),
+        "broken_bonds": broken,
+        "broken_threshold": BROKEN,
         "max_bond_change_atoms": [
             str(traj.topology.atom(int(i))) for i in pairs[change.max(axis=0).argmax()]
         ],

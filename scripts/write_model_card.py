@@ -99,7 +99,17 @@ def _long_run(folder: str, sha256: str) -> str:
         f"ML-region bond length against the prepared (PDB) geometry over the {r['frames']} saved frames: "
         f"{r['max_bond_change']:.3f} "
         f"({'-'.join(r['max_bond_change_atoms'])}) "
-        f"(`{r['command']}`)."
+        f"(`{r['command']}`)." + _broken(r)
+    )
+
+
+def _broken(r: dict) -> str:
+    if not r.get("broken_bonds"):
+        return f" No ML-region bond changed by more than {100 * r['broken_threshold']:.0f} %."
+    items = "; ".join(f"{'-'.join(b['atoms'])} from {b['first_frame_ps']} ps" for b in r["broken_bonds"])
+    return (
+        f" **Bonds broke** (changed by more than {100 * r['broken_threshold']:.0f} %): {items}. "
+        "The potential fails this check; see Known limits."
     )
 
 
