@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from openmmml_e2former.data import generators as g
+from openmmml_e2former.data.exploration import run_folder_windows
 from openmmml_e2former.data.extxyz import read_structures, write_structures
 from openmmml_e2former.data.labelling import label_dataset
 from openmmml_e2former.data.peptides import STANDARD_RESIDUES, VARIANTS
@@ -34,12 +35,43 @@ def tripeptide_sequences(count: int, seed: int = 1) -> list[list[str]]:
     return seqs
 
 
+def mlmd_exploration(records_path: str, model_path: str | None = None, seed: int = 0) -> list:
+    """Active learning (round 1): ML-driven MD (600 K, 1 fs, 20 frames 20 fs apart) of every capped
+    dipeptide and of the 40 tripeptides with the potential at ``model_path`` (default: shipped).
+    One JSON line per molecule (steps, broken bonds) is appended to ``records_path``."""
+    from openmmml import MLPotential
+
+    from openmmml_e2former.data.exploration import explore_molecule
+    from openmmml_e2former.data.generators import _atom_charges, _formal_charge
+    from openmmml_e2former.data.peptides import build_capped_peptide
+
+    args = {"modelPath": model_path} if model_path else {}
+    potential = MLPotential("e2former-lsr", **args)
+    label = os.path.basename(model_path) if model_path else "shipped e2former-lsr"
+    out = []
+    for k, seq in enumerate([[r] for r in RESIDUES] + tripeptide_sequences(40)):
+        topology, positions = build_capped_peptide(seq)
+        charge = _formal_charge(_atom_charges(topology), range(topology.getNumAtoms()))
+        name = "ACE-" + "-".join(seq) + "-NME"
+        structures, record = explore_molecule(
+            potential, topology, positions, name, charge, temperature=600.0, seed=seed + k, label=label
+        )
+        print(json.dumps(record), flush=True)
+        with open(records_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        out.extend(structures)
+    return out
+
+
 PARTS = {
-    "dipeptides": lambda: g.capped_peptides([[r] for r in RESIDUES], (300.0, 500.0, 700.0), 20, seed=0),
-    "clusters": lambda: g.small_clusters(per_cluster=30, seed=0),
-    "tripeptides": lambda: g.capped_peptides(tripeptide_sequences(40), (300.0, 600.0), 10, seed=1000),
-    "villin3": lambda: g.villin_windows(window=3, num_frames=10, temperature=400.0, interval=500, seed=0),
-    "solvated": lambda: g.solvated_peptides([[r] for r in RESIDUES], num_frames=6, max_waters=10, seed=0),
+    "dipeptides": lambda out: g.capped_peptides([[r] for r in RESIDUES], (300.0, 500.0, 700.0), 20, seed=0),
+    "clusters": lambda out: g.small_clusters(per_cluster=30, seed=0),
+    "tripeptides": lambda out: g.capped_peptides(tripeptide_sequences(40), (300.0, 600.0), 10, seed=1000),
+    "villin3": lambda out: g.villin_windows(window=3, num_frames=10, temperature=400.0, interval=500, seed=0),
+    "solvated": lambda out: g.solvated_peptides([[r] for r in RESIDUES], num_frames=6, max_waters=10, seed=0),
+    # active learning round 1 (see datasets/README.md): where the stage-1 potential's dynamics go
+    "mlmd": lambda out: mlmd_exploration(os.path.join(out, "raw", "mlmd-records.jsonl")),
+    "villin-run": lambda out: run_folder_windows("stability/villin-20ps-run", window=3),
 }
 
 
@@ -54,7 +86,8 @@ def main() -> None:
         raw = os.path.join(args.out, "raw", f"{part}.extxyz")
         start = time.process_time()
         if not os.path.exists(raw):
-            write_structures(raw, PARTS[part]())
+            os.makedirs(os.path.dirname(raw), exist_ok=True)
+            write_structures(raw, PARTS[part](args.out))
         generate_cpu = time.process_time() - start
         structures = read_structures(raw)
         summary = label_dataset(

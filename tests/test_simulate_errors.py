@@ -179,3 +179,79 @@ def test_resuming_with_other_weights_is_refused(tmp_path, peptide, capsys):
     capsys.readouterr()
     _run(tmp_path, peptide, "resid 0", protocol=data)
     assert "predates weight checksums" in capsys.readouterr().out
+
+
+def test_a_broken_ml_bond_stops_the_stage_or_is_reported_once(tmp_path, peptide, capsys):
+    """guard.max_bond_change: a tiny limit that thermal motion exceeds within a few steps stands
+    in for a broken bond. 'stop' ends the stage naming the bond and never checkpoints the bad
+    state; the guard is not part of the run's identity, so 'warn' resumes it to the end and
+    reports each bond once."""
+    from openmmml_e2former.simulate.reporters import SimulationError
+
+    data = small_protocol([MINIMIZE, md_stage("md", 20, checkpoint_interval=5)], padding_nm=1.9)
+    data["potential"] = {"name": "e2former-lsr", "randomInit": False}
+    data["guard"] = {"max_bond_change": 0.002, "on_bond_change": "stop"}
+    message = r"ML-region bond\(s\) changed by more than 0\.2% of their prepared length: LEU1:"
+    with pytest.raises(SimulationError, match=message):
+        _run(tmp_path, peptide, "resid 0", protocol=data)
+    stage_dir = tmp_path / "run" / "stages" / "02-md"
+    assert not (stage_dir / "done.json").exists()
+
+    data["guard"]["on_bond_change"] = "warn"
+    capsys.readouterr()
+    _run(tmp_path, peptide, "resid 0", protocol=data)
+    out = capsys.readouterr().out
+    assert (stage_dir / "done.json").exists()
+    warnings = [line for line in out.splitlines() if "warning:" in line and "ML-region bond" in line]
+    assert warnings
+    named = [bond for line in warnings for bond in re.findall(r"(\w+:\w+-\w+:\w+) \d", line)]
+    assert named and len(named) == len(set(named)), warnings  # each bond reported once
+
+
+def test_bond_watch_uses_the_nearest_image_and_reports_each_bond_once():
+    import openmm.app as app
+
+    from openmmml_e2former.simulate.reporters import BondWatch
+
+    topology = app.Topology()
+    residue = topology.addResidue("MOL", topology.addChain())
+    a = topology.addAtom("C1", app.element.carbon, residue)
+    b = topology.addAtom("H1", app.element.hydrogen, residue)
+    c = topology.addAtom("H2", app.element.hydrogen, residue)
+    topology.addBond(a, b)
+    topology.addBond(a, c)
+    reference = np.array([[0.5, 0.5, 0.5], [0.6, 0.5, 0.5], [0.5, 0.6, 0.5]])
+    messages = []
+    watch = BondWatch(topology, [0, 1, 2], reference, 0.3, "warn", messages.append)
+    box = np.diag([2.0, 2.0, 2.0])
+    wrapped = reference.copy()
+    wrapped[1, 0] -= 2.0  # the same bond across the periodic boundary
+    assert watch.broken(wrapped, box) == [] and watch.broken(wrapped) == [0]
+    stretched = reference.copy()
+    stretched[1, 0] = 0.64  # 0.14 nm: +40 %
+    assert watch.broken(stretched, box) == [0]
+    shrunk = reference.copy()
+    shrunk[2, 1] = 0.56  # 0.06 nm: -40 %
+    assert watch.broken(shrunk, box) == [1]
+
+    class State:
+        def __init__(self, positions):
+            self.positions = positions
+
+        def getPositions(self, asNumpy=True):
+            return type("Q", (), {"_value": self.positions})()
+
+        def getPeriodicBoxVectors(self):
+            return type("Q", (), {"_value": box})()
+
+    assert watch.problem(State(stretched)) is None and len(messages) == 1
+    assert "MOL1:C1-MOL1:H1 1.40 Å (prepared 1.00 Å)" in messages[0]
+    watch.problem(State(stretched))
+    assert len(messages) == 1  # the same bond again: not repeated
+    both = stretched.copy()
+    both[2, 1] = 0.56
+    watch.problem(State(both))
+    assert len(messages) == 2 and "MOL1:C1-MOL1:H2" in messages[1] and "H1" not in messages[1]
+    stop = BondWatch(topology, [0, 1, 2], reference, 0.3, "stop", messages.append)
+    assert "MOL1:C1-MOL1:H1" in stop.problem(State(stretched)) and len(messages) == 2  # raised, not said
+    assert BondWatch(topology, [0, 1], reference, 0.3, "stop").pairs.tolist() == [[0, 1]]

@@ -71,6 +71,10 @@ def _quick_check_dict():
         (lambda d: d["stages"][1].update(pressure_bar="high"), "pressure_bar must be a number > 0"),
         (lambda d: d.update(random_seed=-3), "random_seed must be an integer"),
         (lambda d: d.update(random_seed="lucky"), "random_seed must be an integer"),
+        (lambda d: d["guard"].update(max_bond_change=0), "max_bond_change must be a fraction > 0"),
+        (lambda d: d["guard"].update(max_bond_change="30%"), "max_bond_change must be a fraction > 0"),
+        (lambda d: d["guard"].update(on_bond_change="ignore"), "on_bond_change must be stop or warn"),
+        (lambda d: d["guard"].update(bond_limit=0.3), "unknown key"),
     ],
 )
 def test_bad_protocols_name_the_problem(edit, message):

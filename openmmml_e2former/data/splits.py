@@ -55,3 +55,23 @@ def split_by_molecule(
                 sides["train"].append(name)
                 trained |= elements[name]
     return {side: [i for name in names_ for i in groups[name]] for side, names_ in sides.items()}
+
+
+def extend_split(split: dict[str, list[str]], structures: list[Structure], new: list[Structure]) -> dict:
+    """Sides for ``new`` structures added to a dataset already split as ``split`` (ids of
+    ``structures``): each joins the side of its group (:func:`group_key`), so a fine-tuning run on
+    the extended data keeps the old test molecules unseen. Groups ``split`` has never seen go to
+    training. Returns ``{"train": [...], "val": [...], "test": [...]}`` lists of the new structures."""
+    side_of_id = {i: side for side, ids in split.items() for i in ids}
+    side_of_group = {}
+    for s in structures:
+        if s.id in side_of_id:
+            side_of_group.setdefault(group_key(s), side_of_id[s.id])
+    known = set(side_of_id)
+    repeated = [s.id for s in new if s.id in known]
+    if repeated:
+        raise ValueError(f"{len(repeated)} new structure id(s) are already in the split, e.g. {repeated[:3]}")
+    out: dict[str, list[Structure]] = {"train": [], "val": [], "test": []}
+    for s in new:
+        out[side_of_group.get(group_key(s), "train")].append(s)
+    return out

@@ -22,13 +22,13 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import restart
 from .protocol import Protocol
-from .reporters import GuardReporter, ProgressReporter, SimulationError, state_problem
+from .reporters import BondWatch, GuardReporter, ProgressReporter, SimulationError, state_problem
 
 
 def say(message: str) -> None:
@@ -48,6 +48,7 @@ class RunContext:
     platform: object
     dof: int
     progress: bool
+    ml_atoms: list = field(default_factory=list)
 
 
 def stage_dirs(folder: str, protocol: Protocol) -> list[str]:
@@ -194,6 +195,7 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
         chosen,
         degrees_of_freedom(system),
         progress,
+        ml_atoms,
     )
 
 
@@ -378,7 +380,7 @@ def _resume_or_start(ctx, simulation, stage, directory, checkpoint, start_state,
     simulation.currentStep = 0
     # the kinetic energy of a leapfrog integrator before its first step is an estimate from
     # the forces, so the start is only checked for finite numbers, not for its temperature
-    _save_checkpoint(ctx, simulation, stage, checkpoint, max_temperature_k=float("inf"))
+    _save_checkpoint(ctx, simulation, stage, checkpoint, max_temperature_k=float("inf"), check_bonds=False)
     return 0
 
 
@@ -419,6 +421,7 @@ def _md_reporters(ctx, stage, directory, start_step, system) -> list:
         stage["name"],
         ctx.dof,
         float(ctx.protocol.guard["max_temperature_K"]),
+        bond_watch(ctx),
     )
     traj = writer(trajectory, stage["trajectory_interval"], append=os.path.exists(trajectory))
     state = app.StateDataReporter(
@@ -440,6 +443,16 @@ def _md_reporters(ctx, stage, directory, start_step, system) -> list:
         stage["name"], stage["steps"], start_step, float(stage["timestep_fs"]), ctx.dof, enabled=ctx.progress
     )
     return [guard, traj, state, progress]
+
+
+def bond_watch(ctx: RunContext):
+    """The :class:`BondWatch` of the ML region (None without one, or with ``guard.max_bond_change: null``)."""
+    limit = ctx.protocol.guard["max_bond_change"]
+    if not ctx.ml_atoms or limit is None:
+        return None
+    return BondWatch(
+        ctx.topology, ctx.ml_atoms, ctx.positions_nm, float(limit), ctx.protocol.guard["on_bond_change"], say
+    )
 
 
 def _gcd(a: int, b: int) -> int:
@@ -504,11 +517,15 @@ def _apply_schedule(simulation, stage, names, step, chunk) -> None:
         simulation.context.setParameter(name, k0 + (k1 - k0) * f)
 
 
-def _save_checkpoint(ctx, simulation, stage, checkpoint, max_temperature_k=None) -> None:
-    """Checkpoint only a healthy state, through a temporary file and ``os.replace``."""
+def _save_checkpoint(ctx, simulation, stage, checkpoint, max_temperature_k=None, check_bonds=True) -> None:
+    """Checkpoint only a healthy state (with ``guard.on_bond_change: stop``, no broken ML bond),
+    through a temporary file and ``os.replace``."""
     state = simulation.context.getState(getEnergy=True, getPositions=True)
     limit = float(ctx.protocol.guard["max_temperature_K"]) if max_temperature_k is None else max_temperature_k
     problem = state_problem(state, ctx.dof, limit)
+    watch = bond_watch(ctx) if not problem and check_bonds else None
+    if watch is not None and watch.action == "stop":
+        problem = watch.problem(state)
     if problem:
         raise SimulationError(
             f"stage {stage['name']!r} blew up at step {simulation.currentStep}: {problem}"

@@ -44,7 +44,11 @@ POTENTIAL_DEFAULTS = {
     "precision": "single",
 }
 ML_DEFAULTS = {"selection": "protein"}
-GUARD_DEFAULTS = {"max_temperature_K": 1000.0}
+GUARD_DEFAULTS = {
+    "max_temperature_K": 1000.0,
+    "max_bond_change": 0.3,  # fraction of the prepared length; null: do not watch ML-region bonds
+    "on_bond_change": "stop",  # stop | warn
+}
 MINIMIZE_DEFAULTS = {
     "type": "minimize",
     "forces": "mixed",  # mixed (ML/MM) | mm (classical force field only, fast)
@@ -304,5 +308,20 @@ def _check_values(protocol: Protocol, where: str) -> None:
         raise ValueError(f"{where} [system]: constraints must be none, hbonds, allbonds or hangles")
     if str(system["ml_constraints"]).lower() not in ("auto", "true", "false"):
         raise ValueError(f"{where} [system]: ml_constraints must be auto, true or false")
+    _check_guard(protocol.guard, where)
     if protocol.platform not in ("auto", "CUDA", "OpenCL", "CPU", "Reference"):
         raise ValueError(f"{where}: platform must be auto, CUDA, OpenCL, CPU or Reference")
+
+
+def _check_guard(guard: dict, where: str) -> None:
+    limit = guard["max_bond_change"]
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit
+    ):
+        raise ValueError(
+            f"{where} [guard]: max_bond_change must be a fraction > 0 (e.g. 0.3) or null, not {limit!r}"
+        )
+    if guard["on_bond_change"] not in ("stop", "warn"):
+        raise ValueError(
+            f"{where} [guard]: on_bond_change must be stop or warn, not {guard['on_bond_change']!r}"
+        )

@@ -10,21 +10,23 @@ MOLAR_GAS_CONSTANT = 8.314462618e-3  # kJ/mol/K
 
 
 class SimulationError(RuntimeError):
-    """A stage stopped because the simulation blew up (NaN, runaway temperature)."""
+    """A stage stopped because the simulation blew up (NaN, runaway temperature, broken bond)."""
 
 
 class GuardReporter:
-    """Stops a stage when energies or positions stop being finite or the temperature runs away.
+    """Stops a stage when energies or positions stop being finite, the temperature runs away, or
+    (with a :class:`BondWatch`) an ML-region bond breaks.
 
     Put it first in ``simulation.reporters``: OpenMM calls reporters in order, so the
     trajectory and CSV reporters never record the bad frame.
     """
 
-    def __init__(self, interval: int, stage: str, dof: int, max_temperature_k: float):
+    def __init__(self, interval: int, stage: str, dof: int, max_temperature_k: float, bonds=None):
         self.interval = int(interval)
         self.stage = stage
         self.dof = dof
         self.max_temperature_k = float(max_temperature_k)
+        self.bonds = bonds  # a BondWatch, or None
 
     def describeNextReport(self, simulation):
         steps = self.interval - simulation.currentStep % self.interval
@@ -32,6 +34,8 @@ class GuardReporter:
 
     def report(self, simulation, state):
         problem = state_problem(state, self.dof, self.max_temperature_k)
+        if not problem and self.bonds is not None:
+            problem = self.bonds.problem(state)
         if problem:
             raise SimulationError(f"stage {self.stage!r} blew up at step {simulation.currentStep}: {problem}")
 
@@ -99,3 +103,75 @@ class ProgressReporter:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class BondWatch:
+    """Watches the covalent bonds of the ML region (an ML potential can break or form bonds; a
+    force field cannot) against their lengths in the prepared structure.
+
+    ``problem(state)`` names the bonds whose length changed by more than ``max_change`` (a
+    fraction): in ``stop`` mode it returns that description (the guard stops the stage), in
+    ``warn`` mode it calls ``notify`` once per newly broken bond and returns None.
+    """
+
+    def __init__(self, topology, atoms, reference_nm, max_change: float, action: str, notify=print):
+        import numpy as np
+
+        chosen = set(int(i) for i in atoms)
+        bonds = [(a, b) for a, b in topology.bonds() if a.index in chosen and b.index in chosen]
+        self.pairs = np.array([(a.index, b.index) for a, b in bonds], dtype=np.int64).reshape(-1, 2)
+        self.names = [f"{_atom_label(a)}-{_atom_label(b)}" for a, b in bonds]
+        reference = np.asarray(reference_nm, dtype=float)
+        self.reference = self._lengths(reference, None)
+        self.max_change = float(max_change)
+        self.action = action
+        self.notify = notify
+        self.reported: set[int] = set()
+
+    def _lengths(self, positions, box):
+        import numpy as np
+
+        d = positions[self.pairs[:, 1]] - positions[self.pairs[:, 0]]
+        if box is not None:  # nearest image in OpenMM's reduced triclinic box
+            for k in (2, 1, 0):
+                d -= np.outer(np.round(d[:, k] / box[k][k]), box[k])
+        return np.linalg.norm(d, axis=1)
+
+    def broken(self, positions_nm, box_nm=None) -> list[int]:
+        """Indices (into ``pairs``) of the bonds changed by more than ``max_change``."""
+        import numpy as np
+
+        if not len(self.pairs):
+            return []
+        change = np.abs(self._lengths(np.asarray(positions_nm, dtype=float), box_nm) / self.reference - 1.0)
+        return [int(k) for k in np.flatnonzero(change > self.max_change)]
+
+    def problem(self, state) -> str | None:
+        import numpy as np
+
+        positions = np.asarray(state.getPositions(asNumpy=True)._value, dtype=float)
+        vectors = state.getPeriodicBoxVectors()
+        box = None if vectors is None else np.array(vectors._value)
+        broken = self.broken(positions, box)
+        if self.action == "warn":
+            broken = [k for k in broken if k not in self.reported]
+            self.reported.update(broken)
+        if not broken:
+            return None
+        lengths = self._lengths(positions, box)
+        described = ", ".join(
+            f"{self.names[k]} {lengths[k] * 10:.2f} Å (prepared {self.reference[k] * 10:.2f} Å)"
+            for k in broken[:5]
+        )
+        message = (
+            f"{len(broken)} ML-region bond(s) changed by more than {self.max_change * 100:g}% of their "
+            f"prepared length: {described}" + (", ..." if len(broken) > 5 else "")
+        )
+        if self.action == "stop":
+            return message + " (guard.on_bond_change: stop; 'warn' only reports it)"
+        self.notify(f"warning: {message}")
+        return None
+
+
+def _atom_label(atom) -> str:
+    return f"{atom.residue.name}{atom.residue.id}:{atom.name}"

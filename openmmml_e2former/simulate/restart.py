@@ -85,12 +85,21 @@ def _check_same_run(previous: dict, current: dict, folder: str) -> None:
     for key, label in labels.items():
         if key == "weights_sha256" and key not in previous:
             continue  # run folders written before the digest was recorded
-        old = json.dumps(previous.get(key), sort_keys=True, default=str)
-        if old != json.dumps(current.get(key), sort_keys=True, default=str):
+        old = json.dumps(_compared(previous, key), sort_keys=True, default=str)
+        if old != json.dumps(_compared(current, key), sort_keys=True, default=str):
             raise ValueError(
                 f"{folder} holds a run with a different {label}; rerun the same command to resume it, "
                 "or pass --overwrite to start again (deletes that run)"
             )
+
+
+def _compared(manifest: dict, key: str):
+    """The part of a manifest entry that must match to resume: the guard settings of a protocol
+    do not change the physics, so a stopped run can be resumed with another guard."""
+    value = manifest.get(key)
+    if key == "protocol" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k != "guard"}
+    return value
 
 
 # --------------------------------------------------------------------------- trimming

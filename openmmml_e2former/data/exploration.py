@@ -1,0 +1,189 @@
+"""Active learning: structures where an ML potential's own dynamics go.
+
+Classical MD (see :mod:`.generators`) never visits the configurations a trained potential wrongly
+favours, so such holes in the learned surface are found by running the potential itself and
+labelling what it visits. Two sources: short ML-driven MD of small molecules
+(:func:`explore_molecule`), and windows cut from the saved frames of an ``e2former run`` folder
+(:func:`run_folder_windows`). A bond whose length changes by more than :data:`BROKEN` (relative to
+the starting structure) counts as broken; the exploration reports such events.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .structure import Structure
+
+BROKEN = 0.3  # relative change of a bond length that counts as a broken (or formed) bond
+
+
+def bond_pairs(topology, atoms=None) -> np.ndarray:
+    """``[B, 2]`` atom indices of the topology's bonds (only bonds within ``atoms`` when given)."""
+    keep = None if atoms is None else set(int(i) for i in atoms)
+    pairs = [
+        (a.index, b.index)
+        for a, b in topology.bonds()
+        if keep is None or (a.index in keep and b.index in keep)
+    ]
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def bond_change(positions: np.ndarray, pairs: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Relative change ``|d / d_ref - 1|`` of every bond in ``pairs`` (positions in any one unit)."""
+    lengths = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
+    return np.abs(lengths / reference - 1.0)
+
+
+def broken_bonds(topology, positions: np.ndarray, reference_positions: np.ndarray, pairs=None) -> list[str]:
+    """Names (``"RES1-A - RES2-B"``) of the bonds changed by more than :data:`BROKEN`."""
+    pairs = bond_pairs(topology) if pairs is None else pairs
+    if not len(pairs):
+        return []
+    ref = np.linalg.norm(reference_positions[pairs[:, 0]] - reference_positions[pairs[:, 1]], axis=1)
+    atoms = list(topology.atoms())
+    return [
+        f"{_atom_name(atoms[i])} - {_atom_name(atoms[j])}"
+        for i, j in pairs[bond_change(positions, pairs, ref) > BROKEN]
+    ]
+
+
+def _atom_name(atom) -> str:
+    return f"{atom.residue.name}{atom.residue.id}-{atom.name}"
+
+
+def ml_md(
+    potential,
+    topology,
+    positions: np.ndarray,
+    num_frames: int,
+    interval: int,
+    temperature: float = 500.0,
+    timestep_fs: float = 1.0,
+    seed: int = 0,
+    charge: int = 0,
+) -> tuple[list[np.ndarray], dict]:
+    """Frames (Å) of Langevin MD driven by ``potential`` (an ``openmmml.MLPotential``) in vacuum.
+
+    Starts from ``positions`` (Å) as given (an ML minimisation costs hundreds of force
+    evaluations here and is not needed to explore: the thermostat absorbs the initial strain).
+    The run stops early when the energy or positions stop being finite. Returns the frames and
+    a record: steps run, the first frame with a broken bond (``None`` if none) and those bonds."""
+    import openmm
+    import openmm.unit as unit
+
+    system = potential.createSystem(topology, charge=charge)
+    integrator = openmm.LangevinMiddleIntegrator(
+        temperature * unit.kelvin, 5.0 / unit.picosecond, timestep_fs * unit.femtosecond
+    )
+    integrator.setRandomNumberSeed(seed + 1)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(positions * 0.1)
+    context.setVelocitiesToTemperature(temperature * unit.kelvin, seed + 1)
+    pairs = bond_pairs(topology)
+    frames, record = [], {"steps": 0, "first_broken_frame": None, "broken": [], "finite": True}
+    for k in range(num_frames):
+        integrator.step(interval)
+        record["steps"] += interval
+        state = context.getState(getPositions=True, getEnergy=True)
+        frame = np.array(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
+        if not (np.isfinite(frame).all() and np.isfinite(state.getPotentialEnergy()._value)):
+            record["finite"] = False
+            break
+        frames.append(frame)
+        broken = broken_bonds(topology, frame, positions, pairs)
+        if broken and record["first_broken_frame"] is None:
+            record.update(first_broken_frame=k, broken=broken)
+    return frames, record
+
+
+def explore_molecule(
+    potential,
+    topology,
+    positions: np.ndarray,
+    name: str,
+    charge: int,
+    num_frames: int = 20,
+    interval: int = 20,
+    temperature: float = 500.0,
+    timestep_fs: float = 1.0,
+    seed: int = 0,
+    label: str = "e2former-lsr",
+) -> tuple[list[Structure], dict]:
+    """Unlabelled structures of ML-driven MD of one molecule (``molecule`` = ``name``, so the split
+    keeps them with the molecule's other conformers) and the run's record (see :func:`ml_md`)."""
+    from ..fragments import fragment_ids_from_topology
+
+    frames, record = ml_md(
+        potential, topology, positions, num_frames, interval, temperature, timestep_fs, seed, charge
+    )
+    numbers = np.array([a.element.atomic_number for a in topology.atoms()], dtype=np.int64)
+    fragments = fragment_ids_from_topology(topology)
+    source = f"ML-driven MD ({label}), vacuum, {temperature:g} K, {timestep_fs:g} fs"
+    out = [
+        Structure(
+            id=f"{name}/mlmd{int(temperature)}/{k}",
+            molecule=name,
+            numbers=numbers,
+            positions=frame,
+            fragment_ids=fragments,
+            charge=charge,
+            source=source,
+        )
+        for k, frame in enumerate(frames)
+    ]
+    record.update(molecule=name, atoms=len(numbers), frames=len(frames))
+    return out, record
+
+
+def run_folder_windows(folder: str, window: int = 3, name: str = "villin", stage: str | None = None):
+    """H-capped windows of ``window`` consecutive ML-region residues from every saved frame of an
+    ``e2former run`` folder's MD stage (the last one unless ``stage`` names it).
+
+    Molecules are named ``{name}:{first}-{last}`` (1-based residue positions within the protein),
+    the naming of :func:`.generators.villin_windows`, so both stay on the same side of a split."""
+    import glob
+
+    import mdtraj
+    import openmm.app as app
+
+    from ..fragments import fragment_ids_from_topology
+    from .generators import _atom_charges, _protein_only, cut_window
+
+    stages = sorted(glob.glob(os.path.join(folder, "stages", "*")))
+    stage_dir = next(s for s in stages if stage is None or s.endswith("-" + stage)) if stage else stages[-1]
+    pdb = app.PDBFile(os.path.join(folder, "prepared.pdb"))
+    traj = mdtraj.load_dcd(
+        os.path.join(stage_dir, "trajectory.dcd"), top=os.path.join(folder, "prepared.pdb")
+    )
+    positions = np.array(pdb.getPositions(asNumpy=True)._value) * 10.0
+    top, _ = _protein_only(pdb.topology, positions)
+    protein = [a.index for a in pdb.topology.atoms() if a.residue.name not in _SOLVENT]
+    charges = _atom_charges(top)
+    fragments = fragment_ids_from_topology(top)
+    residues = list(top.residues())
+    out = []
+    for f, xyz in enumerate(traj.xyz):
+        frame = np.asarray(xyz, dtype=np.float64)[protein] * 10.0
+        for start in range(len(residues) - window + 1):
+            numbers, coords, frag, charge = cut_window(
+                top, frame, residues[start : start + window], charges, fragments
+            )
+            molecule = f"{name}:{start + 1}-{start + window}"
+            out.append(
+                Structure(
+                    id=f"{molecule}/{os.path.basename(os.path.normpath(folder))}/f{f}",
+                    molecule=molecule,
+                    numbers=numbers,
+                    positions=coords,
+                    fragment_ids=frag,
+                    charge=charge,
+                    source=f"window of frame {f} of {os.path.basename(stage_dir)} in run folder "
+                    f"{os.path.basename(os.path.normpath(folder))}, H-capped",
+                )
+            )
+    return out
+
+
+_SOLVENT = ("HOH", "Cl", "Na", "NA", "CL")

@@ -1,0 +1,59 @@
+"""Add active-learning structures to the training data without moving any molecule across the split.
+
+Usage::
+
+    python scripts/active_learning_merge.py LABELLED_PART [LABELLED_PART ...] \\
+        --base datasets/gfn2-peptides.extxyz.gz --base-split runs/e2former-lsr/splits.json \\
+        --train-out datasets/gfn2-active1.extxyz.gz --heldout-out datasets/gfn2-active1-heldout.extxyz.gz \\
+        --split-out configs/splits-active1.json
+
+Each new structure joins the side of its molecule in the base split (``extend_split``). Those on the
+training side go to ``--train-out``; those of validation/test molecules go to ``--heldout-out``
+(never trained on, so the old test split stays unseen: they measure how well a potential predicts
+configurations an ML run visited). ``--split-out`` is the base split with the new training ids
+added, for ``data.split_file`` of a fine-tuning config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from openmmml_e2former.data.extxyz import read_structures, write_structures
+from openmmml_e2former.data.splits import extend_split, split_by_molecule
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("parts", nargs="+", help="labelled part folders or files (*.extxyz[.gz])")
+    parser.add_argument("--base", default="datasets/gfn2-peptides.extxyz.gz")
+    parser.add_argument("--base-split", default=None, help="splits.json of the base run (default: recompute)")
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--train-out", required=True)
+    parser.add_argument("--heldout-out", required=True)
+    parser.add_argument("--split-out", required=True)
+    args = parser.parse_args()
+    base = read_structures(args.base)
+    if args.base_split:
+        with open(args.base_split) as handle:
+            split = json.load(handle)
+    else:
+        split = split_by_molecule(base, (0.8, 0.1, 0.1), args.split_seed)
+    new = [s for part in args.parts for s in read_structures(part) if s.labelled]
+    sides = extend_split(split, base, new)
+    for path in (args.train_out, args.heldout_out, args.split_out):
+        if os.path.exists(path):
+            raise SystemExit(f"{path} exists; remove it first (nothing was written)")
+    write_structures(args.train_out, sides["train"])
+    write_structures(args.heldout_out, sides["val"] + sides["test"])
+    extended = {**split, "train": split["train"] + [s.id for s in sides["train"]]}
+    with open(args.split_out, "w") as handle:
+        json.dump(extended, handle)
+    print(json.dumps({k: len(v) for k, v in sides.items()}))
+
+
+if __name__ == "__main__":
+    main()

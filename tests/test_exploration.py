@@ -1,0 +1,72 @@
+"""Active-learning helpers: broken-bond detection, ML-driven MD frames, and extending a split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from openmmml_e2former.data.exploration import BROKEN, bond_pairs, broken_bonds, explore_molecule
+from openmmml_e2former.data.splits import extend_split, split_by_molecule
+from openmmml_e2former.data.structure import Structure
+
+
+@pytest.fixture(scope="module")
+def dipeptide():
+    from openmmml_e2former.data.peptides import build_capped_peptide
+
+    return build_capped_peptide(["ALA"])
+
+
+def _stretch(positions, i, j, factor):
+    """Move atom j along the i-j axis so that the bond becomes ``factor`` times as long."""
+    out = positions.copy()
+    out[j] = positions[i] + factor * (positions[j] - positions[i])
+    return out
+
+
+def test_broken_bonds_are_those_changed_by_more_than_the_threshold(dipeptide):
+    topology, positions = dipeptide
+    pairs = bond_pairs(topology)
+    assert len(pairs) == topology.getNumBonds()
+    atoms = list(topology.atoms())
+    i, j = next((a, b) for a, b in pairs if atoms[b].element.symbol == "H" and atoms[a].name == "CA")
+    assert broken_bonds(topology, positions, positions) == []
+    assert broken_bonds(topology, _stretch(positions, i, j, 1 + BROKEN - 0.05), positions) == []
+    names = broken_bonds(topology, _stretch(positions, i, j, 1 + BROKEN + 0.05), positions)
+    assert names == [f"ALA2-CA - ALA2-{atoms[j].name}"]
+    assert broken_bonds(topology, _stretch(positions, i, j, 1 - BROKEN - 0.05), positions) == names
+
+
+def test_ml_driven_md_gives_labelled_frames_of_the_molecule(dipeptide):
+    from openmmml import MLPotential
+
+    topology, positions = dipeptide
+    potential = MLPotential("e2former-lsr")
+    structures, record = explore_molecule(
+        potential, topology, positions, "ACE-ALA-NME", 0, num_frames=3, interval=5, temperature=300.0
+    )
+    assert record["steps"] == 15 and record["frames"] == 3 and record["finite"]
+    assert [s.id for s in structures] == [f"ACE-ALA-NME/mlmd300/{k}" for k in range(3)]
+    assert all(s.molecule == "ACE-ALA-NME" and s.num_atoms == topology.getNumAtoms() for s in structures)
+    moved = [np.abs(s.positions - positions).max() for s in structures]
+    assert 0.01 < min(moved) and max(moved) < 1.0  # MD moved the atoms, a little, in Å
+    assert record["first_broken_frame"] is None  # 15 fs at 300 K with the shipped potential
+
+
+def _structure(identifier: str, molecule: str) -> Structure:
+    return Structure(identifier, molecule, [1, 1], [[0, 0, 0], [0, 0, 0.74]], [0, 0])
+
+
+def test_extended_split_keeps_each_molecule_on_its_side():
+    old = [_structure(f"{m}/{k}", m) for m in "abcdefghij" for k in range(3)]
+    split = split_by_molecule(old, (0.6, 0.2, 0.2), seed=1)
+    side = {i: name for name, ids in split.items() for i in ids}
+    new = [_structure(f"{m}/new", m) for m in "abcdefghij"] + [_structure("k/0", "k+water")]
+    sides = extend_split(split, old, new)
+    for name, items in sides.items():
+        for s in items:
+            assert s.molecule == "k+water" and name == "train" or side[f"{s.molecule}/0"] == name
+    assert sum(len(v) for v in sides.values()) == len(new)
+    assert {s.id for s in sides["test"]}  # some new structures join held-out molecules
+    with pytest.raises(ValueError, match="already in the split"):
+        extend_split(split, old, [_structure("a/0", "a")])
