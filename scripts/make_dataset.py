@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from openmmml_e2former.data import generators as g
-from openmmml_e2former.data.exploration import run_folder_windows
+from openmmml_e2former.data.exploration import explore_peptides, run_folder_windows
 from openmmml_e2former.data.extxyz import read_structures, write_structures
 from openmmml_e2former.data.labelling import label_dataset
 from openmmml_e2former.data.peptides import STANDARD_RESIDUES, VARIANTS
@@ -35,32 +35,21 @@ def tripeptide_sequences(count: int, seed: int = 1) -> list[list[str]]:
     return seqs
 
 
-def mlmd_exploration(records_path: str, model_path: str | None = None, seed: int = 0) -> list:
-    """Active learning (round 1): ML-driven MD (600 K, 1 fs, 20 frames 20 fs apart) of every capped
-    dipeptide and of the 40 tripeptides with the potential at ``model_path`` (default: shipped).
+def explored_sequences() -> list[list[str]]:
+    """The molecules of the ML-driven exploration: every capped dipeptide and the 40 tripeptides."""
+    return [[r] for r in RESIDUES] + tripeptide_sequences(40)
+
+
+def mlmd_exploration(records_path: str, model_path: str | None = None) -> list:
+    """Active learning (round 1): ML-driven MD (600 K, 1 fs, 20 frames 20 fs apart) of
+    :func:`explored_sequences` with the potential at ``model_path`` (default: the shipped one).
     One JSON line per molecule (steps, broken bonds) is appended to ``records_path``."""
     from openmmml import MLPotential
 
-    from openmmml_e2former.data.exploration import explore_molecule
-    from openmmml_e2former.data.generators import _atom_charges, _formal_charge
-    from openmmml_e2former.data.peptides import build_capped_peptide
-
     args = {"modelPath": model_path} if model_path else {}
-    potential = MLPotential("e2former-lsr", **args)
     label = os.path.basename(model_path) if model_path else "shipped e2former-lsr"
-    out = []
-    for k, seq in enumerate([[r] for r in RESIDUES] + tripeptide_sequences(40)):
-        topology, positions = build_capped_peptide(seq)
-        charge = _formal_charge(_atom_charges(topology), range(topology.getNumAtoms()))
-        name = "ACE-" + "-".join(seq) + "-NME"
-        structures, record = explore_molecule(
-            potential, topology, positions, name, charge, temperature=600.0, seed=seed + k, label=label
-        )
-        print(json.dumps(record), flush=True)
-        with open(records_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        out.extend(structures)
-    return out
+    potential = MLPotential("e2former-lsr", **args)
+    return explore_peptides(explored_sequences(), potential, label, records_path)[0]
 
 
 PARTS = {
@@ -71,7 +60,10 @@ PARTS = {
     "solvated": lambda out: g.solvated_peptides([[r] for r in RESIDUES], num_frames=6, max_waters=10, seed=0),
     # active learning round 1 (see datasets/README.md): where the stage-1 potential's dynamics go
     "mlmd": lambda out: mlmd_exploration(os.path.join(out, "raw", "mlmd-records.jsonl")),
-    "villin-run": lambda out: run_folder_windows("stability/villin-20ps-run", window=3),
+    # the failed stage-1 stability run, labelled while its folder was still named villin-20ps-run
+    "villin-run": lambda out: run_folder_windows(
+        "stability/villin-20ps-stage1-run", window=3, tag="villin-20ps-run"
+    ),
 }
 
 

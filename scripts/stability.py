@@ -9,6 +9,9 @@ energy, temperature, NaN checks and the largest relative change of any protein b
 ML only, in vacuum, velocity Verlet (0.5 fs) after 300 K velocities: total-energy drift (linear fit)
 and fluctuation.
 
+``python scripts/stability.py explore [--model-path CKPT]``: ML-driven MD (600 K, 1 fs, 400 steps,
+vacuum) of the 66 capped peptides of active-learning round 1; counts those that break a bond.
+
 ``python scripts/stability.py run-folder stability/villin-20ps-run``: summary of a protocol run
 folder (``e2former run``, possibly unfinished): steps done, temperatures, whether every reported
 energy and saved frame is finite, and the largest relative change of an ML-region bond length over
@@ -26,16 +29,7 @@ import time
 
 import numpy as np
 
-
-def _bond_pairs(topology, atoms: set[int]) -> np.ndarray:
-    return np.array(
-        [(a.index, b.index) for a, b in topology.bonds() if a.index in atoms and b.index in atoms]
-    )
-
-
-def _max_bond_change(positions: np.ndarray, pairs: np.ndarray, reference: np.ndarray) -> float:
-    lengths = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
-    return float(np.abs(lengths / reference - 1).max())
+from openmmml_e2former.data.exploration import BROKEN, bond_change, bond_pairs
 
 
 def _potential(model_path: str | None):
@@ -68,7 +62,7 @@ def villin(steps: int, report: int, precision: str, model_path: str | None = Non
     context.setPositions(positions)
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, 50)
     context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
-    pairs = _bond_pairs(pdb.topology, set(ml_atoms))
+    pairs = bond_pairs(pdb.topology, ml_atoms)
     start_pos = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.angstrom)
     reference = np.linalg.norm(start_pos[pairs[:, 0]] - start_pos[pairs[:, 1]], axis=1)
     dof = 3 * system.getNumParticles() - system.getNumConstraints() - 3
@@ -82,7 +76,7 @@ def villin(steps: int, report: int, precision: str, model_path: str | None = Non
             "step": done,
             "potential_kj_mol": state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
             "temperature_k": 2 * kinetic / (dof * 0.00831446261815324),
-            "max_bond_change": _max_bond_change(pos, pairs, reference),
+            "max_bond_change": float(bond_change(pos, pairs, reference).max()),
             "finite": bool(np.isfinite(pos).all()),
             "seconds": round(time.time() - t0, 1),
         }
@@ -142,7 +136,28 @@ def nve(steps: int, report: int, precision: str, timestep_fs: float, model_path:
     return result
 
 
-BROKEN = 0.3  # a bond longer or shorter than its prepared length by 30 % counts as broken
+def explore(model_path: str | None) -> dict:
+    """ML-driven MD (600 K, vacuum, 400 fs) of the molecules explored by active learning round 1
+    (``scripts/make_dataset.py`` part ``mlmd``, same seeds): which ones break a bond."""
+    import sys
+
+    from openmmml_e2former.data.exploration import explore_peptides
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from make_dataset import explored_sequences
+
+    label = os.path.basename(model_path) if model_path else "shipped e2former-lsr"
+    start = time.perf_counter()
+    _, records = explore_peptides(explored_sequences(), _potential(model_path), label)
+    broken = [r for r in records if r["first_broken_frame"] is not None or not r["finite"]]
+    return {
+        "potential": label,
+        "molecules": len(records),
+        "with_broken_bond": len(broken),
+        "broken": [{k: r[k] for k in ("molecule", "first_broken_frame", "broken", "finite")} for r in broken],
+        "wall_s": round(time.perf_counter() - start, 1),
+        "records": records,
+    }
 
 
 def run_folder(folder: str, skip_ps: float = 1.0) -> dict:
@@ -207,7 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("which", choices=["villin", "nve", "run-folder"])
+    parser.add_argument("which", choices=["villin", "nve", "run-folder", "explore"])
     parser.add_argument("folder", nargs="?", help="run-folder: the e2former run folder")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--report", type=int, default=50)
@@ -226,6 +241,18 @@ def main() -> None:
         print(json.dumps(summary, indent=1))
         return
     os.makedirs(args.out, exist_ok=True)
+    if args.which == "explore":
+        result = explore(args.model_path)
+        name = os.path.splitext(os.path.basename(args.model_path))[0] if args.model_path else "shipped"
+        path = os.path.join(args.out, f"explore-{name}.json")
+        result["command"] = "python scripts/stability.py explore" + (
+            f" --model-path {args.model_path}" if args.model_path else ""
+        )
+        with open(path + ".tmp", "w") as handle:
+            json.dump(result, handle, indent=1)
+        os.replace(path + ".tmp", path)
+        print(f"{result['with_broken_bond']} of {result['molecules']} molecules broke a bond; wrote {path}")
+        return
     if args.which == "villin":
         result = villin(args.steps, args.report, args.precision, args.model_path)
     else:

@@ -137,12 +137,48 @@ def explore_molecule(
     return out, record
 
 
-def run_folder_windows(folder: str, window: int = 3, name: str = "villin", stage: str | None = None):
+def explore_peptides(
+    sequences: list[list[str]],
+    potential,
+    label: str,
+    records_path: str | None = None,
+    temperature: float = 600.0,
+    seed: int = 0,
+) -> tuple[list[Structure], list[dict]]:
+    """:func:`explore_molecule` for the capped peptides ACE-sequence-NME (built in an extended
+    conformation), molecule k with seed ``seed + k``. Each run's record is printed and, with
+    ``records_path``, appended to that JSON-lines file as soon as it is done."""
+    import json
+
+    from .generators import _atom_charges, _formal_charge
+    from .peptides import build_capped_peptide
+
+    structures, records = [], []
+    for k, seq in enumerate(sequences):
+        topology, positions = build_capped_peptide(seq)
+        charge = _formal_charge(_atom_charges(topology), range(topology.getNumAtoms()))
+        name = "ACE-" + "-".join(seq) + "-NME"
+        found, record = explore_molecule(
+            potential, topology, positions, name, charge, temperature=temperature, seed=seed + k, label=label
+        )
+        print(json.dumps(record), flush=True)
+        if records_path:
+            with open(records_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        structures.extend(found)
+        records.append(record)
+    return structures, records
+
+
+def run_folder_windows(
+    folder: str, window: int = 3, name: str = "villin", stage: str | None = None, tag: str | None = None
+):
     """H-capped windows of ``window`` consecutive ML-region residues from every saved frame of an
     ``e2former run`` folder's MD stage (the last one unless ``stage`` names it).
 
     Molecules are named ``{name}:{first}-{last}`` (1-based residue positions within the protein),
-    the naming of :func:`.generators.villin_windows`, so both stay on the same side of a split."""
+    the naming of :func:`.generators.villin_windows`, so both stay on the same side of a split;
+    ids are ``{molecule}/{tag}/f{frame}`` with ``tag`` the folder's name unless given."""
     import glob
 
     import mdtraj
@@ -151,6 +187,7 @@ def run_folder_windows(folder: str, window: int = 3, name: str = "villin", stage
     from ..fragments import fragment_ids_from_topology
     from .generators import _atom_charges, _protein_only, cut_window
 
+    tag = tag or os.path.basename(os.path.normpath(folder))
     stages = sorted(glob.glob(os.path.join(folder, "stages", "*")))
     stage_dir = next(s for s in stages if stage is None or s.endswith("-" + stage)) if stage else stages[-1]
     pdb = app.PDBFile(os.path.join(folder, "prepared.pdb"))
@@ -173,14 +210,14 @@ def run_folder_windows(folder: str, window: int = 3, name: str = "villin", stage
             molecule = f"{name}:{start + 1}-{start + window}"
             out.append(
                 Structure(
-                    id=f"{molecule}/{os.path.basename(os.path.normpath(folder))}/f{f}",
+                    id=f"{molecule}/{tag}/f{f}",
                     molecule=molecule,
                     numbers=numbers,
                     positions=coords,
                     fragment_ids=frag,
                     charge=charge,
-                    source=f"window of frame {f} of {os.path.basename(stage_dir)} in run folder "
-                    f"{os.path.basename(os.path.normpath(folder))}, H-capped",
+                    source=f"window of frame {f} of {os.path.basename(stage_dir)} in run folder {tag}, "
+                    "H-capped",
                 )
             )
     return out
