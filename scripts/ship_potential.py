@@ -2,8 +2,9 @@
 
 Usage::
 
-    python scripts/ship_potential.py runs/e2former-lsr-stage2 --previous runs/e2former-lsr \
-        --dataset datasets/gfn2-peptides.extxyz.gz
+    python scripts/ship_potential.py runs/e2former-lsr-al1 --previous runs/e2former-lsr \
+        --dataset datasets/gfn2-peptides.extxyz.gz datasets/gfn2-active1.extxyz.gz \
+        --heldout datasets/gfn2-active1-heldout.extxyz.gz
 
 ``RUN`` is the last training stage (its ``best.pt`` is shipped); ``--previous`` names the earlier
 stages it continued from, oldest first (their logs go into the metrics and the curve).
@@ -137,7 +138,13 @@ def main() -> None:
     )
     parser.add_argument("run", help="the last training stage's run folder (its best.pt is shipped)")
     parser.add_argument("--previous", action="append", default=[], help="earlier stages, oldest first")
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--dataset", required=True, nargs="+", help="the run's dataset file(s)")
+    parser.add_argument(
+        "--heldout",
+        default=None,
+        help="extra held-out structures (never trained on) to report, e.g. "
+        "active-learning frames of validation/test molecules",
+    )
     parser.add_argument("--out", default="openmmml_e2former/potentials/e2former-lsr.pt")
     parser.add_argument("--subset", default="datasets/test-subset.extxyz.gz")
     parser.add_argument("--subset-size", type=int, default=16)
@@ -154,7 +161,7 @@ def main() -> None:
 
     model, meta = load_checkpoint(os.path.join(args.run, "best.pt"))
     model = model.float()
-    structures = read_structures(args.dataset)
+    structures = [s for path in args.dataset for s in read_structures(path)]
     with open(os.path.join(args.run, "splits.json")) as handle:
         split_ids = json.load(handle)
     by_id = {s.id: s for s in structures}
@@ -163,6 +170,9 @@ def main() -> None:
     for side in ("val", "test"):
         acc = errors(model, split[side])
         result[side] = {"overall": acc.summary(), "by_size": acc.by_size()}
+    if args.heldout:
+        acc = errors(model, read_structures(args.heldout))
+        result["heldout"] = {"file": args.heldout, "overall": acc.summary(), "by_size": acc.by_size()}
     # training-split errors (a subset) tell under- from overfitting
     result["train_subset"] = {
         "every": args.train_every,

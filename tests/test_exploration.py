@@ -70,3 +70,31 @@ def test_extended_split_keeps_each_molecule_on_its_side():
     assert {s.id for s in sides["test"]}  # some new structures join held-out molecules
     with pytest.raises(ValueError, match="already in the split"):
         extend_split(split, old, [_structure("a/0", "a")])
+
+
+def test_windows_of_the_failed_stability_run_show_its_broken_bond():
+    """The stage-1 villin run (committed) had ARG14's HE move onto CZ at ~7 ps (frame 13 of its
+    0.5 ps frames); the window around ARG14 cut from a later frame holds that geometry, with the
+    cut bonds capped and the window's formal charge."""
+    import os
+
+    from openmmml_e2former.data.exploration import run_folder_windows
+
+    folder = os.path.join(os.path.dirname(__file__), "..", "stability", "villin-20ps-stage1-run")
+    windows = run_folder_windows(folder, window=3, tag="stage1")
+    assert len(windows) == 18 * 33
+    late = next(s for s in windows if s.id == "villin:13-15/stage1/f16")
+    early = next(s for s in windows if s.id == "villin:13-15/stage1/f4")
+
+    def hydrogens_on_guanidinium_carbon(structure):
+        """H atoms within 1.2 Å of a carbon bonded to three nitrogens (ARG's CZ)."""
+        d = np.linalg.norm(structure.positions[:, None] - structure.positions[None], axis=-1)
+        n = structure.numbers
+        cz = [c for c in np.flatnonzero(n == 6) if (d[c, n == 7] < 1.6).sum() == 3]
+        assert len(cz) == 1  # one arginine in the window
+        return [h for h in np.flatnonzero(n == 1) if d[h, cz[0]] < 1.2]
+
+    assert hydrogens_on_guanidinium_carbon(early) == []
+    assert len(hydrogens_on_guanidinium_carbon(late)) == 1
+    # residues 13-15 of villin are THR-ARG-SER: charge +1 (the arginine)
+    assert late.charge == early.charge == 1 and late.num_atoms == early.num_atoms

@@ -185,7 +185,7 @@ def run_folder_windows(
     import openmm.app as app
 
     from ..fragments import fragment_ids_from_topology
-    from .generators import _atom_charges, _protein_only, cut_window
+    from .generators import _atom_charges, _protein_only, window_structures
 
     tag = tag or os.path.basename(os.path.normpath(folder))
     stages = sorted(glob.glob(os.path.join(folder, "stages", "*")))
@@ -199,27 +199,11 @@ def run_folder_windows(
     protein = [a.index for a in pdb.topology.atoms() if a.residue.name not in _SOLVENT]
     charges = _atom_charges(top)
     fragments = fragment_ids_from_topology(top)
-    residues = list(top.residues())
     out = []
     for f, xyz in enumerate(traj.xyz):
         frame = np.asarray(xyz, dtype=np.float64)[protein] * 10.0
-        for start in range(len(residues) - window + 1):
-            numbers, coords, frag, charge = cut_window(
-                top, frame, residues[start : start + window], charges, fragments
-            )
-            molecule = f"{name}:{start + 1}-{start + window}"
-            out.append(
-                Structure(
-                    id=f"{molecule}/{tag}/f{f}",
-                    molecule=molecule,
-                    numbers=numbers,
-                    positions=coords,
-                    fragment_ids=frag,
-                    charge=charge,
-                    source=f"window of frame {f} of {os.path.basename(stage_dir)} in run folder {tag}, "
-                    "H-capped",
-                )
-            )
+        source = f"window of frame {f} of {os.path.basename(stage_dir)} in run folder {tag}, H-capped"
+        out.extend(window_structures(top, frame, window, charges, fragments, name, f"{tag}/f{f}", source))
     return out
 
 

@@ -153,27 +153,48 @@ def villin_windows(
     top, pos, _ = villin_topology()
     top, pos = _protein_only(top, pos)
     charges = _atom_charges(top)
-    residues = list(top.residues())
     all_fragments = fragment_ids_from_topology(top)
     frames = [pos] + _md(top, pos, num_frames - 1, temperature, interval, seed, timestep_fs=1.0)
     out = []
     for f, frame in enumerate(tqdm(frames, desc="villin windows", disable=not progress)):
-        for start in range(len(residues) - window + 1):
-            chunk = residues[start : start + window]
-            numbers, coords, frag, charge = cut_window(top, frame, chunk, charges, all_fragments)
-            name = f"villin:{start + 1}-{start + window}"
-            out.append(
-                Structure(
-                    id=f"{name}/f{f}",
-                    molecule=name,
-                    numbers=numbers,
-                    positions=coords,
-                    fragment_ids=frag,
-                    charge=charge,
-                    source=f"villin (openmm test.pdb) residues {start + 1}-{start + window}, H-capped, "
-                    f"OBC2 MD {int(temperature)} K",
-                )
+        out.extend(
+            window_structures(
+                top,
+                frame,
+                window,
+                charges,
+                all_fragments,
+                "villin",
+                f"f{f}",
+                "villin (openmm test.pdb) residues {first}-{last}, H-capped, "
+                f"OBC2 MD {int(temperature)} K",
             )
+        )
+    return out
+
+
+def window_structures(topology, frame, window, charges, fragments, name, tag, source) -> list[Structure]:
+    """H-capped windows of ``window`` consecutive residues of one frame (Å): molecule
+    ``{name}:{first}-{last}`` (1-based residue positions), id ``{molecule}/{tag}``, and ``source``
+    formatted with ``first`` and ``last``."""
+    residues = list(topology.residues())
+    out = []
+    for start in range(len(residues) - window + 1):
+        chunk = residues[start : start + window]
+        numbers, coords, frag, charge = cut_window(topology, frame, chunk, charges, fragments)
+        first, last = start + 1, start + window
+        molecule = f"{name}:{first}-{last}"
+        out.append(
+            Structure(
+                id=f"{molecule}/{tag}",
+                molecule=molecule,
+                numbers=numbers,
+                positions=coords,
+                fragment_ids=frag,
+                charge=charge,
+                source=source.format(first=first, last=last),
+            )
+        )
     return out
 
 
