@@ -3,9 +3,13 @@
 Usage::
 
     python scripts/active_learning_merge.py LABELLED_PART [LABELLED_PART ...] \\
-        --base datasets/gfn2-peptides.extxyz.gz --base-split runs/e2former-lsr/splits.json \\
+        [--base datasets/gfn2-peptides.extxyz.gz] [--base-split SPLITS_JSON] \\
         --train-out datasets/gfn2-active1.extxyz.gz --heldout-out datasets/gfn2-active1-heldout.extxyz.gz \\
-        --split-out configs/splits-active1.json
+        --split-out configs/splits-active1.json [--max-force 50]
+
+Without ``--base-split`` the base split is recomputed (``split_by_molecule``, fractions 0.8/0.1/0.1,
+seed ``--split-seed`` 0: the split of ``configs/e2former-lsr.yaml``; checked equal to the stage-1
+run's ``splits.json``).
 
 Each new structure joins the side of its molecule in the base split (``extend_split``). Those on the
 training side go to ``--train-out``; those of validation/test molecules go to ``--heldout-out``
@@ -35,6 +39,13 @@ def main() -> None:
     parser.add_argument("--train-out", required=True)
     parser.add_argument("--heldout-out", required=True)
     parser.add_argument("--split-out", required=True)
+    parser.add_argument(
+        "--max-force",
+        type=float,
+        default=None,
+        help="drop structures with a force component above this (eV/Å): a few far-off frames of a "
+        "broken ML run would otherwise dominate a squared-error loss",
+    )
     args = parser.parse_args()
     base = read_structures(args.base)
     if args.base_split:
@@ -43,6 +54,10 @@ def main() -> None:
     else:
         split = split_by_molecule(base, (0.8, 0.1, 0.1), args.split_seed)
     new = [s for part in args.parts for s in read_structures(part) if s.labelled]
+    if args.max_force is not None:
+        kept = [s for s in new if float(abs(s.forces).max()) <= args.max_force]
+        print(f"dropped {len(new) - len(kept)} structure(s) with a force component > {args.max_force} eV/Å")
+        new = kept
     sides = extend_split(split, base, new)
     for path in (args.train_out, args.heldout_out, args.split_out):
         if os.path.exists(path):

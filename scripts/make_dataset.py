@@ -49,7 +49,8 @@ def mlmd_exploration(records_path: str, model_path: str | None = None) -> list:
     args = {"modelPath": model_path} if model_path else {}
     label = os.path.basename(model_path) if model_path else "shipped e2former-lsr"
     potential = MLPotential("e2former-lsr", **args)
-    return explore_peptides(explored_sequences(), potential, label, records_path)[0]
+    # round 1 started from the builder's unminimised geometry (mm_minimize=False): see datasets/README.md
+    return explore_peptides(explored_sequences(), potential, label, records_path, mm_minimize=False)[0]
 
 
 PARTS = {

@@ -9,8 +9,9 @@ energy, temperature, NaN checks and the largest relative change of any protein b
 ML only, in vacuum, velocity Verlet (0.5 fs) after 300 K velocities: total-energy drift (linear fit)
 and fluctuation.
 
-``python scripts/stability.py explore [--model-path CKPT]``: ML-driven MD (600 K, 1 fs, 400 steps,
-vacuum) of the 66 capped peptides of active-learning round 1; counts those that break a bond.
+``python scripts/stability.py explore [--molecules all|dipeptides] [--model-path CKPT]``: ML-driven
+MD (600 K, 1 fs, 400 steps, vacuum, from AMBER-minimised starts) of the 66 capped peptides of
+active-learning round 1 (or its 26 dipeptides); counts those that break a bond.
 
 ``python scripts/stability.py run-folder stability/villin-20ps-run``: summary of a protocol run
 folder (``e2former run``, possibly unfinished): steps done, temperatures, whether every reported
@@ -136,9 +137,10 @@ def nve(steps: int, report: int, precision: str, timestep_fs: float, model_path:
     return result
 
 
-def explore(model_path: str | None) -> dict:
+def explore(model_path: str | None, molecules: str = "all") -> dict:
     """ML-driven MD (600 K, vacuum, 400 fs) of the molecules explored by active learning round 1
-    (``scripts/make_dataset.py`` part ``mlmd``, same seeds): which ones break a bond."""
+    (``scripts/make_dataset.py`` part ``mlmd``, same seeds, but from AMBER-minimised starts): which
+    ones break a bond. ``molecules``: ``all`` (66) or ``dipeptides`` (26)."""
     import sys
 
     from openmmml_e2former.data.exploration import explore_peptides
@@ -148,7 +150,10 @@ def explore(model_path: str | None) -> dict:
 
     label = os.path.basename(model_path) if model_path else "shipped e2former-lsr"
     start = time.perf_counter()
-    _, records = explore_peptides(explored_sequences(), _potential(model_path), label)
+    sequences = explored_sequences()
+    if molecules == "dipeptides":
+        sequences = [seq for seq in sequences if len(seq) == 1]
+    _, records = explore_peptides(sequences, _potential(model_path), label)
     broken = [r for r in records if r["first_broken_frame"] is not None or not r["finite"]]
     return {
         "potential": label,
@@ -230,6 +235,7 @@ def main() -> None:
     parser.add_argument("--timestep-fs", type=float, default=0.5)
     parser.add_argument("--out", default="runs/stability")
     parser.add_argument("--model-path", default=None, help="checkpoint (default: the shipped potential)")
+    parser.add_argument("--molecules", default="all", choices=["all", "dipeptides"], help="explore: which")
     args = parser.parse_args()
     if args.which == "run-folder":
         summary = run_folder(args.folder)
@@ -242,10 +248,10 @@ def main() -> None:
         return
     os.makedirs(args.out, exist_ok=True)
     if args.which == "explore":
-        result = explore(args.model_path)
+        result = explore(args.model_path, args.molecules)
         name = os.path.splitext(os.path.basename(args.model_path))[0] if args.model_path else "shipped"
-        path = os.path.join(args.out, f"explore-{name}.json")
-        result["command"] = "python scripts/stability.py explore" + (
+        path = os.path.join(args.out, f"explore-{args.molecules}-{name}.json")
+        result["command"] = f"python scripts/stability.py explore --molecules {args.molecules}" + (
             f" --model-path {args.model_path}" if args.model_path else ""
         )
         with open(path + ".tmp", "w") as handle:

@@ -144,18 +144,23 @@ def explore_peptides(
     records_path: str | None = None,
     temperature: float = 600.0,
     seed: int = 0,
+    mm_minimize: bool = True,
 ) -> tuple[list[Structure], list[dict]]:
     """:func:`explore_molecule` for the capped peptides ACE-sequence-NME (built in an extended
-    conformation), molecule k with seed ``seed + k``. Each run's record is printed and, with
-    ``records_path``, appended to that JSON-lines file as soon as it is done."""
+    conformation; with ``mm_minimize`` first relaxed with AMBER14 in vacuum — the builder's
+    proline ring is strained, ~1e4 kJ/mol), molecule k with seed ``seed + k``. Each run's record
+    is printed and, with ``records_path``, appended to that JSON-lines file as soon as it is done."""
     import json
 
     from .generators import _atom_charges, _formal_charge
     from .peptides import build_capped_peptide
+    from .sampling import minimized
 
     structures, records = [], []
     for k, seq in enumerate(sequences):
         topology, positions = build_capped_peptide(seq)
+        if mm_minimize:
+            positions = minimized(topology, positions)
         charge = _formal_charge(_atom_charges(topology), range(topology.getNumAtoms()))
         name = "ACE-" + "-".join(seq) + "-NME"
         found, record = explore_molecule(

@@ -25,6 +25,19 @@ def make_system(topology, solvent: str = "obc2", constraints=None):
     return forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=constraints)
 
 
+def minimized(topology, positions: np.ndarray, solvent: str = "vacuum", iterations: int = 500) -> np.ndarray:
+    """``positions`` (Å) after an AMBER14 energy minimisation (``solvent`` as in :func:`make_system`)."""
+    import openmm
+    import openmm.unit as unit
+
+    platform = openmm.Platform.getPlatformByName("CPU")
+    context = openmm.Context(make_system(topology, solvent), openmm.VerletIntegrator(0.001), platform)
+    context.setPositions(positions * 0.1)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, iterations)
+    state = context.getState(getPositions=True)
+    return np.array(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
+
+
 def md_frames(
     topology,
     positions: np.ndarray,
