@@ -98,3 +98,26 @@ def test_windows_of_the_failed_stability_run_show_its_broken_bond():
     assert len(hydrogens_on_guanidinium_carbon(late)) == 1
     # residues 13-15 of villin are THR-ARG-SER: charge +1 (the arginine)
     assert late.charge == early.charge == 1 and late.num_atoms == early.num_atoms
+
+
+def test_explorations_start_from_a_relaxed_geometry():
+    """The builder's proline ring is strained (why round 1's proline explorations broke bonds);
+    ``minimized`` relaxes it with AMBER14: OpenMM's own energy before and after."""
+    import openmm
+    import openmm.app as app
+
+    from openmmml_e2former.data.peptides import build_capped_peptide
+    from openmmml_e2former.data.sampling import minimized
+
+    topology, positions = build_capped_peptide(["PRO"])
+    system = app.ForceField("amber14-all.xml").createSystem(topology, nonbondedMethod=app.NoCutoff)
+    reference = openmm.Platform.getPlatformByName("Reference")
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), reference)
+
+    def energy(xyz):
+        context.setPositions(xyz * 0.1)
+        return context.getState(getEnergy=True).getPotentialEnergy()._value  # kJ/mol
+
+    relaxed = minimized(topology, positions)
+    assert energy(positions) > 1000.0 and energy(relaxed) < 0.0
+    assert broken_bonds(topology, relaxed, positions) == []  # relaxed, not rebuilt
