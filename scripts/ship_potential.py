@@ -4,7 +4,7 @@ Usage::
 
     python scripts/ship_potential.py runs/e2former-lsr-al1 --previous runs/e2former-lsr \
         --dataset datasets/gfn2-peptides.extxyz.gz datasets/gfn2-active1.extxyz.gz \
-        --heldout datasets/gfn2-active1-heldout.extxyz.gz
+        --heldout datasets/gfn2-active1-heldout.extxyz.gz --labels "stage 1,active learning 1"
 
 ``RUN`` is the last training stage (its ``best.pt`` is shipped); ``--previous`` names the earlier
 stages it continued from, oldest first (their logs go into the metrics and the curve).
@@ -89,7 +89,7 @@ def read_logs(run: str) -> tuple[list[dict], list[dict]]:
     return steps, epochs
 
 
-def plot_curve(runs: list[str], path: str) -> None:
+def plot_curve(runs: list[str], path: str, labels: list[str] | None = None) -> None:
     """Training loss and validation errors of the stages in ``runs``, one step axis (each stage's
     steps continue from the last step of the one before; dashed lines mark the stage starts)."""
     import matplotlib
@@ -104,7 +104,7 @@ def plot_curve(runs: list[str], path: str) -> None:
         x = [offset + int(r["step"]) for r in steps]
         y = [float(r["loss"]) for r in steps]
         smooth = [sum(y[max(0, i - window + 1) : i + 1]) / min(i + 1, window) for i in range(len(y))]
-        tag = f"stage {k + 1}"
+        tag = labels[k] if labels and k < len(labels) else f"stage {k + 1}"
         a.semilogy(x, y, lw=0.5, alpha=0.4, color="C0", label="per step" if k == 0 else None)
         a.semilogy(x, smooth, lw=1.5, color="C1", label=f"running mean ({window})" if k == 0 else None)
         es = [offset + int(r["step"]) for r in epochs]
@@ -156,6 +156,7 @@ def main() -> None:
         "curve only (the checkpoint file, and so its SHA-256, stays as it is)",
     )
     parser.add_argument("--curve", default="docs/training_curve.png")
+    parser.add_argument("--labels", default=None, help="comma-separated stage names for the curve")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -204,7 +205,7 @@ def main() -> None:
         save_checkpoint(model, args.out, meta)
     with open(args.out.replace(".pt", ".metrics.json"), "w") as handle:
         json.dump(result, handle, indent=2)
-    plot_curve(runs, args.curve)
+    plot_curve(runs, args.curve, args.labels.split(",") if args.labels else None)
     print(json.dumps({k: result[k] for k in ("train_subset", "val", "test", "test_subset")}, indent=1))
     written = "kept" if args.metrics_only else "wrote"
     print(

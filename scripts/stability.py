@@ -33,6 +33,14 @@ import numpy as np
 from openmmml_e2former.data.exploration import BROKEN, bond_change, bond_pairs
 
 
+def weights_sha256(model_path: str | None) -> str:
+    """SHA-256 of the weights a check used (the shipped file unless ``model_path``)."""
+    from openmmml_e2former.checkpoints import file_sha256
+    from openmmml_e2former.potential import default_weights
+
+    return file_sha256(model_path or default_weights("e2former-lsr"))
+
+
 def _potential(model_path: str | None):
     from openmmml import MLPotential
 
@@ -249,6 +257,7 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     if args.which == "explore":
         result = explore(args.model_path, args.molecules)
+        result["weights_sha256"] = weights_sha256(args.model_path)
         name = os.path.splitext(os.path.basename(args.model_path))[0] if args.model_path else "shipped"
         path = os.path.join(args.out, f"explore-{args.molecules}-{name}.json")
         result["command"] = f"python scripts/stability.py explore --molecules {args.molecules}" + (
@@ -266,6 +275,7 @@ def main() -> None:
     result["command"] = (
         f"python scripts/stability.py {args.which} --steps {args.steps} --precision {args.precision}"
     )
+    result["weights_sha256"] = weights_sha256(args.model_path)
     path = os.path.join(args.out, f"{args.which}-{args.precision}.json")
     with open(path + ".tmp", "w") as handle:
         json.dump(result, handle, indent=1)

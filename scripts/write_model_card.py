@@ -22,12 +22,23 @@ from openmmml_e2former.train.metrics import format_table
 POT = "openmmml_e2former/potentials"
 
 
-def _stability(folder: str) -> str:
+def _stability(folder: str, sha256: str) -> str:
     lines = []
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
         with open(path) as handle:
             r = json.load(handle)
-        if "drift_kj_mol_per_ps" in r:
+        if r.get("weights_sha256") != sha256:
+            continue  # a check of other (earlier) weights
+        if "with_broken_bond" in r:
+            broken = "; ".join(
+                f"{b['molecule']} ({', '.join(b['broken']) or 'not finite'})" for b in r["broken"]
+            )
+            lines.append(
+                f"* **ML-driven MD of capped peptides** ({r['molecules']} molecules, vacuum, Langevin 600 K, "
+                f"1 fs, 400 steps each from AMBER-minimised starts, `{r['command']}`): "
+                f"{r['with_broken_bond']} broke a bond (> 30 % change)" + (f": {broken}." if broken else ".")
+            )
+        elif "drift_kj_mol_per_ps" in r:
             lines.append(
                 f"* **NVE, ML only** ({r['system']}, {r['atoms']} atoms, {r['steps']} steps of "
                 f"{r['timestep_fs']} fs, {r['precision']} precision, `{r['command']}`): total-energy drift "
@@ -117,7 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stability", default="runs/stability")
     parser.add_argument("--long-run", default="stability/villin-20ps-run")
-    parser.add_argument("--config", default="configs/e2former-lsr.yaml")
+    parser.add_argument("--config", default="configs/e2former-lsr-al1.yaml", help="the shipped stage config")
     args = parser.parse_args()
     with open(os.path.join(POT, "e2former-lsr.metrics.json")) as handle:
         m = json.load(handle)
@@ -153,6 +164,8 @@ def main() -> None:
         **_errors("train", train),
         **_errors("val", val),
         **_errors("test", test),
+        **_errors("heldout", m["heldout"]["overall"]),
+        heldout_count=m["heldout"]["overall"]["count"],
         test_table=format_table(m["test"]["by_size"] + [{"atoms": "all", **test}]),
         target_verdict="reached" if test["force_mae"] <= 0.05 else "**not** reached",
         sub_count=sub["count"],
@@ -161,7 +174,7 @@ def main() -> None:
         best_epoch=int(meta.get("epoch", -1)) + 1,  # the trainer stores the 0-based epoch
         best_step=meta.get("step"),
         epochs_run=len(epochs),
-        stability=_stability(args.stability),
+        stability=_stability(args.stability, file_sha256(weights)),
         long_run=_long_run(args.long_run, file_sha256(weights)),
     )
     with open(os.path.join(POT, "e2former-lsr.md"), "w") as handle:
@@ -169,7 +182,9 @@ def main() -> None:
     raw = {}
     for path in sorted(glob.glob(os.path.join(args.stability, "*.json"))):
         with open(path) as handle:
-            raw[os.path.basename(path)[: -len(".json")]] = json.load(handle)
+            record = json.load(handle)
+        if record.get("weights_sha256") == file_sha256(weights):
+            raw[os.path.basename(path)[: -len(".json")]] = record
     with open(os.path.join(POT, "e2former-lsr.stability.json"), "w") as handle:
         json.dump(raw, handle, indent=1)
     print(f"wrote {POT}/e2former-lsr.md")
