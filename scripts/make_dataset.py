@@ -46,6 +46,8 @@ def mlmd_exploration(records_path: str, model_path: str | None = None) -> list:
     One JSON line per molecule (steps, broken bonds) is appended to ``records_path``."""
     from openmmml import MLPotential
 
+    if os.path.exists(records_path):
+        os.remove(records_path)  # a rerun after an interruption regenerates the part from scratch
     args = {"modelPath": model_path} if model_path else {}
     label = os.path.basename(model_path) if model_path else "shipped e2former-lsr"
     potential = MLPotential("e2former-lsr", **args)

@@ -70,6 +70,8 @@ def test_extended_split_keeps_each_molecule_on_its_side():
     assert {s.id for s in sides["test"]}  # some new structures join held-out molecules
     with pytest.raises(ValueError, match="already in the split"):
         extend_split(split, old, [_structure("a/0", "a")])
+    with pytest.raises(ValueError, match="repeat ids"):
+        extend_split(split, old, [_structure("a/new", "a"), _structure("a/new", "a")])
 
 
 def test_windows_of_the_failed_stability_run_show_its_broken_bond():
@@ -83,6 +85,8 @@ def test_windows_of_the_failed_stability_run_show_its_broken_bond():
     folder = os.path.join(os.path.dirname(__file__), "..", "stability", "villin-20ps-stage1-run")
     windows = run_folder_windows(folder, window=3, tag="stage1")
     assert len(windows) == 18 * 33
+    with pytest.raises(ValueError, match="no stage 'heat'"):
+        run_folder_windows(folder, stage="heat")
     late = next(s for s in windows if s.id == "villin:13-15/stage1/f16")
     early = next(s for s in windows if s.id == "villin:13-15/stage1/f4")
 

@@ -196,16 +196,42 @@ def test_a_broken_ml_bond_stops_the_stage_or_is_reported_once(tmp_path, peptide,
         _run(tmp_path, peptide, "resid 0", protocol=data)
     stage_dir = tmp_path / "run" / "stages" / "02-md"
     assert not (stage_dir / "done.json").exists()
+    assert _checkpoint_bonds_within(tmp_path / "run", stage_dir / "checkpoint.chk", 0.002)
 
     data["guard"]["on_bond_change"] = "warn"
     capsys.readouterr()
     _run(tmp_path, peptide, "resid 0", protocol=data)
     out = capsys.readouterr().out
     assert (stage_dir / "done.json").exists()
+    assert (
+        json.loads((tmp_path / "run" / "run.json").read_text())["protocol"]["guard"]["on_bond_change"]
+        == "warn"
+    )
     warnings = [line for line in out.splitlines() if "warning:" in line and "ML-region bond" in line]
     assert warnings
     named = [bond for line in warnings for bond in re.findall(r"(\w+:\w+-\w+:\w+) \d", line)]
     assert named and len(named) == len(set(named)), warnings  # each bond reported once
+
+
+def _checkpoint_bonds_within(run, checkpoint, limit: float) -> bool:
+    """No checkpoint, or one whose ML-region bonds are all within ``limit`` of prepared.pdb."""
+    import openmm
+    import openmm.app as app
+
+    from openmmml_e2former.simulate.reporters import BondWatch
+
+    if not checkpoint.exists():
+        return True
+    with open(run / "system.xml") as handle:
+        system = openmm.XmlSerializer.deserialize(handle.read())
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+    context.loadCheckpoint(checkpoint.read_bytes())
+    pdb = app.PDBFile(str(run / "prepared.pdb"))
+    atoms = json.loads((run / "ml_region.json").read_text())["atoms"]
+    reference = pdb.getPositions(asNumpy=True)._value
+    watch = BondWatch(pdb.topology, atoms, reference, limit, "stop")
+    state = context.getState(getPositions=True)
+    return watch.problem(state) is None
 
 
 def test_bond_watch_uses_the_nearest_image_and_reports_each_bond_once():

@@ -178,8 +178,9 @@ def explore_peptides(
 def run_folder_windows(
     folder: str, window: int = 3, name: str = "villin", stage: str | None = None, tag: str | None = None
 ):
-    """H-capped windows of ``window`` consecutive ML-region residues from every saved frame of an
-    ``e2former run`` folder's MD stage (the last one unless ``stage`` names it).
+    """H-capped windows of ``window`` consecutive non-solvent residues (the protein; the ML region
+    is not consulted) from every saved frame of an ``e2former run`` folder's MD stage (the last one
+    unless ``stage`` names it). Frames are made whole across the periodic box first.
 
     Molecules are named ``{name}:{first}-{last}`` (1-based residue positions within the protein),
     the naming of :func:`.generators.villin_windows`, so both stay on the same side of a split;
@@ -194,11 +195,16 @@ def run_folder_windows(
 
     tag = tag or os.path.basename(os.path.normpath(folder))
     stages = sorted(glob.glob(os.path.join(folder, "stages", "*")))
-    stage_dir = next(s for s in stages if stage is None or s.endswith("-" + stage)) if stage else stages[-1]
+    chosen = [s for s in stages if stage is None or s.endswith("-" + stage)]
+    if not chosen:
+        raise ValueError(f"{folder} has no stage {stage!r} (stages: {[os.path.basename(s) for s in stages]})")
+    stage_dir = chosen[-1]
     pdb = app.PDBFile(os.path.join(folder, "prepared.pdb"))
     traj = mdtraj.load_dcd(
         os.path.join(stage_dir, "trajectory.dcd"), top=os.path.join(folder, "prepared.pdb")
     )
+    if traj.unitcell_vectors is not None:
+        traj.make_molecules_whole(inplace=True)  # OpenMM may wrap ML atoms one by one
     positions = np.array(pdb.getPositions(asNumpy=True)._value) * 10.0
     top, _ = _protein_only(pdb.topology, positions)
     protein = [a.index for a in pdb.topology.atoms() if a.residue.name not in _SOLVENT]

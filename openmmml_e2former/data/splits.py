@@ -68,6 +68,9 @@ def extend_split(split: dict[str, list[str]], structures: list[Structure], new: 
         if s.id in side_of_id:
             side_of_group.setdefault(group_key(s), side_of_id[s.id])
     known = set(side_of_id)
+    ids = [s.id for s in new]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the new structures repeat ids (the same part given twice?)")
     repeated = [s.id for s in new if s.id in known]
     if repeated:
         raise ValueError(f"{len(repeated)} new structure id(s) are already in the split, e.g. {repeated[:3]}")

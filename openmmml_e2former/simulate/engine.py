@@ -49,6 +49,7 @@ class RunContext:
     dof: int
     progress: bool
     ml_atoms: list = field(default_factory=list)
+    bonds: dict = field(default_factory=dict)  # the run's BondWatch, once made (see bond_watch)
 
 
 def stage_dirs(folder: str, protocol: Protocol) -> list[str]:
@@ -274,6 +275,9 @@ def run_minimization(ctx: RunContext, stage: dict, directory: str, start_state) 
     after = _energy(context)
     state = context.getState(getPositions=True, getVelocities=True, getEnergy=True, enforcePeriodicBox=True)
     problem = state_problem(state, ctx.dof, float("inf"))
+    watch = bond_watch(ctx)
+    if not problem and watch is not None:
+        problem = watch.problem(state)  # stop: the message; warn: printed, None
     if problem:
         raise SimulationError(f"stage {stage['name']!r} (minimisation) failed: {problem}")
     _write_stage_end(ctx, directory, state)
@@ -379,8 +383,8 @@ def _resume_or_start(ctx, simulation, stage, directory, checkpoint, start_state,
             simulation.context.setVelocitiesToTemperature(temperature, seed)
     simulation.currentStep = 0
     # the kinetic energy of a leapfrog integrator before its first step is an estimate from
-    # the forces, so the start is only checked for finite numbers, not for its temperature
-    _save_checkpoint(ctx, simulation, stage, checkpoint, max_temperature_k=float("inf"), check_bonds=False)
+    # the forces, so the start is only checked for finite numbers and bonds, not for its temperature
+    _save_checkpoint(ctx, simulation, stage, checkpoint, max_temperature_k=float("inf"))
     return 0
 
 
@@ -450,9 +454,16 @@ def bond_watch(ctx: RunContext):
     limit = ctx.protocol.guard["max_bond_change"]
     if not ctx.ml_atoms or limit is None:
         return None
-    return BondWatch(
-        ctx.topology, ctx.ml_atoms, ctx.positions_nm, float(limit), ctx.protocol.guard["on_bond_change"], say
-    )
+    if "watch" not in ctx.bonds:  # one per run, so that 'warn' reports each bond once
+        ctx.bonds["watch"] = BondWatch(
+            ctx.topology,
+            ctx.ml_atoms,
+            ctx.positions_nm,
+            float(limit),
+            ctx.protocol.guard["on_bond_change"],
+            say,
+        )
+    return ctx.bonds["watch"]
 
 
 def _gcd(a: int, b: int) -> int:
@@ -517,13 +528,13 @@ def _apply_schedule(simulation, stage, names, step, chunk) -> None:
         simulation.context.setParameter(name, k0 + (k1 - k0) * f)
 
 
-def _save_checkpoint(ctx, simulation, stage, checkpoint, max_temperature_k=None, check_bonds=True) -> None:
+def _save_checkpoint(ctx, simulation, stage, checkpoint, max_temperature_k=None) -> None:
     """Checkpoint only a healthy state (with ``guard.on_bond_change: stop``, no broken ML bond),
     through a temporary file and ``os.replace``."""
     state = simulation.context.getState(getEnergy=True, getPositions=True)
     limit = float(ctx.protocol.guard["max_temperature_K"]) if max_temperature_k is None else max_temperature_k
     problem = state_problem(state, ctx.dof, limit)
-    watch = bond_watch(ctx) if not problem and check_bonds else None
+    watch = bond_watch(ctx) if not problem else None
     if watch is not None and watch.action == "stop":
         problem = watch.problem(state)
     if problem:

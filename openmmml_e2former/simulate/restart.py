@@ -57,6 +57,7 @@ def open_run_folder(folder: str, manifest: dict, overwrite: bool) -> bool:
         else:
             previous = read_json(path)
             _check_same_run(previous, manifest, folder)
+            _record_guard(path, previous, manifest)
             return True
     os.makedirs(folder, exist_ok=True)
     atomic_write_json(path, manifest)
@@ -91,6 +92,16 @@ def _check_same_run(previous: dict, current: dict, folder: str) -> None:
                 f"{folder} holds a run with a different {label}; rerun the same command to resume it, "
                 "or pass --overwrite to start again (deletes that run)"
             )
+
+
+def _record_guard(path: str, previous: dict, current: dict) -> None:
+    """A resumed run may use other guard settings: the manifest records the ones now in force
+    (only the guard is rewritten; the rest of an older manifest stays as it was)."""
+    old = (previous.get("protocol") or {}).get("guard")
+    new = (current.get("protocol") or {}).get("guard")
+    if isinstance(previous.get("protocol"), dict) and new is not None and old != new:
+        previous["protocol"]["guard"] = new
+        atomic_write_json(path, previous)
 
 
 def _compared(manifest: dict, key: str):
