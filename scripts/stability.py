@@ -243,11 +243,16 @@ def main() -> None:
     parser.add_argument("--timestep-fs", type=float, default=0.5)
     parser.add_argument("--out", default="runs/stability")
     parser.add_argument("--model-path", default=None, help="checkpoint (default: the shipped potential)")
+    parser.add_argument(
+        "--guard-stop", default=None, help="run-folder: the message of the bond guard that stopped the run"
+    )
     parser.add_argument("--molecules", default="all", choices=["all", "dipeptides"], help="explore: which")
     args = parser.parse_args()
     if args.which == "run-folder":
         summary = run_folder(args.folder)
         summary["command"] = f"python scripts/stability.py run-folder {args.folder}"
+        if args.guard_stop:
+            summary["guard_stop"] = args.guard_stop
         path = os.path.join(args.folder, "stability-summary.json")
         with open(path + ".tmp", "w") as handle:
             json.dump(summary, handle, indent=1)

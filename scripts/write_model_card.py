@@ -101,6 +101,8 @@ def _long_run(folder: str, sha256: str) -> str:
         steps = r["steps_done"]
         return f"* **Villin ML/MM, 20 ps** (`{folder}`): started, {steps} steps so far (< {t['skip_ps']} ps)."
     done = "finished" if r["steps_done"] >= r["steps_planned"] else "**in progress**"
+    if r.get("guard_stop"):
+        done = f"**stopped by the bond guard**: {r['guard_stop']}; last checkpoint"
     return (
         f"* **Villin ML/MM, 20 ps** (`stability/villin-20ps.yaml`, run folder `{folder}`, {done}): "
         f"{r['steps_done']} of {r['steps_planned']} steps of 1 fs ({r['time_ps']:.2f} ps), Langevin 300 K, "
