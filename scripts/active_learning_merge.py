@@ -3,7 +3,7 @@
 Usage::
 
     python scripts/active_learning_merge.py LABELLED_PART [LABELLED_PART ...] \\
-        [--base datasets/gfn2-peptides.extxyz.gz] [--base-split SPLITS_JSON] \\
+        [--base datasets/gfn2-peptides.extxyz.gz [MORE ...]] [--base-split SPLITS_JSON] \\
         --train-out datasets/gfn2-active1.extxyz.gz --heldout-out datasets/gfn2-active1-heldout.extxyz.gz \\
         --split-out configs/splits-active1.json [--max-force 50]
 
@@ -33,7 +33,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("parts", nargs="+", help="labelled part folders or files (*.extxyz[.gz])")
-    parser.add_argument("--base", default="datasets/gfn2-peptides.extxyz.gz")
+    parser.add_argument(
+        "--base", nargs="+", default=["datasets/gfn2-peptides.extxyz.gz"], help="the data already split"
+    )
     parser.add_argument("--base-split", default=None, help="splits.json of the base run (default: recompute)")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--train-out", required=True)
@@ -47,7 +49,7 @@ def main() -> None:
         "broken ML run would otherwise dominate a squared-error loss",
     )
     args = parser.parse_args()
-    base = read_structures(args.base)
+    base = [s for path in args.base for s in read_structures(path)]
     if args.base_split:
         with open(args.base_split) as handle:
             split = json.load(handle)
