@@ -14,26 +14,8 @@ import os
 
 import numpy as np
 
+from ..bonds import BROKEN, bond_change, bond_lengths, bond_pairs
 from .structure import Structure
-
-BROKEN = 0.3  # relative change of a bond length that counts as a broken (or formed) bond
-
-
-def bond_pairs(topology, atoms=None) -> np.ndarray:
-    """``[B, 2]`` atom indices of the topology's bonds (only bonds within ``atoms`` when given)."""
-    keep = None if atoms is None else set(int(i) for i in atoms)
-    pairs = [
-        (a.index, b.index)
-        for a, b in topology.bonds()
-        if keep is None or (a.index in keep and b.index in keep)
-    ]
-    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
-
-
-def bond_change(positions: np.ndarray, pairs: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Relative change ``|d / d_ref - 1|`` of every bond in ``pairs`` (positions in any one unit)."""
-    lengths = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
-    return np.abs(lengths / reference - 1.0)
 
 
 def broken_bonds(topology, positions: np.ndarray, reference_positions: np.ndarray, pairs=None) -> list[str]:
@@ -41,7 +23,7 @@ def broken_bonds(topology, positions: np.ndarray, reference_positions: np.ndarra
     pairs = bond_pairs(topology) if pairs is None else pairs
     if not len(pairs):
         return []
-    ref = np.linalg.norm(reference_positions[pairs[:, 0]] - reference_positions[pairs[:, 1]], axis=1)
+    ref = bond_lengths(reference_positions, pairs)
     atoms = list(topology.atoms())
     return [
         f"{_atom_name(atoms[i])} - {_atom_name(atoms[j])}"

@@ -117,33 +117,26 @@ class BondWatch:
     def __init__(self, topology, atoms, reference_nm, max_change: float, action: str, notify=print):
         import numpy as np
 
-        chosen = set(int(i) for i in atoms)
-        bonds = [(a, b) for a, b in topology.bonds() if a.index in chosen and b.index in chosen]
-        self.pairs = np.array([(a.index, b.index) for a, b in bonds], dtype=np.int64).reshape(-1, 2)
-        self.names = [f"{_atom_label(a)}-{_atom_label(b)}" for a, b in bonds]
-        reference = np.asarray(reference_nm, dtype=float)
-        self.reference = self._lengths(reference, None)
+        from ..bonds import bond_lengths, bond_pairs
+
+        self.pairs = bond_pairs(topology, atoms)
+        labels = [_atom_label(a) for a in topology.atoms()]
+        self.names = [f"{labels[i]}-{labels[j]}" for i, j in self.pairs]
+        self.reference = bond_lengths(np.asarray(reference_nm, dtype=float), self.pairs)
         self.max_change = float(max_change)
         self.action = action
         self.notify = notify
         self.reported: set[int] = set()
 
-    def _lengths(self, positions, box):
-        import numpy as np
-
-        d = positions[self.pairs[:, 1]] - positions[self.pairs[:, 0]]
-        if box is not None:  # nearest image in OpenMM's reduced triclinic box
-            for k in (2, 1, 0):
-                d -= np.outer(np.round(d[:, k] / box[k][k]), box[k])
-        return np.linalg.norm(d, axis=1)
-
     def broken(self, positions_nm, box_nm=None) -> list[int]:
         """Indices (into ``pairs``) of the bonds changed by more than ``max_change``."""
         import numpy as np
 
+        from ..bonds import bond_change
+
         if not len(self.pairs):
             return []
-        change = np.abs(self._lengths(np.asarray(positions_nm, dtype=float), box_nm) / self.reference - 1.0)
+        change = bond_change(np.asarray(positions_nm, dtype=float), self.pairs, self.reference, box_nm)
         return [int(k) for k in np.flatnonzero(change > self.max_change)]
 
     def problem(self, state) -> str | None:
@@ -158,7 +151,9 @@ class BondWatch:
             self.reported.update(broken)
         if not broken:
             return None
-        lengths = self._lengths(positions, box)
+        from ..bonds import bond_lengths
+
+        lengths = bond_lengths(positions, self.pairs, box)
         described = ", ".join(
             f"{self.names[k]} {lengths[k] * 10:.2f} Å (prepared {self.reference[k] * 10:.2f} Å)"
             for k in broken[:5]
