@@ -16,19 +16,19 @@ import time
 import numpy as np
 
 from openmmml_e2former.data import generators as g
-from openmmml_e2former.data.exploration import explore_peptides, run_folder_windows
+from openmmml_e2former.data.exploration import explore_peptides, run_folder_environments, run_folder_windows
 from openmmml_e2former.data.extxyz import read_structures, write_structures
 from openmmml_e2former.data.labelling import label_dataset
-from openmmml_e2former.data.peptides import STANDARD_RESIDUES, VARIANTS
+from openmmml_e2former.data.peptides import STANDARD_RESIDUES, TERMINAL_VARIANTS, VARIANTS
 
 RESIDUES = STANDARD_RESIDUES + list(VARIANTS)
 
 
-def tripeptide_sequences(count: int, seed: int = 1) -> list[list[str]]:
+def tripeptide_sequences(count: int, seed: int = 1, residues: list[str] = RESIDUES) -> list[list[str]]:
     rng = np.random.default_rng(seed)
     seqs, seen = [], set()
     while len(seqs) < count:
-        pair = tuple(rng.choice(RESIDUES, 2))
+        pair = tuple(str(r) for r in rng.choice(residues, 2))
         if pair not in seen:
             seen.add(pair)
             seqs.append(list(pair))
@@ -55,6 +55,44 @@ def mlmd_exploration(records_path: str, model_path: str | None = None) -> list:
     return explore_peptides(explored_sequences(), potential, label, records_path, mm_minimize=False)[0]
 
 
+#: Active learning round 2: peptides with free (charged) termini, the villin run's missing chemistry.
+#: Villin's own terminal sequences come first; the held-out molecules share no sequence with them.
+VILLIN_TERMINI = [["LEU", "SER", "ASP"], ["GLY", "LEU", "PHE"], ["LEU", "SER"], ["LEU", "PHE"]]
+
+
+def zwitterion_sequences() -> tuple[list[list[str]], list[list[str]]]:
+    """(training, held-out) sequences of peptides with free termini: villin's terminal ones and
+    32 random dipeptides for training, 8 other random dipeptides held out."""
+    pool = STANDARD_RESIDUES + list(TERMINAL_VARIANTS)
+    pairs = [p for p in tripeptide_sequences(60, seed=2, residues=pool) if p not in VILLIN_TERMINI]
+    return VILLIN_TERMINI + pairs[:32], pairs[32:40]
+
+
+def zwitterion_exploration(records_path: str, sequences: list[list[str]]) -> list:
+    """Active learning (round 2): ML-driven MD (600 K, 1 fs, 20 frames 20 fs apart) of zwitterions
+    with the shipped potential, from AMBER14-relaxed starts; records as :func:`mlmd_exploration`."""
+    from openmmml import MLPotential
+
+    if os.path.exists(records_path):
+        os.remove(records_path)
+    potential = MLPotential("e2former-lsr")
+    return explore_peptides(sequences, potential, "shipped e2former-lsr", records_path, caps=False)[0]
+
+
+def zwitterion_heldout(out: str) -> list:
+    """The held-out zwitterions: classical conformers (300 and 600 K) and ML-driven MD frames."""
+    held_out = zwitterion_sequences()[1]
+    classical = g.capped_peptides(held_out, (300.0, 600.0), 5, seed=3000, caps=False)
+    return classical + zwitterion_exploration(os.path.join(out, "raw", "zw-heldout-records.jsonl"), held_out)
+
+
+def villin_run_environments() -> list:
+    """Charged-group neighbourhoods in the frames of both failed villin runs."""
+    return run_folder_environments("stability/villin-20ps-stage1-run") + run_folder_environments(
+        "stability/villin-20ps-run", tag="villin-20ps-run-al1"
+    )
+
+
 PARTS = {
     "dipeptides": lambda out: g.capped_peptides([[r] for r in RESIDUES], (300.0, 500.0, 700.0), 20, seed=0),
     "clusters": lambda out: g.small_clusters(per_cluster=30, seed=0),
@@ -66,6 +104,19 @@ PARTS = {
     # the failed stage-1 stability run, labelled while its folder was still named villin-20ps-run
     "villin-run": lambda out: run_folder_windows(
         "stability/villin-20ps-stage1-run", window=3, tag="villin-20ps-run"
+    ),
+    # active learning round 2 (see datasets/README.md): free termini and charged-group contacts
+    "zwitterions": lambda out: g.capped_peptides(
+        zwitterion_sequences()[0], (300.0, 600.0), 10, seed=2000, caps=False
+    ),
+    "zw-mlmd": lambda out: zwitterion_exploration(
+        os.path.join(out, "raw", "zw-mlmd-records.jsonl"), zwitterion_sequences()[0][:24]
+    ),
+    "zw-heldout": zwitterion_heldout,
+    "villin-env": lambda out: g.villin_environments() + villin_run_environments(),
+    # the round-1 potential's stopped run (guard at 2.05 ps): its frames' 3-residue windows
+    "villin-run-al1": lambda out: run_folder_windows(
+        "stability/villin-20ps-run", window=3, tag="villin-20ps-run-al1"
     ),
 }
 

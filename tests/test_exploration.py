@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -125,3 +127,144 @@ def test_explorations_start_from_a_relaxed_geometry():
     relaxed = minimized(topology, positions)
     assert energy(positions) > 1000.0 and energy(relaxed) < 0.0
     assert broken_bonds(topology, relaxed, positions) == []  # relaxed, not rebuilt
+
+
+def test_free_termini_peptides_are_zwitterions_with_the_right_formula():
+    """Leu-Ser with free termini is C9H18N2O4 (33 atoms; PubChem's formula for the dipeptide) with
+    NH3+ (H, H2, H3 on N) and COO- (O, OXT); Lys-Arg adds the two side-chain charges: +2."""
+    from collections import Counter
+
+    from openmmml_e2former.data.generators import _atom_charges, _formal_charge
+    from openmmml_e2former.data.peptides import build_peptide
+
+    topology, positions = build_peptide(["LEU", "SER"], caps=False)
+    symbols = Counter(a.element.symbol for a in topology.atoms())
+    assert symbols == {"C": 9, "H": 18, "N": 2, "O": 4} and positions.shape == (33, 3)
+    first, last = list(topology.residues())[0], list(topology.residues())[-1]
+    n_term = [
+        b for a, b in topology.bonds() if a.residue == first and a.name == "N" and b.element.symbol == "H"
+    ]
+    n_term += [
+        a for a, b in topology.bonds() if b.residue == first and b.name == "N" and a.element.symbol == "H"
+    ]
+    assert len(n_term) == 3 and "OXT" in {a.name for a in last.atoms()}
+    topology, _ = build_peptide(["LYS", "ARG"], caps=False)
+    assert _formal_charge(_atom_charges(topology), range(topology.getNumAtoms())) == 2
+    with pytest.raises(ValueError, match="at least 2 residues"):
+        build_peptide(["GLY"], caps=False)
+    with pytest.raises(ValueError, match="no terminal template for GLH"):
+        build_peptide(["GLH", "ALA"], caps=False)
+
+
+def _villin_protein():
+    from openmmml_e2former.data.generators import _protein_only, villin_topology
+
+    topology, positions, _ = villin_topology()
+    return _protein_only(topology, positions)
+
+
+def test_charged_centres_of_villin_are_its_termini_and_ionic_side_chains():
+    """Villin (LSDEDFKAVFGMTRSAFANLPLWKQQHLKKEKGLF) has 5 Lys, 1 Arg, 2 Asp, 2 Glu and two termini."""
+    from openmmml_e2former.data.exploration import charged_centres
+
+    topology, _ = _villin_protein()
+    labels = [label for label, _ in charged_centres(topology)]
+    assert len(labels) == 12 and labels[0] == "LEU1-N" and labels[-1] == "PHE35-C"
+    assert {"ARG14-CZ", "ASP3-CG", "GLU4-CD", "LYS7-NZ"} <= set(labels)
+
+
+def test_neighbourhood_fills_one_residue_gaps_only():
+    from openmmml_e2former.data.exploration import neighbourhood
+    from openmmml_e2former.data.peptides import build_capped_peptide
+
+    topology, _ = build_capped_peptide(["ALA", "ALA", "ALA", "ALA"])  # residues 0..5
+    residue_of = np.array([a.residue.index for a in topology.atoms()])
+    centre = int(np.flatnonzero(residue_of == 1)[0])
+
+    def near(*residues):
+        positions = np.full((topology.getNumAtoms(), 3), 100.0) * (residue_of[:, None] + 1)
+        positions[np.isin(residue_of, residues)] = 0.0
+        return positions
+
+    assert neighbourhood(topology, near(1, 3), centre, 2.0) == [1, 2, 3]  # 2 filled in
+    assert neighbourhood(topology, near(1, 4), centre, 2.0) == [1, 4]  # a 2-residue gap stays
+
+
+def test_environments_hold_distant_residues_with_capped_cuts_and_their_charge():
+    """The neighbourhood of LEU1's NH3+ in the crystal frame: each cut backbone bond gets one H
+    cap (count checked against the topology's bonds) and the charge is the residues' sum."""
+    from openmmml_e2former.data.exploration import charged_centres, environment_structures, neighbourhood
+    from openmmml_e2former.data.generators import _atom_charges
+    from openmmml_e2former.fragments import fragment_ids_from_topology
+
+    topology, positions = _villin_protein()
+    charges = _atom_charges(topology)
+    found = environment_structures(
+        topology,
+        [positions],
+        charges,
+        fragment_ids_from_topology(topology),
+        4.5,
+        "villin",
+        "xtal",
+        "{centre}",
+    )
+    assert len(found) == 12
+    env = found[0]
+    assert env.id == "villin-env:LEU1-N/xtal/f0" and env.source == "LEU1-N, H-capped"
+    chosen = set(neighbourhood(topology, positions, charged_centres(topology)[0][1], 4.5))
+    inside = [a for a in topology.atoms() if a.residue.index in chosen]
+    cuts = sum((a.residue.index in chosen) != (b.residue.index in chosen) for a, b in topology.bonds())
+    assert env.num_atoms == len(inside) + cuts and len(chosen) >= 2
+    assert env.charge == round(sum(charges[a.index] for a in inside))
+    assert (np.abs(env.positions) < 100).all()
+
+
+def _labelled(identifier: str, molecule: str, force: float = 0.1) -> Structure:
+    s = _structure(identifier, molecule)
+    s.energy, s.forces = -1.0, np.full((2, 3), force)
+    return s
+
+
+def test_merge_script_holds_out_new_molecules_and_keeps_old_sides(tmp_path):
+    """scripts/active_learning_merge.py: new structures of known molecules join their side, those of
+    unknown molecules train, ``--heldout-parts`` go only to the held-out file, over-large forces are
+    dropped, and a held-out part that shares a molecule with training is refused, writing nothing."""
+    import json
+    import subprocess
+    import sys
+
+    from openmmml_e2former.data.extxyz import read_structures, write_structures
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    base = [_labelled(f"{m}/{k}", m) for m in "abcdefghij" for k in range(3)]
+    write_structures(str(tmp_path / "base.extxyz"), base)
+    write_structures(
+        str(tmp_path / "new.extxyz"),
+        [_labelled(f"{m}/new", m) for m in "abcdefghij"]
+        + [_labelled("k/0", "k"), _labelled("k/1", "k", 99.0)],
+    )
+    write_structures(str(tmp_path / "held.extxyz"), [_labelled("z/0", "z"), _labelled("z/1", "z")])
+
+    def merge(held: str, tag: str):
+        outs = [str(tmp_path / f"{tag}-{name}") for name in ("train.extxyz", "held.extxyz", "split.json")]
+        command = [
+            sys.executable,
+            os.path.join(root, "scripts", "active_learning_merge.py"),
+            str(tmp_path / "new.extxyz"),
+        ]
+        command += ["--base", str(tmp_path / "base.extxyz"), "--heldout-parts", held, "--max-force", "50"]
+        command += ["--train-out", outs[0], "--heldout-out", outs[1], "--split-out", outs[2]]
+        return subprocess.run(command, capture_output=True, text=True, cwd=root), outs
+
+    done, (train, held, split) = merge(str(tmp_path / "held.extxyz"), "ok")
+    assert done.returncode == 0, done.stderr
+    trained = {s.id for s in read_structures(train)}
+    held_ids = {s.id for s in read_structures(held)}
+    assert {"z/0", "z/1"} <= held_ids and "k/0" in trained and "k/1" not in trained | held_ids
+    sides = json.load(open(split))
+    assert trained <= set(sides["train"]) and not held_ids & set(sides["train"])
+    assert len(trained) + len(held_ids) == 10 + 1 + 2
+    refused, outs = merge(str(tmp_path / "new.extxyz"), "bad")
+    assert refused.returncode != 0 and "share molecules" in refused.stderr
+    assert not any(os.path.exists(p) for p in outs)

@@ -127,24 +127,26 @@ def explore_peptides(
     temperature: float = 600.0,
     seed: int = 0,
     mm_minimize: bool = True,
+    caps: bool = True,
 ) -> tuple[list[Structure], list[dict]]:
-    """:func:`explore_molecule` for the capped peptides ACE-sequence-NME (built in an extended
-    conformation; with ``mm_minimize`` first relaxed with AMBER14 in vacuum — the builder's
-    proline ring is strained, ~1e4 kJ/mol), molecule k with seed ``seed + k``. Each run's record
-    is printed and, with ``records_path``, appended to that JSON-lines file as soon as it is done."""
+    """:func:`explore_molecule` for the capped peptides ACE-sequence-NME (``caps=False``: the
+    zwitterions NH3+-sequence-COO-), built in an extended conformation; with ``mm_minimize`` first
+    relaxed with AMBER14 in vacuum — the builder's proline ring is strained, ~1e4 kJ/mol), molecule
+    k with seed ``seed + k``. Each run's record is printed and, with ``records_path``, appended to
+    that JSON-lines file as soon as it is done."""
     import json
 
     from .generators import _atom_charges, _formal_charge
-    from .peptides import build_capped_peptide
+    from .peptides import build_peptide, peptide_name
     from .sampling import minimized
 
     structures, records = [], []
     for k, seq in enumerate(sequences):
-        topology, positions = build_capped_peptide(seq)
+        topology, positions = build_peptide(seq, caps=caps)
         if mm_minimize:
             positions = minimized(topology, positions)
         charge = _formal_charge(_atom_charges(topology), range(topology.getNumAtoms()))
-        name = "ACE-" + "-".join(seq) + "-NME"
+        name = peptide_name(seq, caps)
         found, record = explore_molecule(
             potential, topology, positions, name, charge, temperature=temperature, seed=seed + k, label=label
         )
@@ -167,13 +169,99 @@ def run_folder_windows(
     Molecules are named ``{name}:{first}-{last}`` (1-based residue positions within the protein),
     the naming of :func:`.generators.villin_windows`, so both stay on the same side of a split;
     ids are ``{molecule}/{tag}/f{frame}`` with ``tag`` the folder's name unless given."""
+    from .generators import window_structures
+
+    top, charges, fragments, frames, stage_name, tag = _run_folder_frames(folder, stage, tag)
+    out = []
+    for f, frame in enumerate(frames):
+        source = f"window of frame {f} of {stage_name} in run folder {tag}, H-capped"
+        out.extend(window_structures(top, frame, window, charges, fragments, name, f"{tag}/f{f}", source))
+    return out
+
+
+def run_folder_environments(
+    folder: str, radius: float = 4.5, name: str = "villin", stage: str | None = None, tag: str | None = None
+):
+    """Spatial neighbourhoods of the protein's charged groups (:func:`charged_centres`) in every
+    saved frame of a run folder's MD stage: the residues with an atom within ``radius`` Å of the
+    centre atom (one-residue gaps in the chain filled), cut bonds H-capped. Unlike windows of
+    consecutive residues these hold the contacts between distant residues (a terminus and a
+    side chain). Molecules ``{name}-env:{centre}``, ids ``{molecule}/{tag}/f{frame}``."""
+    top, charges, fragments, frames, stage_name, tag = _run_folder_frames(folder, stage, tag)
+    source = f"residues within {radius:g} A of {{centre}} in frame {{frame}} of {stage_name}"
+    source += f" in run folder {tag}"
+    return environment_structures(top, frames, charges, fragments, radius, name, tag, source)
+
+
+def environment_structures(
+    topology, frames, charges, fragments, radius, name, tag, source
+) -> list[Structure]:
+    """The neighbourhoods of :func:`run_folder_environments` for protein ``frames`` (Å) of
+    ``topology``; ``source`` is formatted with ``centre`` and ``frame`` (", H-capped" appended)."""
+    from .generators import _formal_charge, cut_window
+
+    residues = list(topology.residues())
+    out = []
+    for f, frame in enumerate(frames):
+        for label, centre in charged_centres(topology):
+            chosen = [residues[i] for i in neighbourhood(topology, frame, centre, radius)]
+            numbers, coords, frag, _ = cut_window(topology, frame, chosen, charges, fragments)
+            molecule = f"{name}-env:{label}"
+            out.append(
+                Structure(
+                    id=f"{molecule}/{tag}/f{f}",
+                    molecule=molecule,
+                    numbers=numbers,
+                    positions=coords,
+                    fragment_ids=frag,
+                    charge=_formal_charge(charges, [a.index for r in chosen for a in r.atoms()]),
+                    source=source.format(centre=label, frame=f) + ", H-capped",
+                )
+            )
+    return out
+
+
+#: Side-chain atom marking each charged group (AMBER names).
+CHARGED_SIDE_CHAINS = {"LYS": "NZ", "ARG": "CZ", "ASP": "CG", "GLU": "CD", "HIP": "CE1"}
+
+
+def charged_centres(topology) -> list[tuple[str, int]]:
+    """``(label, atom index)`` of each charged group of a protein: the N-terminal N, the
+    C-terminal C and the side-chain atom of :data:`CHARGED_SIDE_CHAINS`; labels ``RESn-ATOM``
+    with n the 1-based residue position."""
+    residues = list(topology.residues())
+    out = []
+    for k, residue in enumerate(residues):
+        names = {a.name: a.index for a in residue.atoms()}
+        wanted = [CHARGED_SIDE_CHAINS.get(residue.name)]
+        if k == 0 and "H3" in names:
+            wanted.append("N")
+        if k == len(residues) - 1 and "OXT" in names:
+            wanted.append("C")
+        out += [(f"{residue.name}{k + 1}-{atom}", names[atom]) for atom in wanted if atom in names]
+    return out
+
+
+def neighbourhood(topology, positions: np.ndarray, centre: int, radius: float) -> list[int]:
+    """Indices of the residues with an atom within ``radius`` Å of atom ``centre``, plus any single
+    residue between two chosen ones (so no residue is left with two caps across a one-residue gap)."""
+    residue_of = np.array([a.residue.index for a in topology.atoms()])
+    near = np.linalg.norm(positions - positions[centre], axis=1) <= radius
+    chosen = set(residue_of[near].tolist())
+    chosen |= {i + 1 for i in chosen if i + 2 in chosen}
+    return sorted(chosen)
+
+
+def _run_folder_frames(folder: str, stage: str | None, tag: str | None):
+    """Protein topology, AMBER14 charges, fragment ids and protein frames (Å, made whole) of a run
+    folder's MD stage, the stage's folder name and the tag (the folder's name unless given)."""
     import glob
 
     import mdtraj
     import openmm.app as app
 
     from ..fragments import fragment_ids_from_topology
-    from .generators import _atom_charges, _protein_only, window_structures
+    from .generators import _atom_charges, _protein_only
 
     tag = tag or os.path.basename(os.path.normpath(folder))
     stages = sorted(glob.glob(os.path.join(folder, "stages", "*")))
@@ -190,14 +278,9 @@ def run_folder_windows(
     positions = np.array(pdb.getPositions(asNumpy=True)._value) * 10.0
     top, _ = _protein_only(pdb.topology, positions)
     protein = [a.index for a in pdb.topology.atoms() if a.residue.name not in _SOLVENT]
+    frames = [np.asarray(xyz, dtype=np.float64)[protein] * 10.0 for xyz in traj.xyz]
     charges = _atom_charges(top)
-    fragments = fragment_ids_from_topology(top)
-    out = []
-    for f, xyz in enumerate(traj.xyz):
-        frame = np.asarray(xyz, dtype=np.float64)[protein] * 10.0
-        source = f"window of frame {f} of {os.path.basename(stage_dir)} in run folder {tag}, H-capped"
-        out.extend(window_structures(top, frame, window, charges, fragments, name, f"{tag}/f{f}", source))
-    return out
+    return top, charges, fragment_ids_from_topology(top), frames, os.path.basename(stage_dir), tag
 
 
 _SOLVENT = ("HOH", "Cl", "Na", "NA", "CL")

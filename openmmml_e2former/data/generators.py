@@ -47,18 +47,21 @@ def capped_peptides(
     interval: int = 200,
     seed: int = 0,
     progress: bool = True,
+    caps: bool = True,
 ) -> list[Structure]:
-    """Conformers of ACE-sequence-NME from OBC2 implicit-solvent MD at each temperature."""
+    """Conformers of ACE-sequence-NME (or, with ``caps=False``, of the zwitterion NH3+-sequence-COO-)
+    from OBC2 implicit-solvent MD at each temperature."""
     from tqdm import tqdm
 
-    from .peptides import build_capped_peptide
+    from .peptides import build_peptide, peptide_name
 
+    kind = "capped peptide" if caps else "free-termini peptide"
     out = []
-    for k, seq in enumerate(tqdm(sequences, desc="capped peptides (MD)", disable=not progress)):
-        topology, positions = build_capped_peptide(seq)
+    for k, seq in enumerate(tqdm(sequences, desc=f"{kind}s (MD)", disable=not progress)):
+        topology, positions = build_peptide(seq, caps=caps)
         charge = _formal_charge(_atom_charges(topology), range(topology.getNumAtoms()))
         fragments = fragment_ids_from_topology(topology)
-        name = "ACE-" + "-".join(seq) + "-NME"
+        name = peptide_name(seq, caps)
         for t_index, temperature in enumerate(temperatures):
             frames = _md(
                 topology, positions, frames_per_temperature, temperature, interval, seed + 97 * k + t_index
@@ -72,7 +75,7 @@ def capped_peptides(
                         positions=frame,
                         fragment_ids=fragments,
                         charge=charge,
-                        source=f"capped peptide, OBC2 MD {int(temperature)} K, amber14",
+                        source=f"{kind}, OBC2 MD {int(temperature)} K, amber14",
                     )
                 )
     return out
@@ -171,6 +174,22 @@ def villin_windows(
             )
         )
     return out
+
+
+def villin_environments(
+    num_frames: int = 20, temperature: float = 350.0, interval: int = 1000, radius: float = 4.5, seed: int = 0
+) -> list[Structure]:
+    """Neighbourhoods of villin's charged groups (termini, Lys, Arg, Asp, Glu; see
+    :func:`.exploration.run_folder_environments`) in frames of OBC2 MD of the protein."""
+    from .exploration import environment_structures
+
+    top, pos, _ = villin_topology()
+    top, pos = _protein_only(top, pos)
+    frames = [pos] + _md(top, pos, num_frames - 1, temperature, interval, seed, timestep_fs=1.0)
+    source = f"villin (openmm test.pdb) residues within {radius:g} A of {{centre}}, OBC2 MD {temperature:g} K"
+    return environment_structures(
+        top, frames, _atom_charges(top), fragment_ids_from_topology(top), radius, "villin", "obc2md", source
+    )
 
 
 def window_structures(topology, frame, window, charges, fragments, name, tag, source) -> list[Structure]:

@@ -1,4 +1,5 @@
-"""Build capped peptides (ACE-X...-NME) with hydrogens as OpenMM topologies.
+"""Build peptides with hydrogens as OpenMM topologies: capped (ACE-X...-NME) or with free,
+charged termini (NH3+ ... COO-, the zwitterion; PDBFixer adds the terminal OXT).
 
 The backbone heavy atoms are placed from internal coordinates (ideal bond lengths and
 angles, chosen phi/psi); PDBFixer adds the side-chain heavy atoms from its residue
@@ -29,6 +30,9 @@ VARIANTS = {
     "HIP": ("HIS", "HIP"),
     "LYN": ("LYS", "LYN"),
 }
+
+#: The variants AMBER14 has terminal templates for (no N-/C-terminal ASH, GLH or LYN).
+TERMINAL_VARIANTS = ("HID", "HIE", "HIP")
 
 N_CA, CA_C, C_N, C_O, CH3_C = 1.46, 1.52, 1.33, 1.23, 1.52
 ANGLE_C_N_CA, ANGLE_N_CA_C, ANGLE_CA_C_N, ANGLE_O = 121.7, 111.0, 116.2, 123.0
@@ -103,6 +107,29 @@ def build_capped_peptide(sequence: list[str], phi: float = -120.0, psi: float = 
 
     ``sequence`` holds residue names from :data:`STANDARD_RESIDUES` or :data:`VARIANTS`.
     """
+    return build_peptide(sequence, phi, psi, caps=True)
+
+
+def peptide_name(sequence: list[str], caps: bool = True) -> str:
+    """``ACE-X-Y-NME`` for a capped peptide, ``NH3+-X-Y-COO-`` for free termini."""
+    return ("ACE-{}-NME" if caps else "NH3+-{}-COO-").format("-".join(sequence))
+
+
+def _strip_caps(pdb_text: str) -> str:
+    return "".join(line for line in pdb_text.splitlines(True) if line[17:20] not in ("ACE", "NME"))
+
+
+def build_peptide(sequence: list[str], phi: float = -120.0, psi: float = 130.0, caps: bool = True):
+    """(topology, positions Å) of the peptide ``sequence``, ACE/NME-capped or (``caps=False``)
+    with free charged termini: NH3+ at the N-terminus, COO- (OXT added) at the C-terminus.
+    Free termini need at least two residues (AMBER14 has no template for a free amino acid)."""
+    if not caps and len(sequence) < 2:
+        raise ValueError("a peptide with free termini needs at least 2 residues (no AMBER14 template)")
+    ends = [r for r in (sequence[0], sequence[-1]) if r in VARIANTS and r not in TERMINAL_VARIANTS]
+    if not caps and ends:
+        raise ValueError(
+            f"AMBER14 has no terminal template for {ends[0]}; free termini allow {TERMINAL_VARIANTS}"
+        )
     import openmm.app as app
     import openmm.unit as unit
     from pdbfixer import PDBFixer
@@ -118,10 +145,14 @@ def build_capped_peptide(sequence: list[str], phi: float = -120.0, psi: float = 
         else:
             raise ValueError(f"unknown residue {name!r}; use one of {STANDARD_RESIDUES + list(VARIANTS)}")
     variants.append(None)
-    fixer = PDBFixer(pdbfile=io.StringIO(backbone_pdb(pdb_names, phi, psi)))
+    text = backbone_pdb(pdb_names, phi, psi)
+    if not caps:
+        text, variants = _strip_caps(text), variants[1:-1]
+    fixer = PDBFixer(pdbfile=io.StringIO(text))
     fixer.missingResidues = {}
     fixer.findMissingAtoms()
-    fixer.missingTerminals = {}
+    if caps:
+        fixer.missingTerminals = {}
     fixer.addMissingAtoms()
     modeller = app.Modeller(fixer.topology, fixer.positions)
     forcefield = app.ForceField("amber14-all.xml")
