@@ -89,7 +89,7 @@ def zwitterion_heldout(out: str) -> list:
 def villin_run_environments() -> list:
     """Charged-group neighbourhoods in the frames of both failed villin runs."""
     return run_folder_environments("stability/villin-20ps-stage1-run") + run_folder_environments(
-        "stability/villin-20ps-run", tag="villin-20ps-run-al1"
+        "stability/villin-20ps-al1-run", tag="villin-20ps-run-al1"
     )
 
 
@@ -116,7 +116,7 @@ PARTS = {
     "villin-env": lambda out: g.villin_environments() + villin_run_environments(),
     # the round-1 potential's stopped run (guard at 2.05 ps): its frames' 3-residue windows
     "villin-run-al1": lambda out: run_folder_windows(
-        "stability/villin-20ps-run", window=3, tag="villin-20ps-run-al1"
+        "stability/villin-20ps-al1-run", window=3, tag="villin-20ps-run-al1"
     ),
 }
 

@@ -4,7 +4,8 @@ Usage::
 
     python scripts/ship_potential.py runs/e2former-lsr-al1 --previous runs/e2former-lsr \
         --dataset datasets/gfn2-peptides.extxyz.gz datasets/gfn2-active1.extxyz.gz \
-        --heldout datasets/gfn2-active1-heldout.extxyz.gz --labels "stage 1,active learning 1"
+        --heldout datasets/gfn2-active1-heldout.extxyz.gz --heldout-labels "ML-MD frames" \
+        --labels "stage 1,active learning 1"
 
 ``RUN`` is the last training stage (its ``best.pt`` is shipped); ``--previous`` names the earlier
 stages it continued from, oldest first (their logs go into the metrics and the curve).
@@ -141,9 +142,13 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, nargs="+", help="the run's dataset file(s)")
     parser.add_argument(
         "--heldout",
-        default=None,
-        help="extra held-out structures (never trained on) to report, e.g. "
+        nargs="+",
+        default=[],
+        help="extra held-out structure files (never trained on) to report, e.g. "
         "active-learning frames of validation/test molecules",
+    )
+    parser.add_argument(
+        "--heldout-labels", default=None, help="comma-separated names of the --heldout files for the card"
     )
     parser.add_argument("--out", default="openmmml_e2former/potentials/e2former-lsr.pt")
     parser.add_argument("--subset", default="datasets/test-subset.extxyz.gz")
@@ -171,9 +176,15 @@ def main() -> None:
     for side in ("val", "test"):
         acc = errors(model, split[side])
         result[side] = {"overall": acc.summary(), "by_size": acc.by_size()}
-    if args.heldout:
-        acc = errors(model, read_structures(args.heldout))
-        result["heldout"] = {"file": args.heldout, "overall": acc.summary(), "by_size": acc.by_size()}
+    names = args.heldout_labels.split(",") if args.heldout_labels else args.heldout
+    if len(names) != len(args.heldout):
+        raise SystemExit(f"--heldout-labels names {len(names)} sets for {len(args.heldout)} --heldout files")
+    result["heldout"] = []
+    for path, name in zip(args.heldout, names, strict=True):
+        acc = errors(model, read_structures(path))
+        result["heldout"].append(
+            {"file": path, "label": name, "overall": acc.summary(), "by_size": acc.by_size()}
+        )
     # training-split errors (a subset) tell under- from overfitting
     result["train_subset"] = {
         "every": args.train_every,

@@ -72,6 +72,17 @@ def _errors(prefix: str, r: dict) -> dict:
     }
 
 
+def _heldout_rows(sets: list[dict]) -> str:
+    """Accuracy-table rows of the held-out sets (``ship_potential.py --heldout``)."""
+    rows = []
+    for h in [sets] if isinstance(sets, dict) else sets:  # one dict: metrics written before round 2
+        e = _errors("h", h["overall"])
+        name = f"held-out: {h.get('label', 'ML-MD frames')} ({h['overall']['count']}, `{h['file']}`)"
+        values = f"{e['h_e']:.2f} | {e['h_e_rmse']:.2f} | {e['h_f']:.4f} | {e['h_f_rmse']:.4f}"
+        rows.append(f"| {name} | {values} |")
+    return "\n".join(rows)
+
+
 def _epoch_rows(epochs: list[dict]) -> str:
     head = [
         "| epoch | step | lr | train loss | val E MAE (meV/atom) | val F MAE (eV/Å) |",
@@ -166,8 +177,7 @@ def main() -> None:
         **_errors("train", train),
         **_errors("val", val),
         **_errors("test", test),
-        **_errors("heldout", m["heldout"]["overall"]),
-        heldout_count=m["heldout"]["overall"]["count"],
+        heldout_rows=_heldout_rows(m.get("heldout", [])),
         test_table=format_table(m["test"]["by_size"] + [{"atoms": "all", **test}]),
         target_verdict="reached" if test["force_mae"] <= 0.05 else "**not** reached",
         sub_count=sub["count"],
