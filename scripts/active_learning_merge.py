@@ -26,15 +26,16 @@ import json
 import os
 
 from openmmml_e2former.data.extxyz import read_structures, write_structures
-from openmmml_e2former.data.splits import extend_split, split_by_molecule
+from openmmml_e2former.data.splits import extend_split, group_key, split_by_molecule
 
 
-def _labelled(parts: list[str], max_force: float | None) -> list:
+def _labelled(parts: list[str], max_force: float | None, what: str) -> list:
     structures = [s for part in parts for s in read_structures(part) if s.labelled]
-    if max_force is None:
+    if max_force is None or not parts:
         return structures
     kept = [s for s in structures if float(abs(s.forces).max()) <= max_force]
-    print(f"dropped {len(structures) - len(kept)} structure(s) with a force component > {max_force} eV/Å")
+    dropped = len(structures) - len(kept)
+    print(f"{what}: dropped {dropped} structure(s) with a force component > {max_force} eV/Å")
     return kept
 
 
@@ -72,11 +73,14 @@ def main() -> None:
             split = json.load(handle)
     else:
         split = split_by_molecule(base, (0.8, 0.1, 0.1), args.split_seed)
-    new = _labelled(args.parts, args.max_force)
-    held = _labelled(args.heldout_parts, args.max_force)
-    shared = {s.molecule for s in held} & {s.molecule for s in new + base}
+    new = _labelled(args.parts, args.max_force, "new parts")
+    held = _labelled(args.heldout_parts, args.max_force, "held-out parts")
+    shared = {group_key(s) for s in held} & {group_key(s) for s in new + base}
     if shared:
-        raise SystemExit(f"held-out parts share molecules with the training data: {sorted(shared)[:5]}")
+        raise SystemExit(
+            f"held-out parts share split groups with the new or base data: {sorted(shared)[:5]} "
+            "(nothing written)"
+        )
     sides = extend_split(split, base, new)
     for path in (args.train_out, args.heldout_out, args.split_out):
         if os.path.exists(path):

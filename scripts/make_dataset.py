@@ -40,17 +40,36 @@ def explored_sequences() -> list[list[str]]:
     return [[r] for r in RESIDUES] + tripeptide_sequences(40)
 
 
-def mlmd_exploration(records_path: str, model_path: str | None = None) -> list:
-    """Active learning (round 1): ML-driven MD (600 K, 1 fs, 20 frames 20 fs apart) of
-    :func:`explored_sequences` with the potential at ``model_path`` (default: the shipped one).
-    One JSON line per molecule (steps, broken bonds) is appended to ``records_path``."""
+#: The weights each exploration ran with (shipped at the time), so that a part can be regenerated
+#: after a newer potential has shipped: ``git show COMMIT:openmmml_e2former/potentials/e2former-lsr.pt
+#: > PATH`` (stage 1: SHA-256 b7489098..., round 1: eb8063ea...).
+EXPLORER_WEIGHTS = {
+    "stage 1": ("runs/e2former-lsr-stage1.pt", "02d3c25"),
+    "round 1": ("runs/e2former-lsr-al1.pt", "072ce10"),
+}
+
+
+def explorer(which: str):
+    """``MLPotential('e2former-lsr')`` with the weights of :data:`EXPLORER_WEIGHTS` ``[which]``."""
     from openmmml import MLPotential
 
+    path, commit = EXPLORER_WEIGHTS[which]
+    if not os.path.exists(path):
+        raise SystemExit(
+            f"{path} (the {which} weights) is missing: "
+            f"git show {commit}:openmmml_e2former/potentials/e2former-lsr.pt > {path}"
+        )
+    return MLPotential("e2former-lsr", modelPath=path)
+
+
+def mlmd_exploration(records_path: str) -> list:
+    """Active learning (round 1): ML-driven MD (600 K, 1 fs, 20 frames 20 fs apart) of
+    :func:`explored_sequences` with the stage-1 potential. One JSON line per molecule (steps,
+    broken bonds) is appended to ``records_path``."""
     if os.path.exists(records_path):
         os.remove(records_path)  # a rerun after an interruption regenerates the part from scratch
-    args = {"modelPath": model_path} if model_path else {}
-    label = os.path.basename(model_path) if model_path else "shipped e2former-lsr"
-    potential = MLPotential("e2former-lsr", **args)
+    label = "shipped e2former-lsr"  # stage 1, shipped when the part was made
+    potential = explorer("stage 1")
     # round 1 started from the builder's unminimised geometry (mm_minimize=False): see datasets/README.md
     return explore_peptides(explored_sequences(), potential, label, records_path, mm_minimize=False)[0]
 
@@ -70,12 +89,11 @@ def zwitterion_sequences() -> tuple[list[list[str]], list[list[str]]]:
 
 def zwitterion_exploration(records_path: str, sequences: list[list[str]]) -> list:
     """Active learning (round 2): ML-driven MD (600 K, 1 fs, 20 frames 20 fs apart) of zwitterions
-    with the shipped potential, from AMBER14-relaxed starts; records as :func:`mlmd_exploration`."""
-    from openmmml import MLPotential
-
+    with the round-1 potential (shipped when the part was made), from AMBER14-relaxed starts;
+    records as :func:`mlmd_exploration`."""
     if os.path.exists(records_path):
         os.remove(records_path)
-    potential = MLPotential("e2former-lsr")
+    potential = explorer("round 1")
     return explore_peptides(sequences, potential, "shipped e2former-lsr", records_path, caps=False)[0]
 
 

@@ -191,9 +191,12 @@ def test_neighbourhood_fills_one_residue_gaps_only():
 
 
 def test_environments_hold_distant_residues_with_capped_cuts_and_their_charge():
-    """The neighbourhood of LEU1's NH3+ in the crystal frame: each cut backbone bond gets one H
-    cap (count checked against the topology's bonds) and the charge is the residues' sum."""
-    from openmmml_e2former.data.exploration import charged_centres, environment_structures, neighbourhood
+    """The neighbourhood of LEU1's NH3+ in the crystal frame: the residues mdtraj finds within
+    4.5 Å of LEU1 N (an independent search), among them one far along the chain; each cut bond
+    gets one H cap (count from the topology's bonds); the charge is the residues' AMBER sum."""
+    import mdtraj
+
+    from openmmml_e2former.data.exploration import environment_structures
     from openmmml_e2former.data.generators import _atom_charges
     from openmmml_e2former.fragments import fragment_ids_from_topology
 
@@ -212,12 +215,39 @@ def test_environments_hold_distant_residues_with_capped_cuts_and_their_charge():
     assert len(found) == 12
     env = found[0]
     assert env.id == "villin-env:LEU1-N/xtal/f0" and env.source == "LEU1-N, H-capped"
-    chosen = set(neighbourhood(topology, positions, charged_centres(topology)[0][1], 4.5))
+    traj = mdtraj.Trajectory(positions[None] / 10.0, mdtraj.Topology.from_openmm(topology))
+    n_atom = next(a.index for a in topology.atoms() if a.residue.index == 0 and a.name == "N")
+    close = mdtraj.compute_neighbors(traj, 0.45 + 1e-6, [n_atom])[0]
+    chosen = {traj.topology.atom(int(i)).residue.index for i in close} | {0}
+    chosen |= {i + 1 for i in chosen if i + 2 in chosen}
+    assert max(chosen) > 3  # a residue far along the chain: not a window of consecutive residues
     inside = [a for a in topology.atoms() if a.residue.index in chosen]
     cuts = sum((a.residue.index in chosen) != (b.residue.index in chosen) for a, b in topology.bonds())
-    assert env.num_atoms == len(inside) + cuts and len(chosen) >= 2
+    assert env.num_atoms == len(inside) + cuts
     assert env.charge == round(sum(charges[a.index] for a in inside))
     assert (np.abs(env.positions) < 100).all()
+
+
+def test_charged_side_chains_are_found_from_their_hydrogens():
+    """addHydrogens keeps the names HIS/ASP/LYS for HIP/ASH/LYN: only the protonation-charged ones
+    (HIP, ASP, LYS; not HIE, ASH, LYN) are centres, besides the free termini."""
+    from openmmml_e2former.data.exploration import charged_centres
+    from openmmml_e2former.data.peptides import build_capped_peptide, build_peptide
+
+    def centres(sequence, caps=True):
+        topology = (build_capped_peptide(sequence) if caps else build_peptide(sequence, caps=False))[0]
+        return [label for label, _ in charged_centres(topology)]
+
+    assert centres(["HIP", "HIE", "ASP", "ASH", "LYS", "LYN"]) == ["HIS2-CE1", "ASP4-CG", "LYS6-NZ"]
+    assert centres(["GLY", "GLY"], caps=False) == ["GLY1-N", "GLY2-C"]
+
+
+def test_free_termini_peptides_form_their_own_split_groups():
+    """The "+" of NH3+ must not cut the molecule name: each zwitterion is its own group."""
+    from openmmml_e2former.data.splits import group_key
+
+    assert group_key(_structure("x/0", "NH3+-LEU-SER-COO-")) == "NH3+-LEU-SER-COO-"
+    assert group_key(_structure("x/0", "ACE-ALA-NME+water")) == "ACE-ALA-NME"
 
 
 def _labelled(identifier: str, molecule: str, force: float = 0.1) -> Structure:
@@ -266,5 +296,5 @@ def test_merge_script_holds_out_new_molecules_and_keeps_old_sides(tmp_path):
     assert trained <= set(sides["train"]) and not held_ids & set(sides["train"])
     assert len(trained) + len(held_ids) == 10 + 1 + 2
     refused, outs = merge(str(tmp_path / "new.extxyz"), "bad")
-    assert refused.returncode != 0 and "share molecules" in refused.stderr
+    assert refused.returncode != 0 and "share split groups" in refused.stderr
     assert not any(os.path.exists(p) for p in outs)

@@ -198,14 +198,14 @@ def environment_structures(
 ) -> list[Structure]:
     """The neighbourhoods of :func:`run_folder_environments` for protein ``frames`` (Å) of
     ``topology``; ``source`` is formatted with ``centre`` and ``frame`` (", H-capped" appended)."""
-    from .generators import _formal_charge, cut_window
+    from .generators import cut_window
 
     residues = list(topology.residues())
     out = []
     for f, frame in enumerate(frames):
         for label, centre in charged_centres(topology):
             chosen = [residues[i] for i in neighbourhood(topology, frame, centre, radius)]
-            numbers, coords, frag, _ = cut_window(topology, frame, chosen, charges, fragments)
+            numbers, coords, frag, charge = cut_window(topology, frame, chosen, charges, fragments)
             molecule = f"{name}-env:{label}"
             out.append(
                 Structure(
@@ -214,41 +214,56 @@ def environment_structures(
                     numbers=numbers,
                     positions=coords,
                     fragment_ids=frag,
-                    charge=_formal_charge(charges, [a.index for r in chosen for a in r.atoms()]),
+                    charge=charge,
                     source=source.format(centre=label, frame=f) + ", H-capped",
                 )
             )
     return out
 
 
-#: Side-chain atom marking each charged group (AMBER names).
-CHARGED_SIDE_CHAINS = {"LYS": "NZ", "ARG": "CZ", "ASP": "CG", "GLU": "CD", "HIP": "CE1"}
+#: Charged side chains: residue name -> (centre atom, hydrogens whose presence/absence makes it
+#: charged). Decided from the atoms, not the name: ``addHydrogens`` keeps HIS/ASP/GLU/LYS names
+#: for the HIP/ASH/GLH/LYN variants.
+CHARGED_SIDE_CHAINS = {
+    "LYS": ("NZ", {"HZ3"}, set()),
+    "ARG": ("CZ", set(), set()),
+    "ASP": ("CG", set(), {"HD2"}),
+    "GLU": ("CD", set(), {"HE2"}),
+    "HIS": ("CE1", {"HD1", "HE2"}, set()),
+}
 
 
 def charged_centres(topology) -> list[tuple[str, int]]:
-    """``(label, atom index)`` of each charged group of a protein: the N-terminal N, the
-    C-terminal C and the side-chain atom of :data:`CHARGED_SIDE_CHAINS`; labels ``RESn-ATOM``
-    with n the 1-based residue position."""
-    residues = list(topology.residues())
+    """``(label, atom index)`` of each charged group of a protein: the N-terminal N (NH3+) and
+    C-terminal C (COO-) of each chain and the side-chain centre atom of each charged residue
+    (:data:`CHARGED_SIDE_CHAINS`); labels ``RESn-ATOM`` with n the 1-based residue position."""
     out = []
-    for k, residue in enumerate(residues):
-        names = {a.name: a.index for a in residue.atoms()}
-        wanted = [CHARGED_SIDE_CHAINS.get(residue.name)]
-        if k == 0 and "H3" in names:
-            wanted.append("N")
-        if k == len(residues) - 1 and "OXT" in names:
-            wanted.append("C")
-        out += [(f"{residue.name}{k + 1}-{atom}", names[atom]) for atom in wanted if atom in names]
+    for chain in topology.chains():
+        residues = list(chain.residues())
+        for k, residue in enumerate(residues):
+            names = {a.name: a.index for a in residue.atoms()}
+            wanted = []
+            centre, needs, lacks = CHARGED_SIDE_CHAINS.get(residue.name, (None, set(), set()))
+            if centre and needs <= set(names) and not lacks & set(names):
+                wanted.append(centre)
+            if k == 0 and "H3" in names:
+                wanted.append("N")
+            if k == len(residues) - 1 and "OXT" in names:
+                wanted.append("C")
+            label = f"{residue.name}{residue.index + 1}"
+            out += [(f"{label}-{atom}", names[atom]) for atom in wanted if atom in names]
     return out
 
 
 def neighbourhood(topology, positions: np.ndarray, centre: int, radius: float) -> list[int]:
     """Indices of the residues with an atom within ``radius`` Å of atom ``centre``, plus any single
-    residue between two chosen ones (so no residue is left with two caps across a one-residue gap)."""
+    residue of the same chain between two chosen ones (so no residue is left with two caps across a
+    one-residue gap)."""
     residue_of = np.array([a.residue.index for a in topology.atoms()])
+    chain_of = {r.index: r.chain.index for r in topology.residues()}
     near = np.linalg.norm(positions - positions[centre], axis=1) <= radius
     chosen = set(residue_of[near].tolist())
-    chosen |= {i + 1 for i in chosen if i + 2 in chosen}
+    chosen |= {i + 1 for i in chosen if i + 2 in chosen and chain_of[i] == chain_of[i + 2]}
     return sorted(chosen)
 
 

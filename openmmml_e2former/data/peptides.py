@@ -125,8 +125,9 @@ def build_peptide(sequence: list[str], phi: float = -120.0, psi: float = 130.0, 
     Free termini need at least two residues (AMBER14 has no template for a free amino acid)."""
     if not caps and len(sequence) < 2:
         raise ValueError("a peptide with free termini needs at least 2 residues (no AMBER14 template)")
-    ends = [r for r in (sequence[0], sequence[-1]) if r in VARIANTS and r not in TERMINAL_VARIANTS]
-    if not caps and ends:
+    ends = [] if caps else [r for r in (sequence[0], sequence[-1]) if r in VARIANTS]
+    ends = [r for r in ends if r not in TERMINAL_VARIANTS]
+    if ends:
         raise ValueError(
             f"AMBER14 has no terminal template for {ends[0]}; free termini allow {TERMINAL_VARIANTS}"
         )

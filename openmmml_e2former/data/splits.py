@@ -13,7 +13,7 @@ def group_key(structure: Structure) -> str:
     """The unit a split may not cut: the molecule name without a ``+water`` suffix (a peptide and
     its solvated conformers stay together); villin windows are grouped in blocks of 8 start
     residues so that most overlapping windows stay on one side."""
-    name = structure.molecule.split("+")[0]
+    name = structure.molecule.removesuffix("+water")  # not split("+"): NH3+-X-Y-COO- has a "+" too
     m = re.match(r"villin:(\d+)-(\d+)", name)
     if m:
         return f"villin:block{(int(m.group(1)) - 1) // 8}"
