@@ -13,6 +13,11 @@ and fluctuation.
 MD (600 K, 1 fs, 400 steps, vacuum, from AMBER-minimised starts) of the 66 capped peptides of
 active-learning round 1 (or its 26 dipeptides); counts those that break a bond.
 
+``python scripts/stability.py locality stability/villin-20ps-run [--model-path CKPT]``: for each
+saved frame and residue, the largest difference between the forces the potential puts on the
+residue in the whole protein and in its 6 Å neighbourhood (a label-free check of the long-range
+extrapolation from fragments to a protein).
+
 ``python scripts/stability.py run-folder stability/villin-20ps-run``: summary of a protocol run
 folder (``e2former run``, possibly unfinished): steps done, temperatures, whether every reported
 energy and saved frame is finite, and the largest relative change of an ML-region bond length over
@@ -231,11 +236,37 @@ def run_folder(folder: str, skip_ps: float = 1.0) -> dict:
     }
 
 
+def locality(folder: str, model_path: str | None, radius: float) -> dict:
+    """Per saved frame of a run folder and per residue: the largest difference between the forces
+    the potential puts on the residue in the whole protein and in its ``radius`` neighbourhood
+    (``exploration.locality_gaps``), eV/Å."""
+    import torch
+
+    from openmmml_e2former.checkpoints import load_checkpoint
+    from openmmml_e2former.data.exploration import locality_gaps, run_folder_frames
+    from openmmml_e2former.potential import default_weights
+
+    torch.set_num_threads(2)
+    model = load_checkpoint(model_path or default_weights("e2former-lsr"))[0].float().eval()
+    top, charges, fragments, frames, stage, _ = run_folder_frames(folder)
+    names = [f"{r.name}{r.index + 1}" for r in top.residues()]
+    rows = []
+    for k, frame in enumerate(frames):
+        gaps = locality_gaps(model, top, frame, charges, fragments, radius)
+        worst = np.argsort(gaps)[::-1][:3]
+        rows.append({"frame": k, "median": float(np.median(gaps)), "gaps": gaps.round(3).tolist()})
+        print(
+            f"frame {k}: median {np.median(gaps):.3f} eV/Å, worst "
+            + ", ".join(f"{names[i]} {gaps[i]:.2f}" for i in worst)
+        )
+    return {"folder": folder, "stage": stage, "radius_A": radius, "residues": names, "frames": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("which", choices=["villin", "nve", "run-folder", "explore"])
+    parser.add_argument("which", choices=["villin", "nve", "run-folder", "explore", "locality"])
     parser.add_argument("folder", nargs="?", help="run-folder: the e2former run folder")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--report", type=int, default=50)
@@ -247,7 +278,20 @@ def main() -> None:
         "--guard-stop", default=None, help="run-folder: the message of the bond guard that stopped the run"
     )
     parser.add_argument("--molecules", default="all", choices=["all", "dipeptides"], help="explore: which")
+    parser.add_argument("--radius", type=float, default=6.0, help="locality: neighbourhood radius (Å)")
     args = parser.parse_args()
+    if args.which == "locality":
+        result = locality(args.folder, args.model_path, args.radius)
+        result["weights_sha256"] = weights_sha256(args.model_path)
+        name = os.path.splitext(os.path.basename(args.model_path))[0] if args.model_path else "shipped"
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(
+            args.out, f"locality-{os.path.basename(os.path.normpath(args.folder))}-{name}.json"
+        )
+        with open(path, "w") as handle:
+            json.dump(result, handle, indent=1)
+        print(f"wrote {path}")
+        return
     if args.which == "run-folder":
         summary = run_folder(args.folder)
         summary["command"] = f"python scripts/stability.py run-folder {args.folder}"

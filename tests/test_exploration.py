@@ -298,3 +298,23 @@ def test_merge_script_holds_out_new_molecules_and_keeps_old_sides(tmp_path):
     refused, outs = merge(str(tmp_path / "new.extxyz"), "bad")
     assert refused.returncode != 0 and "share split groups" in refused.stderr
     assert not any(os.path.exists(p) for p in outs)
+
+
+def test_locality_gaps_vanish_only_when_the_neighbourhood_is_the_whole_molecule():
+    """The whole-molecule vs neighbourhood force gap is zero (to float32 rounding) when the radius
+    takes in every residue, so the atom mapping is right, and not zero when residues are cut."""
+    import torch
+    from model_helpers import seeded_model
+
+    from openmmml_e2former.data.exploration import locality_gaps
+    from openmmml_e2former.data.generators import _atom_charges
+    from openmmml_e2former.data.peptides import build_capped_peptide
+    from openmmml_e2former.fragments import fragment_ids_from_topology
+
+    topology, positions = build_capped_peptide(["ALA", "GLY", "SER", "LYS"])
+    charges, fragments = _atom_charges(topology), fragment_ids_from_topology(topology)
+    model = seeded_model(torch.float32)
+    whole = locality_gaps(model, topology, positions, charges, fragments, radius=100.0)
+    assert whole.shape == (6,) and whole.max() < 1e-3
+    cut = locality_gaps(model, topology, positions, charges, fragments, radius=2.0)
+    assert cut.max() > 1e-2

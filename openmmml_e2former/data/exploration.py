@@ -171,7 +171,7 @@ def run_folder_windows(
     ids are ``{molecule}/{tag}/f{frame}`` with ``tag`` the folder's name unless given."""
     from .generators import window_structures
 
-    top, charges, fragments, frames, stage_name, tag = _run_folder_frames(folder, stage, tag)
+    top, charges, fragments, frames, stage_name, tag = run_folder_frames(folder, stage, tag)
     out = []
     for f, frame in enumerate(frames):
         source = f"window of frame {f} of {stage_name} in run folder {tag}, H-capped"
@@ -187,7 +187,7 @@ def run_folder_environments(
     centre atom (one-residue gaps in the chain filled), cut bonds H-capped. Unlike windows of
     consecutive residues these hold the contacts between distant residues (a terminus and a
     side chain). Molecules ``{name}-env:{centre}``, ids ``{molecule}/{tag}/f{frame}``."""
-    top, charges, fragments, frames, stage_name, tag = _run_folder_frames(folder, stage, tag)
+    top, charges, fragments, frames, stage_name, tag = run_folder_frames(folder, stage, tag)
     source = f"residues within {radius:g} A of {{centre}} in frame {{frame}} of {stage_name}"
     source += f" in run folder {tag}"
     return environment_structures(top, frames, charges, fragments, radius, name, tag, source)
@@ -267,7 +267,7 @@ def neighbourhood(topology, positions: np.ndarray, centre: int, radius: float) -
     return sorted(chosen)
 
 
-def _run_folder_frames(folder: str, stage: str | None, tag: str | None):
+def run_folder_frames(folder: str, stage: str | None = None, tag: str | None = None):
     """Protein topology, AMBER14 charges, fragment ids and protein frames (Å, made whole) of a run
     folder's MD stage, the stage's folder name and the tag (the folder's name unless given)."""
     import glob
@@ -299,3 +299,36 @@ def _run_folder_frames(folder: str, stage: str | None, tag: str | None):
 
 
 _SOLVENT = ("HOH", "Cl", "Na", "NA", "CL")
+
+
+def locality_gaps(model, topology, frame: np.ndarray, charges, fragments, radius: float = 6.0) -> np.ndarray:
+    """For each residue of a protein frame (Å): the largest difference (eV/Å) between the forces
+    ``model`` (an E2Former-LSR module) puts on the residue's atoms in the whole protein and in its
+    neighbourhood alone (residues with an atom within ``radius`` Å of the residue, H-capped).
+
+    A label-free check of how a potential extrapolates from the fragments it was trained on to a
+    whole protein: the true (GFN2-xTB) forces on a residue change little when distant residues
+    are cut away, so a large gap points at the long-range part of the model."""
+    from ..train.batching import predict, to_sample
+    from .generators import _formal_charge, _numbers, cut_window
+
+    def forces(numbers, positions, frag, charge):
+        s = Structure("x", "x", numbers, positions, frag, charge, energy=0.0, forces=0.0 * positions)
+        return predict(model, [to_sample(s)])[1][0].detach().cpu().numpy().astype(np.float64)
+
+    residues = list(topology.residues())
+    total = _formal_charge(charges, range(topology.getNumAtoms()))
+    full = forces(_numbers(topology), frame, fragments, total)
+    gaps = np.zeros(len(residues))
+    for residue in residues:
+        own = [a.index for a in residue.atoms()]
+        near = set()
+        for atom in own:
+            near |= set(neighbourhood(topology, frame, atom, radius))
+        chosen = [residues[i] for i in sorted(near)]
+        inside = sorted(a.index for r in chosen for a in r.atoms())
+        numbers, coords, frag, charge = cut_window(topology, frame, chosen, charges, fragments)
+        local = forces(numbers, coords, frag, charge)[: len(inside)]
+        where = np.searchsorted(inside, own)
+        gaps[residue.index] = np.abs(full[own] - local[where]).max()
+    return gaps
