@@ -136,7 +136,20 @@ PARTS = {
     "villin-run-al1": lambda out: run_folder_windows(
         "stability/villin-20ps-al1-run", window=3, tag="villin-20ps-run-al1"
     ),
+    # round 3 (pending): halves of villin (residues 1-18 and 18-35, ~290 atoms) from the frames of
+    # the three failed runs, to teach the long-range blocks a context closer to a whole protein
+    "villin-halves": lambda out: villin_run_halves(),
 }
+
+
+def villin_run_halves() -> list:
+    """Residues 1-18 and 18-35 (H-capped) of every saved frame of the three failed villin runs."""
+    runs = [
+        ("stability/villin-20ps-run", "villin-20ps-run-al2"),
+        ("stability/villin-20ps-al1-run", "villin-20ps-run-al1"),
+        ("stability/villin-20ps-stage1-run", "villin-20ps-stage1-run"),
+    ]
+    return [s for folder, tag in runs for s in run_folder_windows(folder, 18, tag=f"halves/{tag}", stride=17)]
 
 
 def main() -> None:

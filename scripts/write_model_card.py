@@ -47,6 +47,17 @@ def _stability(folder: str, sha256: str) -> str:
                 f"deviation {r['total_energy_std_kj_mol']:.3g} kJ/mol, mean temperature "
                 f"{r['mean_temperature_k']:.0f} K, {r['seconds']} s wall."
             )
+        elif "radius_A" in r:
+            frames = "; ".join(
+                f"frame {row['frame']}: median {row['median']:.2f}, largest {max(row['gaps']):.2f} "
+                f"({r['residues'][row['gaps'].index(max(row['gaps']))]})"
+                for row in r["frames"]
+            )
+            lines.append(
+                f"* **Locality** (`python scripts/stability.py locality {r['folder']}`): the largest "
+                f"difference (eV/Å) between the forces on a residue in the whole protein and in its "
+                f"{r['radius_A']:g} Å neighbourhood alone, over the {len(r['residues'])} residues: {frames}."
+            )
         else:
             rows = r["rows"]
             last = rows[-1]

@@ -104,6 +104,11 @@ def test_windows_of_the_failed_stability_run_show_its_broken_bond():
     assert len(hydrogens_on_guanidinium_carbon(late)) == 1
     # residues 13-15 of villin are THR-ARG-SER: charge +1 (the arginine)
     assert late.charge == early.charge == 1 and late.num_atoms == early.num_atoms
+    # halves (residues 1-18 and 18-35, overlapping in one) carry the protein's charge between them:
+    # +2 for villin = the halves' sum minus residue 18's (ALA, neutral)
+    halves = run_folder_windows(folder, window=18, tag="h", stride=17)
+    assert [s.molecule for s in halves[:2]] == ["villin:1-18", "villin:18-35"] and len(halves) == 18 * 2
+    assert halves[0].charge + halves[1].charge == 2
 
 
 def test_explorations_start_from_a_relaxed_geometry():

@@ -160,11 +160,17 @@ def explore_peptides(
 
 
 def run_folder_windows(
-    folder: str, window: int = 3, name: str = "villin", stage: str | None = None, tag: str | None = None
+    folder: str,
+    window: int = 3,
+    name: str = "villin",
+    stage: str | None = None,
+    tag: str | None = None,
+    stride: int = 1,
 ):
     """H-capped windows of ``window`` consecutive non-solvent residues (the protein; the ML region
     is not consulted) from every saved frame of an ``e2former run`` folder's MD stage (the last one
-    unless ``stage`` names it). Frames are made whole across the periodic box first.
+    unless ``stage`` names it), starting every ``stride`` residues. Frames are made whole across the
+    periodic box first.
 
     Molecules are named ``{name}:{first}-{last}`` (1-based residue positions within the protein),
     the naming of :func:`.generators.villin_windows`, so both stay on the same side of a split;
@@ -175,7 +181,9 @@ def run_folder_windows(
     out = []
     for f, frame in enumerate(frames):
         source = f"window of frame {f} of {stage_name} in run folder {tag}, H-capped"
-        out.extend(window_structures(top, frame, window, charges, fragments, name, f"{tag}/f{f}", source))
+        out.extend(
+            window_structures(top, frame, window, charges, fragments, name, f"{tag}/f{f}", source, stride)
+        )
     return out
 
 

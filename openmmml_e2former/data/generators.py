@@ -192,13 +192,15 @@ def villin_environments(
     )
 
 
-def window_structures(topology, frame, window, charges, fragments, name, tag, source) -> list[Structure]:
-    """H-capped windows of ``window`` consecutive residues of one frame (Å): molecule
-    ``{name}:{first}-{last}`` (1-based residue positions), id ``{molecule}/{tag}``, and ``source``
-    formatted with ``first`` and ``last``."""
+def window_structures(
+    topology, frame, window, charges, fragments, name, tag, source, stride: int = 1
+) -> list[Structure]:
+    """H-capped windows of ``window`` consecutive residues of one frame (Å), starting every
+    ``stride`` residues: molecule ``{name}:{first}-{last}`` (1-based residue positions), id
+    ``{molecule}/{tag}``, and ``source`` formatted with ``first`` and ``last``."""
     residues = list(topology.residues())
     out = []
-    for start in range(len(residues) - window + 1):
+    for start in range(0, len(residues) - window + 1, stride):
         chunk = residues[start : start + window]
         numbers, coords, frag, charge = cut_window(topology, frame, chunk, charges, fragments)
         first, last = start + 1, start + window
