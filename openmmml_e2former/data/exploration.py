@@ -206,26 +206,16 @@ def environment_structures(
 ) -> list[Structure]:
     """The neighbourhoods of :func:`run_folder_environments` for protein ``frames`` (Å) of
     ``topology``; ``source`` is formatted with ``centre`` and ``frame`` (", H-capped" appended)."""
-    from .generators import cut_window
+    from .generators import cut_structure
 
     residues = list(topology.residues())
     out = []
     for f, frame in enumerate(frames):
         for label, centre in charged_centres(topology):
             chosen = [residues[i] for i in neighbourhood(topology, frame, centre, radius)]
-            numbers, coords, frag, charge = cut_window(topology, frame, chosen, charges, fragments)
-            molecule = f"{name}-env:{label}"
-            out.append(
-                Structure(
-                    id=f"{molecule}/{tag}/f{f}",
-                    molecule=molecule,
-                    numbers=numbers,
-                    positions=coords,
-                    fragment_ids=frag,
-                    charge=charge,
-                    source=source.format(centre=label, frame=f) + ", H-capped",
-                )
-            )
+            text = source.format(centre=label, frame=f) + ", H-capped"
+            molecule, where = f"{name}-env:{label}", f"{tag}/f{f}"
+            out.append(cut_structure(topology, frame, chosen, charges, fragments, molecule, where, text))
     return out
 
 

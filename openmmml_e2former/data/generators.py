@@ -192,6 +192,21 @@ def villin_environments(
     )
 
 
+def cut_structure(topology, frame, residues, charges, fragments, molecule, tag, source) -> Structure:
+    """The H-capped ``residues`` of one frame (Å, see :func:`cut_window`) as a structure of
+    ``molecule`` with id ``{molecule}/{tag}``."""
+    numbers, coords, frag, charge = cut_window(topology, frame, residues, charges, fragments)
+    return Structure(
+        id=f"{molecule}/{tag}",
+        molecule=molecule,
+        numbers=numbers,
+        positions=coords,
+        fragment_ids=frag,
+        charge=charge,
+        source=source,
+    )
+
+
 def window_structures(
     topology, frame, window, charges, fragments, name, tag, source, stride: int = 1
 ) -> list[Structure]:
@@ -202,20 +217,10 @@ def window_structures(
     out = []
     for start in range(0, len(residues) - window + 1, stride):
         chunk = residues[start : start + window]
-        numbers, coords, frag, charge = cut_window(topology, frame, chunk, charges, fragments)
         first, last = start + 1, start + window
         molecule = f"{name}:{first}-{last}"
-        out.append(
-            Structure(
-                id=f"{molecule}/{tag}",
-                molecule=molecule,
-                numbers=numbers,
-                positions=coords,
-                fragment_ids=frag,
-                charge=charge,
-                source=source.format(first=first, last=last),
-            )
-        )
+        source_text = source.format(first=first, last=last)
+        out.append(cut_structure(topology, frame, chunk, charges, fragments, molecule, tag, source_text))
     return out
 
 
