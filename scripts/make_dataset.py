@@ -136,16 +136,19 @@ PARTS = {
     "villin-run-al1": lambda out: run_folder_windows(
         "stability/villin-20ps-al1-run", window=3, tag="villin-20ps-run-al1"
     ),
-    # round 3 (pending): halves of villin (residues 1-18 and 18-35, ~290 atoms) from the frames of
-    # the three failed runs, to teach the long-range blocks a context closer to a whole protein
+    # round 3: halves of villin (residues 1-18 and 18-35, ~290 atoms) from the frames of the three
+    # failed runs and from OBC2 MD, to teach the long-range blocks a context closer to a whole protein
     "villin-halves": lambda out: villin_run_halves(),
+    "villin-md-halves": lambda out: g.villin_windows(
+        window=18, stride=17, num_frames=40, temperature=350.0, interval=1000, seed=7, tag="obc2md350"
+    ),
 }
 
 
 def villin_run_halves() -> list:
     """Residues 1-18 and 18-35 (H-capped) of every saved frame of the three failed villin runs."""
     runs = [
-        ("stability/villin-20ps-run", "villin-20ps-run-al2"),
+        ("stability/villin-20ps-al2-run", "villin-20ps-run-al2"),
         ("stability/villin-20ps-al1-run", "villin-20ps-run-al1"),
         ("stability/villin-20ps-stage1-run", "villin-20ps-stage1-run"),
     ]

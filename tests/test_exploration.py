@@ -111,6 +111,28 @@ def test_windows_of_the_failed_stability_run_show_its_broken_bond():
     assert halves[0].charge + halves[1].charge == 2
 
 
+def test_a_window_of_every_residue_is_the_whole_protein_uncapped():
+    """A window of all 35 residues (``villin_windows(window=35, stride=35)``): one structure per
+    frame, the 582-atom protein (charge +2: ARG/LYS x 6 against ASP/GLU x 4) with no H caps."""
+    from openmmml_e2former.data.generators import (
+        _atom_charges,
+        _protein_only,
+        villin_topology,
+        window_structures,
+    )
+    from openmmml_e2former.fragments import fragment_ids_from_topology
+
+    top, pos, _ = villin_topology()
+    top, pos = _protein_only(top, pos)
+    charges, fragments = _atom_charges(top), fragment_ids_from_topology(top)
+    whole = window_structures(top, pos, 35, charges, fragments, "villin", "t/f0", "{first}-{last}", 35)
+    assert [s.id for s in whole] == ["villin:1-35/t/f0"] and whole[0].source == "1-35"
+    assert whole[0].num_atoms == top.getNumAtoms() == 582 and whole[0].charge == 2
+    expected = np.array([a.element.atomic_number for a in top.atoms()])
+    np.testing.assert_array_equal(whole[0].numbers, expected)
+    np.testing.assert_allclose(whole[0].positions, np.asarray(pos), atol=1e-5)
+
+
 def test_explorations_start_from_a_relaxed_geometry():
     """The builder's proline ring is strained (why round 1's proline explorations broke bonds);
     ``minimized`` relaxes it with AMBER14: OpenMM's own energy before and after."""

@@ -191,6 +191,35 @@ def test_config_errors_name_the_key(tiny_dataset):
         merge_config({})
 
 
+def test_repeat_oversamples_one_file_of_the_training_data(tiny_dataset, tmp_path):
+    from collections import Counter
+
+    from openmmml_e2former.data.extxyz import read_structures
+
+    structures = read_structures(tiny_dataset)
+    first, second = str(tmp_path / "a.extxyz"), str(tmp_path / "b.extxyz")
+    write_structures(first, [s for s in structures if "LYS" not in s.molecule])
+    write_structures(second, [s for s in structures if "LYS" in s.molecule])
+    config = tiny_config(first, str(tmp_path / "run"))
+    config["data"].update(paths=[first, second], split=[1.0, 0.0, 0.0], repeat={second: 3})
+    trainer = Trainer(merge_config(config))
+    counts = Counter(s.id for s in trainer.pool)
+    train_ids = {s.id for s in trainer.split["train"]}
+    assert set(counts) == train_ids and len(train_ids) == len(structures)
+    assert {counts[s.id] for s in structures if "LYS" in s.molecule} == {3}
+    assert {counts[s.id] for s in structures if "LYS" not in s.molecule} == {1}
+    assert trainer.steps_per_epoch() == -(-len(trainer.pool) // 4)
+    drawn = sorted(i for batch in trainer.epoch_batches(0) for i in batch)
+    assert drawn == list(range(len(trainer.pool)))
+
+
+def test_repeat_errors_name_the_path_and_the_value(tiny_dataset):
+    with pytest.raises(ValueError, match="not one of data.paths"):
+        merge_config({"data": {"paths": [tiny_dataset], "repeat": {"other.extxyz": 2}}})
+    with pytest.raises(ValueError, match="whole number"):
+        merge_config({"data": {"paths": [tiny_dataset], "repeat": {tiny_dataset: 0.5}}})
+
+
 def _event_scalars(folder: str) -> dict[str, list[tuple[int, float]]]:
     """Scalars of TensorBoard event files, read back with TensorBoard's own reader."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -149,8 +149,12 @@ def villin_windows(
     interval: int = 1000,
     seed: int = 0,
     progress: bool = True,
+    stride: int = 1,
+    tag: str | None = None,
 ) -> list[Structure]:
-    """Windows of ``window`` consecutive villin residues, H-capped, from OBC2 MD of the protein."""
+    """Windows of ``window`` consecutive villin residues, H-capped, from OBC2 MD of the protein,
+    starting every ``stride`` residues (``window=35``: the whole protein); ids
+    ``villin:{first}-{last}/[{tag}/]f{frame}``."""
     from tqdm import tqdm
 
     top, pos, _ = villin_topology()
@@ -168,9 +172,10 @@ def villin_windows(
                 charges,
                 all_fragments,
                 "villin",
-                f"f{f}",
+                f"{tag}/f{f}" if tag else f"f{f}",
                 "villin (openmm test.pdb) residues {first}-{last}, H-capped, "
                 f"OBC2 MD {int(temperature)} K",
+                stride,
             )
         )
     return out

@@ -7,6 +7,7 @@ data:
   split_seed: 0
   split_file: null                              # or a JSON {"train": ids, "val": ids, "test": ids}
   max_atoms: null                               # drop structures larger than this
+  repeat: {}                                    # {path: n}: that file's training structures n times per epoch
 model:
   preset: small                                 # small | paper | fixture
   overrides: {}                                 # any E2FormerConfig field
@@ -54,6 +55,7 @@ DEFAULTS = {
         "split_seed": 0,
         "split_file": None,
         "max_atoms": None,
+        "repeat": {},
     },
     "model": {"preset": "small", "overrides": {}, "init_from": None, "refit_reference_energies": True},
     "training": {
@@ -107,7 +109,20 @@ def merge_config(user: dict) -> dict:
         raise ValueError(f"training.device must be auto, cpu or cuda, not {t['device']!r}")
     if not config["data"]["paths"]:
         raise ValueError("data.paths is empty: give at least one dataset file or folder")
+    _check_repeat(config["data"])
     return config
+
+
+def _check_repeat(data: dict) -> None:
+    """``data.repeat`` maps paths listed in ``data.paths`` to whole numbers >= 1."""
+    repeat = data["repeat"] or {}
+    if not isinstance(repeat, dict):
+        raise ValueError("data.repeat must be a mapping {path: times}")
+    for path, times in repeat.items():
+        if path not in data["paths"]:
+            raise ValueError(f"data.repeat names {path!r}, which is not one of data.paths {data['paths']}")
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ValueError(f"data.repeat[{path!r}] must be a whole number >= 1, not {times!r}")
 
 
 def load_config(path: str) -> dict:

@@ -14,9 +14,11 @@ def load_samples(paths: list[str], max_atoms: int | None = None, dtype=None) -> 
     """Samples of every labelled structure in ``paths`` and a summary (counts, methods, elements)."""
     import torch
 
-    structures = []
+    structures, origin = [], {}
     for path in paths:
-        structures.extend(read_structures(path))
+        for structure in read_structures(path):
+            structures.append(structure)
+            origin[structure.id] = path
     unlabelled = [s.id for s in structures if not s.labelled]
     if unlabelled:
         raise ValueError(f"{len(unlabelled)} structure(s) have no labels, e.g. {unlabelled[:3]}")
@@ -29,7 +31,12 @@ def load_samples(paths: list[str], max_atoms: int | None = None, dtype=None) -> 
         raise ValueError("structure ids repeat across the dataset files")
     methods = sorted({s.labels.get("method", "?") for s in structures})
     samples = [to_sample(s, group_key(s), dtype or torch.float32) for s in structures]
-    summary = {"structures": len(structures), "methods": methods, "structure_list": structures}
+    summary = {
+        "structures": len(structures),
+        "methods": methods,
+        "structure_list": structures,
+        "origin": origin,
+    }
     return samples, summary
 
 
@@ -56,3 +63,9 @@ def make_split(
     if missing:
         raise ValueError(f"split lists {len(missing)} id(s) not in the dataset, e.g. {missing[:3]}")
     return {side: [by_id[i] for i in ids.get(side, [])] for side in ("train", "val", "test")}
+
+
+def training_pool(train: list[Sample], origin: dict[str, str], repeat: dict[str, int]) -> list[Sample]:
+    """The training samples an epoch draws from: those read from a path in ``repeat`` appear
+    ``repeat[path]`` times (oversampling a small but important dataset), the rest once."""
+    return [s for s in train for _ in range(repeat.get(origin.get(s.id, ""), 1))]

@@ -29,7 +29,7 @@ from ..checkpoints import build_model, load_checkpoint, save_checkpoint
 from ..model import E2FormerLSR
 from ..model.config import PRESETS
 from .batching import fit_reference_energies, predict
-from .data import load_samples, make_split
+from .data import load_samples, make_split, training_pool
 from .ddp import resolve_device
 from .metrics import ErrorAccumulator, format_table
 from .tblog import TensorBoardLog
@@ -84,6 +84,7 @@ class Trainer:
         self.methods = summary["methods"]
         if not self.split["train"]:
             raise ValueError("the training split is empty")
+        self.pool = training_pool(self.split["train"], summary["origin"], data.get("repeat") or {})
         if not self.split["val"]:
             self.split["val"] = self.split["train"][: max(1, len(self.split["train"]) // 10)]
 
@@ -142,7 +143,7 @@ class Trainer:
 
     # --- schedule ----------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
-        n = math.ceil(len(self.split["train"]) / self.t["batch_size"])
+        n = math.ceil(len(self.pool) / self.t["batch_size"])
         cap = self.t.get("max_steps_per_epoch")
         return min(n, cap) if cap else n
 
@@ -162,14 +163,14 @@ class Trainer:
 
     # --- one step ----------------------------------------------------------------------------
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        order = np.random.default_rng(self.t["seed"] * 100003 + epoch).permutation(len(self.split["train"]))
+        order = np.random.default_rng(self.t["seed"] * 100003 + epoch).permutation(len(self.pool))
         size = self.t["batch_size"]
         batches = [order[i : i + size].tolist() for i in range(0, len(order), size)]
         return batches[: self.steps_per_epoch()]
 
     def loss(self, batch: list[int]) -> tuple[torch.Tensor, dict]:
         """This process's share of the loss of a global batch (sums over processes to the full loss)."""
-        samples = [self.split["train"][i] for i in batch]
+        samples = [self.pool[i] for i in batch]
         mine = samples[self.rank :: self.world_size]
         total_atoms = sum(s.num_atoms for s in samples)
         we, wf = self.t["energy_weight"], self.t["force_weight"]
@@ -315,6 +316,7 @@ class Trainer:
             "energy_reference": "absolute",  # total energies of the reference method
             "level_of_theory": self.methods,
             "data": self.config["data"]["paths"],
+            "repeat": dict(self.config["data"].get("repeat") or {}),
             "split_sizes": {k: len(v) for k, v in self.split.items()},
             "training": {k: v for k, v in self.t.items() if k not in ("progress",)},
             "fine_tuned_from": self.config["model"].get("init_from"),
