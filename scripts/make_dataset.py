@@ -142,7 +142,26 @@ PARTS = {
     "villin-md-halves": lambda out: g.villin_windows(
         window=18, stride=17, num_frames=40, temperature=350.0, interval=1000, seed=7, tag="obc2md350"
     ),
+    # held out: the whole protein (582 atoms, ~9 CPU min each) just before each failed run's break
+    "villin-whole-heldout": lambda out: villin_run_wholes(),
 }
+
+#: (run folder, tag, frame) of the held-out whole-protein structures: the last saved frame before
+#: the bond guard stopped the run (round 2, round 1) or before ARG14's HE moved onto CZ (stage 1).
+WHOLE_FRAMES = [
+    ("stability/villin-20ps-al2-run", "villin-20ps-run-al2", 1),
+    ("stability/villin-20ps-al1-run", "villin-20ps-run-al1", 3),
+    ("stability/villin-20ps-stage1-run", "villin-20ps-stage1-run", 12),
+]
+
+
+def villin_run_wholes() -> list:
+    """The whole villin protein in the frames of :data:`WHOLE_FRAMES`."""
+    out = []
+    for folder, tag, frame in WHOLE_FRAMES:
+        wholes = run_folder_windows(folder, 35, tag=f"whole/{tag}", stride=35)
+        out.append(wholes[frame])
+    return out
 
 
 def villin_run_halves() -> list:
