@@ -345,3 +345,43 @@ def test_locality_gaps_vanish_only_when_the_neighbourhood_is_the_whole_molecule(
     assert whole.shape == (6,) and whole.max() < 1e-3
     cut = locality_gaps(model, topology, positions, charges, fragments, radius=2.0)
     assert cut.max() > 1e-2
+
+
+def test_residue_errors_find_the_residue_whose_forces_are_wrong():
+    """scripts/residue_errors.py on the whole villin protein: labels equal to a random network's own
+    forces except one MET12 atom, shifted by 0.7 eV/Å, give MET12 a largest error of 0.7 and every
+    other residue ~0; the PDB gives 35 residue names for the 582 atoms."""
+    import sys
+
+    import torch
+
+    from openmmml_e2former.data.generators import (
+        _atom_charges,
+        _protein_only,
+        villin_topology,
+        window_structures,
+    )
+    from openmmml_e2former.fragments import fragment_ids_from_topology
+    from openmmml_e2former.model import E2FormerLSR, small_config
+    from openmmml_e2former.train.batching import predict, to_sample
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    sys.path.insert(0, os.path.join(root, "scripts"))
+    from residue_errors import residue_errors, residue_index
+
+    residues, names = residue_index(os.path.join(root, "stability", "villin_protein.pdb"))
+    assert len(residues) == 582 and len(names) == 35 and names[11] == "MET12"
+    top, pos, _ = villin_topology()
+    top, pos = _protein_only(top, pos)
+    charges, fragments = _atom_charges(top), fragment_ids_from_topology(top)
+    (whole,) = window_structures(top, pos, 35, charges, fragments, "villin", "t/f0", "", 35)
+    whole.energy, whole.forces = 0.0, np.zeros((582, 3))
+    torch.manual_seed(0)
+    model = E2FormerLSR(small_config(channels=8, embed_dim=8, num_heads=2, head_dim=4, num_local_layers=1))
+    _, (forces,) = predict(model.double().eval(), [to_sample(whole, dtype=torch.float64)])
+    whole.forces = forces.detach().numpy().copy()
+    atom = int(np.flatnonzero(residues == 11)[3])
+    whole.forces[atom, 1] += 0.7
+    (per,) = residue_errors(model, [whole], residues)
+    assert per[11] == pytest.approx(0.7, abs=1e-9)
+    assert np.delete(per, 11).max() < 1e-9

@@ -1,0 +1,71 @@
+"""Largest force error per residue of whole-protein structures, for one or more checkpoints.
+
+Usage::
+
+    python scripts/residue_errors.py datasets/gfn2-villin-whole-heldout.extxyz.gz \\
+        runs/e2former-lsr-al2.pt openmmml_e2former/potentials/e2former-lsr.pt \\
+        [--pdb stability/villin_protein.pdb]
+
+The structures must hold the protein's atoms in the PDB's order (``villin_windows(window=35,
+stride=35)`` and ``run_folder_windows(folder, 35, stride=35)`` keep it). Prints, per checkpoint and
+structure, the largest force-component error and the three residues with the largest
+error (eV/Å), evaluated in float64.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def residue_index(pdb: str) -> tuple[np.ndarray, list[str]]:
+    import mdtraj
+
+    top = mdtraj.load(pdb).topology
+    return np.array([a.residue.index for a in top.atoms]), [str(r) for r in top.residues]
+
+
+def residue_errors(model, structures, residues: np.ndarray) -> list[np.ndarray]:
+    """Per structure, the largest absolute force-component error (eV/Å) of each residue
+    (``residues[i]`` is atom i's residue index), the model evaluated in float64."""
+    import torch
+
+    from openmmml_e2former.train.batching import predict, to_sample
+
+    samples = [to_sample(s, dtype=torch.float64) for s in structures]
+    _, forces = predict(model.double().eval(), samples)
+    out = []
+    for structure, predicted in zip(structures, forces, strict=True):
+        err = np.abs(predicted.detach().numpy() - structure.forces)
+        out.append(np.array([err[residues == r].max() for r in range(int(residues.max()) + 1)]))
+    return out
+
+
+def main() -> None:
+    from openmmml_e2former.checkpoints import load_checkpoint
+    from openmmml_e2former.data.extxyz import read_structures
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("dataset")
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--pdb", default="stability/villin_protein.pdb")
+    args = parser.parse_args()
+    structures = read_structures(args.dataset)
+    residues, names = residue_index(args.pdb)
+    bad = [s.id for s in structures if s.num_atoms != len(residues)]
+    if bad:
+        raise SystemExit(
+            f"{len(bad)} structure(s) do not have the {len(residues)} atoms of {args.pdb}, e.g. {bad[:3]}"
+        )
+    for path in args.checkpoints:
+        model, _ = load_checkpoint(path)
+        for structure, per in zip(structures, residue_errors(model, structures, residues), strict=True):
+            worst = ", ".join(f"{names[i]} {per[i]:.1f}" for i in np.argsort(per)[::-1][:3])
+            print(f"{path}  {structure.id}: largest {per.max():.2f}; worst residues {worst}")
+
+
+if __name__ == "__main__":
+    main()
