@@ -152,7 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stability", default="runs/stability")
     parser.add_argument("--long-run", default="stability/villin-20ps-run")
-    parser.add_argument("--config", default="configs/e2former-lsr-al2.yaml", help="the shipped stage config")
+    parser.add_argument("--config", default="configs/e2former-lsr-al3.yaml", help="the shipped stage config")
     args = parser.parse_args()
     with open(os.path.join(POT, "e2former-lsr.metrics.json")) as handle:
         m = json.load(handle)
