@@ -19,11 +19,14 @@ import argparse
 import numpy as np
 
 
-def residue_index(pdb: str) -> tuple[np.ndarray, list[str]]:
+def residue_index(pdb: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(residue index of each atom, residue names, atomic numbers) of the PDB's atoms."""
     import mdtraj
 
     top = mdtraj.load(pdb).topology
-    return np.array([a.residue.index for a in top.atoms]), [str(r) for r in top.residues]
+    residues = np.array([a.residue.index for a in top.atoms])
+    numbers = np.array([a.element.atomic_number for a in top.atoms])
+    return residues, [str(r) for r in top.residues], numbers
 
 
 def residue_errors(model, structures, residues: np.ndarray) -> list[np.ndarray]:
@@ -54,12 +57,16 @@ def main() -> None:
     parser.add_argument("--pdb", default="stability/villin_protein.pdb")
     args = parser.parse_args()
     structures = read_structures(args.dataset)
-    residues, names = residue_index(args.pdb)
-    bad = [s.id for s in structures if s.num_atoms != len(residues)]
+    residues, names, numbers = residue_index(args.pdb)
+    bad = [s.id for s in structures if not np.array_equal(s.numbers, numbers)]
     if bad:
         raise SystemExit(
-            f"{len(bad)} structure(s) do not have the {len(residues)} atoms of {args.pdb}, e.g. {bad[:3]}"
+            f"{len(bad)} structure(s) do not have the {len(numbers)} atoms of {args.pdb} in its order "
+            f"(elements differ), e.g. {bad[:3]}"
         )
+    unlabelled = [s.id for s in structures if not s.labelled]
+    if unlabelled:
+        raise SystemExit(f"{len(unlabelled)} structure(s) have no force labels, e.g. {unlabelled[:3]}")
     for path in args.checkpoints:
         model, _ = load_checkpoint(path)
         for structure, per in zip(structures, residue_errors(model, structures, residues), strict=True):

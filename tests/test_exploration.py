@@ -369,12 +369,13 @@ def test_residue_errors_find_the_residue_whose_forces_are_wrong():
     sys.path.insert(0, os.path.join(root, "scripts"))
     from residue_errors import residue_errors, residue_index
 
-    residues, names = residue_index(os.path.join(root, "stability", "villin_protein.pdb"))
+    residues, names, numbers = residue_index(os.path.join(root, "stability", "villin_protein.pdb"))
     assert len(residues) == 582 and len(names) == 35 and names[11] == "MET12"
     top, pos, _ = villin_topology()
     top, pos = _protein_only(top, pos)
     charges, fragments = _atom_charges(top), fragment_ids_from_topology(top)
     (whole,) = window_structures(top, pos, 35, charges, fragments, "villin", "t/f0", "", 35)
+    np.testing.assert_array_equal(numbers, whole.numbers)  # the PDB's atom order is the structure's
     whole.energy, whole.forces = 0.0, np.zeros((582, 3))
     torch.manual_seed(0)
     model = E2FormerLSR(small_config(channels=8, embed_dim=8, num_heads=2, head_dim=4, num_local_layers=1))

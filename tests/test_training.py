@@ -211,6 +211,17 @@ def test_repeat_oversamples_one_file_of_the_training_data(tiny_dataset, tmp_path
     assert trainer.steps_per_epoch() == -(-len(trainer.pool) // 4)
     drawn = sorted(i for batch in trainer.epoch_batches(0) for i in batch)
     assert drawn == list(range(len(trainer.pool)))
+    # the pool holds the split's own samples (those moved to the training device), and a repeated
+    # sample beyond the split's length trains
+    assert {id(s) for s in trainer.pool} == {id(s) for s in trainer.split["train"]}
+    loss, _ = trainer.loss([len(trainer.pool) - 1])
+    assert torch.isfinite(loss)
+    assert trainer.fit(max_steps=2) == "max_steps"
+    del trainer
+    assert Trainer(merge_config(config)).step == 2  # same data: resumes
+    config["data"]["repeat"] = {second: 2}
+    with pytest.raises(ValueError, match=r"data\.repeat"):
+        Trainer(merge_config(config))
 
 
 def test_repeat_errors_name_the_path_and_the_value(tiny_dataset):

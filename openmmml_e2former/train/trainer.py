@@ -55,6 +55,7 @@ class Trainer:
         self._load_data()
         self._build_model()
         self.split = {side: [s.to(self.device) for s in samples] for side, samples in self.split.items()}
+        self.pool = training_pool(self.split["train"], self.origin, self.config["data"].get("repeat") or {})
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.t["lr"], weight_decay=self.t["weight_decay"]
         )
@@ -84,7 +85,7 @@ class Trainer:
         self.methods = summary["methods"]
         if not self.split["train"]:
             raise ValueError("the training split is empty")
-        self.pool = training_pool(self.split["train"], summary["origin"], data.get("repeat") or {})
+        self.origin = summary["origin"]  # dataset file of each structure id (for data.repeat)
         if not self.split["val"]:
             self.split["val"] = self.split["train"][: max(1, len(self.split["train"]) // 10)]
 
@@ -269,6 +270,7 @@ class Trainer:
             raise ValueError(f"cannot resume: {path} is not a training state of this version")
         if state["model_config"] != self.model.config.to_dict():
             raise ValueError(f"cannot resume: {path} was written for a different model configuration")
+        self._check_same_data(state.get("config", {}).get("data", {}), path)
         build_model(self.model.config, state["model"], path)  # checks keys and shapes, names the file
         self.model.load_state_dict(state["model"])  # into the model already in the training dtype
         self.ema.load_state_dict(state["ema"])
@@ -286,6 +288,17 @@ class Trainer:
         if self.rank == 0:
             self._truncate_steps_log()
             print(f"resuming from {path}: epoch {self.epoch}, step {self.step}", flush=True)
+
+    def _check_same_data(self, saved: dict, path: str) -> None:
+        """The data order of a resumed run depends on these keys; refuse a resume that changed one."""
+        defaults = {"paths": [], "split_file": None, "max_atoms": None, "repeat": {}}
+        for key, default in defaults.items():
+            before, now = saved.get(key, default) or default, self.config["data"].get(key) or default
+            if before != now:
+                raise ValueError(
+                    f"cannot resume: {path} was written with data.{key} = {before!r}, the config now "
+                    f"says {now!r}; restore it or start afresh in a new output folder"
+                )
 
     def _truncate_steps_log(self) -> None:
         path = os.path.join(self.output, "steps.csv")
