@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 
 import numpy as np
 import pytest
@@ -249,6 +250,11 @@ def test_tensorboard_scalars_match_the_csv_logs_and_survive_a_resume(tiny_datase
 
     with SummaryWriter(os.path.join(out, "tensorboard")) as stale:  # as a kill after step 6 leaves it
         stale.add_scalar("train/loss", 1e9, 6)
+    # TensorBoard reads event files in name order, and names hold the creation second and a
+    # per-process counter: a real resume (a new process, later) always sorts after the killed
+    # run's file; within one test process the two could share a second and sort wrongly once
+    # the counter passes 9 -> 10 (seen in a full-suite run), so make the stale file older
+    time.sleep(1.1)
     resumed = Trainer(tiny_config(tiny_dataset, out, tensorboard=True))
     resumed.fit()
     scalars = _event_scalars(os.path.join(out, "tensorboard"))
