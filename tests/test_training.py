@@ -4,6 +4,7 @@ two gloo processes give the same first-step gradients as one, config and checkpo
 from __future__ import annotations
 
 import csv
+import json
 import os
 import time
 
@@ -223,6 +224,25 @@ def test_repeat_oversamples_one_file_of_the_training_data(tiny_dataset, tmp_path
     config["data"]["repeat"] = {second: 2}
     with pytest.raises(ValueError, match=r"data\.repeat"):
         Trainer(merge_config(config))
+
+
+def test_repeat_of_a_file_outside_the_training_split_warns_and_metadata_counts_draws(tiny_dataset, tmp_path):
+    from openmmml_e2former.data.extxyz import read_structures
+
+    structures = read_structures(tiny_dataset)
+    first, second = str(tmp_path / "a.extxyz"), str(tmp_path / "b.extxyz")
+    lys = [s for s in structures if "LYS" in s.molecule]
+    write_structures(first, [s for s in structures if "LYS" not in s.molecule])
+    write_structures(second, lys)
+    split = tmp_path / "split.json"  # every LYS structure in validation: repeating them is idle
+    others = [s.id for s in structures if "LYS" not in s.molecule]
+    split.write_text(json.dumps({"train": others, "val": [s.id for s in lys], "test": []}))
+    config = tiny_config(first, str(tmp_path / "run"))
+    config["data"].update(paths=[first, second], split_file=str(split), repeat={second: 3})
+    with pytest.warns(UserWarning, match="no structure of .*b.extxyz.* is in the training split"):
+        trainer = Trainer(merge_config(config))
+    assert len(trainer.pool) == len(others)
+    assert trainer.metadata()["draws_per_epoch"] == len(others)
 
 
 def test_repeat_errors_name_the_path_and_the_value(tiny_dataset):

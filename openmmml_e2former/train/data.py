@@ -69,3 +69,10 @@ def training_pool(train: list[Sample], origin: dict[str, str], repeat: dict[str,
     """The training samples an epoch draws from: those read from a path in ``repeat`` appear
     ``repeat[path]`` times (oversampling a small but important dataset), the rest once."""
     return [s for s in train for _ in range(repeat.get(origin.get(s.id, ""), 1))]
+
+
+def idle_repeats(train: list[Sample], origin: dict[str, str], repeat: dict[str, int]) -> list[str]:
+    """Paths in ``repeat`` none of whose structures landed in the training split: repeating
+    them changes nothing, which the user should hear about."""
+    used = {origin.get(s.id) for s in train}
+    return [path for path in repeat if path not in used]

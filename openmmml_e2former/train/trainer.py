@@ -21,6 +21,7 @@ import math
 import os
 import signal
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from ..checkpoints import build_model, load_checkpoint, save_checkpoint
 from ..model import E2FormerLSR
 from ..model.config import PRESETS
 from .batching import fit_reference_energies, predict
-from .data import load_samples, make_split, training_pool
+from .data import idle_repeats, load_samples, make_split, training_pool
 from .ddp import resolve_device
 from .metrics import ErrorAccumulator, format_table
 from .tblog import TensorBoardLog
@@ -55,7 +56,7 @@ class Trainer:
         self._load_data()
         self._build_model()
         self.split = {side: [s.to(self.device) for s in samples] for side, samples in self.split.items()}
-        self.pool = training_pool(self.split["train"], self.origin, self.config["data"].get("repeat") or {})
+        self.pool = self._training_pool()
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.t["lr"], weight_decay=self.t["weight_decay"]
         )
@@ -88,6 +89,16 @@ class Trainer:
         self.origin = summary["origin"]  # dataset file of each structure id (for data.repeat)
         if not self.split["val"]:
             self.split["val"] = self.split["train"][: max(1, len(self.split["train"]) // 10)]
+
+    def _training_pool(self) -> list:
+        repeat = self.config["data"].get("repeat") or {}
+        for path in idle_repeats(self.split["train"], self.origin, repeat) if self.rank == 0 else []:
+            warnings.warn(
+                f"data.repeat: no structure of {path!r} is in the training split "
+                "(all in validation/test), so repeating it does nothing",
+                stacklevel=3,
+            )
+        return training_pool(self.split["train"], self.origin, repeat)
 
     def _build_model(self) -> None:
         m = self.config["model"]
@@ -331,6 +342,7 @@ class Trainer:
             "data": self.config["data"]["paths"],
             "repeat": dict(self.config["data"].get("repeat") or {}),
             "split_sizes": {k: len(v) for k, v in self.split.items()},
+            "draws_per_epoch": len(self.pool),
             "training": {k: v for k, v in self.t.items() if k not in ("progress",)},
             "fine_tuned_from": self.config["model"].get("init_from"),
         }
