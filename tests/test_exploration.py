@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from openmmml_e2former.data.exploration import BROKEN, bond_pairs, broken_bonds, explore_molecule
-from openmmml_e2former.data.splits import extend_split, split_by_molecule
+from openmmml_e2former.data.splits import check_split, extend_split, split_by_molecule
 from openmmml_e2former.data.structure import Structure
 
 
@@ -74,6 +74,21 @@ def test_extended_split_keeps_each_molecule_on_its_side():
         extend_split(split, old, [_structure("a/0", "a")])
     with pytest.raises(ValueError, match="repeat ids"):
         extend_split(split, old, [_structure("a/new", "a"), _structure("a/new", "a")])
+
+
+def test_split_check_refuses_unassigned_and_doubled_ids_and_names_straddling_molecules():
+    structures = [_structure(f"{m}/{k}", m) for m in "abcd" for k in range(2)]
+    split = split_by_molecule(structures, (0.5, 0.25, 0.25), seed=0)
+    assert check_split(split, structures, "s.json") == []
+    with pytest.raises(ValueError, match=r"s\.json puts 1 structure\(s\) of the dataset on no side.*'e/0'"):
+        check_split(split, structures + [_structure("e/0", "e")], "s.json")
+    doubled = {**split, "test": split["test"] + split["train"][:1]}
+    with pytest.raises(ValueError, match="is on both 'train' and 'test'"):
+        check_split(doubled, structures, "s.json")
+    with pytest.raises(ValueError, match="unknown side 'valid'"):
+        check_split({"train": [], "valid": []}, [], "s.json")
+    a_on_both = {"train": ["a/0", "b/0", "b/1"], "val": ["a/1", "c/0", "c/1"], "test": ["d/0", "d/1"]}
+    assert check_split(a_on_both, structures, "s.json") == ["a"]
 
 
 def test_windows_of_the_failed_stability_run_show_its_broken_bond():

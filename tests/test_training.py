@@ -137,6 +137,19 @@ def test_split_keeps_molecules_together(tiny_dataset, tmp_path):
     assert not groups["train"] & groups["test"] and not groups["train"] & groups["val"]
 
 
+def test_a_split_file_that_misses_a_structure_is_refused_before_anything_is_written(tiny_dataset, tmp_path):
+    from openmmml_e2former.data.extxyz import read_structures
+
+    ids = [s.id for s in read_structures(tiny_dataset)]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ids[:-1], "val": [], "test": []}))
+    config = tiny_config(tiny_dataset, str(tmp_path / "run"))
+    config["data"]["split_file"] = str(split)
+    with pytest.raises(ValueError, match=f"on no side, e.g. \\['{ids[-1]}'\\]"):
+        Trainer(merge_config(config))
+    assert not (tmp_path / "run" / "splits.json").exists()
+
+
 def test_resume_mid_run_continues_the_same_loss_curve(tiny_dataset, tmp_path):
     full = Trainer(tiny_config(tiny_dataset, str(tmp_path / "full")))
     full.fit()

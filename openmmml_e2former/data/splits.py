@@ -57,6 +57,32 @@ def split_by_molecule(
     return {side: [i for name in names_ for i in groups[name]] for side, names_ in sides.items()}
 
 
+def check_split(split: dict[str, list[str]], structures: list[Structure], source: str) -> list[str]:
+    """Refuse a split (read from ``source``) that puts an id on two sides or leaves a structure of
+    the dataset on none (it would silently not be used: the usual slip when a file is added to
+    ``data.paths`` but not to the split). Returns the molecule groups (:func:`group_key`) found on
+    more than one side, which a hand-made split may want but which leak conformers into the test."""
+    side_of: dict[str, str] = {}
+    for side, ids in split.items():
+        if side not in ("train", "val", "test"):
+            raise ValueError(f"split {source}: unknown side {side!r} (use train, val, test)")
+        for i in ids:
+            if i in side_of:
+                raise ValueError(f"split {source}: structure {i!r} is on both {side_of[i]!r} and {side!r}")
+            side_of[i] = side
+    unassigned = [s.id for s in structures if s.id not in side_of]
+    if unassigned:
+        raise ValueError(
+            f"split {source} puts {len(unassigned)} structure(s) of the dataset on no side, e.g. "
+            f"{unassigned[:3]}: add them (scripts/active_learning_merge.py puts each on its molecule's "
+            "side) or drop the split file to split afresh"
+        )
+    sides: dict[str, set] = {}
+    for s in structures:
+        sides.setdefault(group_key(s), set()).add(side_of[s.id])
+    return sorted(g for g, found in sides.items() if len(found) > 1)
+
+
 def extend_split(split: dict[str, list[str]], structures: list[Structure], new: list[Structure]) -> dict:
     """Sides for ``new`` structures added to a dataset already split as ``split`` (ids of
     ``structures``): each joins the side of its group (:func:`group_key`), so a fine-tuning run on

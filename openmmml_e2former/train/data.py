@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 from ..data.extxyz import read_structures
-from ..data.splits import group_key, split_by_molecule
+from ..data.splits import check_split, group_key, split_by_molecule
 from .batching import Sample, to_sample
 
 
@@ -50,6 +51,13 @@ def make_split(
     if source:
         with open(source) as handle:
             ids = json.load(handle)
+        straddling = check_split(ids, structures, source)
+        if straddling:
+            warnings.warn(
+                f"split {source} puts conformers of {len(straddling)} molecule(s) on more than one side, "
+                f"e.g. {straddling[:3]}: test errors will flatter the model",
+                stacklevel=2,
+            )
     else:
         ids = split_by_molecule(structures, tuple(data_config["split"]), data_config["split_seed"])
     if write and not os.path.exists(path):
