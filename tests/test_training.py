@@ -373,6 +373,24 @@ def test_fine_tuning_starts_from_the_shipped_weights(tiny_dataset, tmp_path):
     MLPotential("e2former-lsr", modelPath=weights).createSystem(openmm_topology([first]), charge=first.charge)
 
 
+def test_fine_tuning_on_another_level_of_theory_must_refit_the_element_energies(tiny_dataset, tmp_path):
+    from openmmml_e2former.checkpoints import find_shipped_potential
+    from openmmml_e2former.data.extxyz import read_structures
+
+    structures = read_structures(tiny_dataset)
+    for s in structures:
+        s.labels["method"] = "PBE0/def2-SVP"
+    dft = str(tmp_path / "dft.extxyz")
+    write_structures(dft, structures)
+    config = {"data": {"paths": [dft]}, "model": {"init_from": find_shipped_potential("e2former-lsr")}}
+    config["training"] = {"output": str(tmp_path / "ft"), "progress": False}
+    config["model"]["refit_reference_energies"] = False
+    with pytest.raises(ValueError, match=r"trained on \['GFN2-xTB'\].*labelled with \['PBE0/def2-SVP'\]"):
+        Trainer(merge_config(config))
+    config["model"]["refit_reference_energies"] = True
+    assert Trainer(merge_config(config)).methods == ["PBE0/def2-SVP"]
+
+
 def _fit_rank(rank, world_size, config, prefix):
     import json
 

@@ -110,11 +110,25 @@ class Trainer:
                 raise ValueError(f"unknown model preset {m['preset']!r}; use one of {sorted(PRESETS)}")
             model = E2FormerLSR(PRESETS[m["preset"]](**m.get("overrides", {})))
             self.init_metadata = {}
-        if m.get("refit_reference_energies", True):
+        refit = m.get("refit_reference_energies", True)
+        if not refit:
+            self._check_same_method(m["init_from"])
+        if refit:
             ref = fit_reference_energies(self.split["train"], model.config.num_embeddings)
             model.reference_energies.copy_(ref.to(model.reference_energies.dtype))
         self._check_elements(model)
         self.model = model.to(device=self.device, dtype=self.dtype).train()
+
+    def _check_same_method(self, init_from) -> None:
+        """Kept reference energies belong to the start model's level of theory; energies of
+        another method differ by large per-element offsets that the network cannot absorb."""
+        trained_on = self.init_metadata.get("level_of_theory") or []
+        other = sorted(set(self.methods) - set(trained_on))
+        if init_from and trained_on and other:
+            raise ValueError(
+                f"model.refit_reference_energies is false, but {init_from} was trained on {trained_on} "
+                f"and the data is labelled with {other}: set refit_reference_energies: true"
+            )
 
     def _check_elements(self, model) -> None:
         allowed = set(model.supported.nonzero().flatten().tolist())
