@@ -199,6 +199,17 @@ def test_resume_refuses_a_corrupt_training_state(tiny_dataset, tmp_path):
         Trainer(tiny_config(tiny_dataset, str(out)))
 
 
+def test_resume_refuses_a_changed_batch_order_and_warns_of_a_changed_schedule(tiny_dataset, tmp_path):
+    out = str(tmp_path / "run")
+    assert Trainer(tiny_config(tiny_dataset, out)).fit(max_steps=2) == "max_steps"
+    with pytest.raises(ValueError, match=r"training\.batch_size = 4, the config now says 3"):
+        Trainer(tiny_config(tiny_dataset, out, batch_size=3))
+    with pytest.raises(ValueError, match=r"training\.seed = 1, the config now says 2"):
+        Trainer(tiny_config(tiny_dataset, out, seed=2))
+    with pytest.warns(UserWarning, match="changed schedule \\(epochs 3 -> 5\\)"):
+        assert Trainer(tiny_config(tiny_dataset, out, epochs=5)).step == 2
+
+
 def test_config_errors_name_the_key(tiny_dataset):
     with pytest.raises(ValueError, match="learning_rate"):
         merge_config({"data": {"paths": [tiny_dataset]}, "training": {"learning_rate": 1e-3}})

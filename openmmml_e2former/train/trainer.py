@@ -296,6 +296,7 @@ class Trainer:
         if state["model_config"] != self.model.config.to_dict():
             raise ValueError(f"cannot resume: {path} was written for a different model configuration")
         self._check_same_data(state.get("config", {}).get("data", {}), path)
+        self._check_same_order(state.get("config", {}).get("training", {}), path)
         build_model(self.model.config, state["model"], path)  # checks keys and shapes, names the file
         self.model.load_state_dict(state["model"])  # into the model already in the training dtype
         self.ema.load_state_dict(state["ema"])
@@ -324,6 +325,25 @@ class Trainer:
                     f"cannot resume: {path} was written with data.{key} = {before!r}, the config now "
                     f"says {now!r}; restore it or start afresh in a new output folder"
                 )
+
+    ORDER_KEYS = ("seed", "batch_size", "max_steps_per_epoch")  # which samples each step draws
+    SCHEDULE_KEYS = ("epochs", "lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay")
+
+    def _check_same_order(self, saved: dict, path: str) -> None:
+        """An exact resume needs the same batches: refuse a changed order key. A changed schedule
+        key (more epochs, say) is a legitimate continuation, but no longer the run it resumes."""
+        for key in self.ORDER_KEYS:
+            if key in saved and saved[key] != self.t.get(key):
+                raise ValueError(
+                    f"cannot resume: {path} was written with training.{key} = {saved[key]!r}, the config "
+                    f"now says {self.t.get(key)!r} (it changes which structures each step draws); restore "
+                    "it or start afresh in a new output folder"
+                )
+        changed = [f"{k} {saved[k]!r} -> {self.t.get(k)!r}" for k in self.SCHEDULE_KEYS
+                   if k in saved and saved[k] != self.t.get(k)]  # fmt: skip
+        if changed and self.rank == 0:
+            warnings.warn(f"resuming {path} with a changed schedule ({', '.join(changed)}): "
+                          "the run continues, but it is no longer an exact resume", stacklevel=3)  # fmt: skip
 
     def _truncate_steps_log(self) -> None:
         path = os.path.join(self.output, "steps.csv")
