@@ -215,7 +215,10 @@ class PySCFLabeller(Labeller):
         energy = mf.kernel()
         if not mf.converged:
             raise ValueError(f"PySCF SCF did not converge for structure {structure.id}")
-        gradient = np.asarray(mf.nuc_grad_method().kernel())
+        method = mf.nuc_grad_method()
+        if self.xc:
+            method.grid_response = True  # forces are then exact derivatives of the (grid) energy
+        gradient = np.asarray(method.kernel())
         return energy * HARTREE_TO_EV, -gradient * HARTREE_TO_EV / BOHR_TO_ANGSTROM
 
 
