@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -188,6 +189,23 @@ def test_labelling_resumes_and_parallel_equals_serial(tmp_path):
     by_id = {s.id: s for s in read_structures(str(tmp_path / "par"))}
     for s in labelled:
         assert by_id[s.id].energy == pytest.approx(s.energy, abs=1e-8)
+
+
+def test_failed_structures_are_recorded_skipped_and_retried_on_request(tmp_path):
+    out = tmp_path / "labels"
+    good, bad = water(name="good"), water(charge=1, name="bad")  # H2O+ as a singlet is impossible
+    first = label_dataset([good, bad], str(out), progress=False)
+    assert first["labelled"] == 1 and first["failed"] == 1
+    (record,) = [json.loads(line) for line in (out / "failed.jsonl").read_text().splitlines()]
+    assert record["id"] == bad.id and "multiplicity 1 is impossible" in record["error"]
+    assert label_dataset([good, bad], str(out), progress=False)["already_done"] == 2
+    with open(out / "failed.jsonl", "a") as handle:  # as a run killed mid-line leaves it
+        handle.write('{"id": "w/tru')
+    with pytest.warns(UserWarning, match="line 2 is unreadable"):
+        assert done_ids(str(out)) == {good.id, bad.id}
+    retry = label_dataset([good, bad], str(out), progress=False, retry_failed=True)
+    assert retry["already_done"] == 1 and retry["failed"] == 1
+    assert [s.id for s in read_structures(str(out))] == [good.id]
 
 
 def test_a_labeller_that_cannot_be_created_fails_before_any_output(tmp_path, monkeypatch):

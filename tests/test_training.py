@@ -228,7 +228,8 @@ def test_repeat_oversamples_one_file_of_the_training_data(tiny_dataset, tmp_path
     write_structures(second, [s for s in structures if "LYS" in s.molecule])
     config = tiny_config(first, str(tmp_path / "run"))
     config["data"].update(paths=[first, second], split=[1.0, 0.0, 0.0], repeat={second: 3})
-    trainer = Trainer(merge_config(config))
+    with pytest.warns(UserWarning, match="validation split is empty"):
+        trainer = Trainer(merge_config(config))
     counts = Counter(s.id for s in trainer.pool)
     train_ids = {s.id for s in trainer.split["train"]}
     assert set(counts) == train_ids and len(train_ids) == len(structures)

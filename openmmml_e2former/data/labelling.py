@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import time
+import warnings
 
 from .extxyz import read_structures, write_structures
 from .structure import Structure
@@ -54,10 +55,22 @@ def done_ids(output_dir: str, include_failed: bool = True) -> set[str]:
         ids.update(s.id for s in read_structures(path))
     failed = os.path.join(output_dir, "failed.jsonl")
     if include_failed and os.path.exists(failed):
-        with open(failed) as handle:
-            for line in handle:
-                if line.strip():
-                    ids.add(json.loads(line)["id"])
+        ids.update(_failed_ids(failed))
+    return ids
+
+
+def _failed_ids(path: str) -> set[str]:
+    """Ids in ``failed.jsonl``; an unreadable line (a run killed while writing it) is skipped with
+    a warning, so its structure is simply labelled again."""
+    ids = set()
+    with open(path) as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                ids.add(json.loads(line)["id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                warnings.warn(f"{path} line {number} is unreadable; that structure will be labelled again")
     return ids
 
 

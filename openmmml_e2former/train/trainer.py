@@ -89,6 +89,13 @@ class Trainer:
         self.origin = summary["origin"]  # dataset file of each structure id (for data.repeat)
         if not self.split["val"]:
             self.split["val"] = self.split["train"][: max(1, len(self.split["train"]) // 10)]
+            if self.rank == 0:
+                warnings.warn(
+                    "the validation split is empty: validating on the first "
+                    f"{len(self.split['val'])} training structures, so best.pt and early stopping "
+                    "are chosen on data the model trains on (give data.split a validation fraction)",
+                    stacklevel=3,
+                )
 
     def _training_pool(self) -> list:
         repeat = self.config["data"].get("repeat") or {}
