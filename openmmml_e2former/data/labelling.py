@@ -70,7 +70,8 @@ def _failed_ids(path: str) -> set[str]:
             try:
                 ids.add(json.loads(line)["id"])
             except (json.JSONDecodeError, KeyError, TypeError):
-                warnings.warn(f"{path} line {number} is unreadable; that structure will be labelled again")
+                message = f"{path} line {number} is unreadable; that structure will be labelled again"
+                warnings.warn(message, stacklevel=3)
     return ids
 
 
