@@ -47,7 +47,10 @@ def add_parser(sub) -> None:
 
     ev = sub.add_parser("evaluate", help="energy/force errors of a checkpoint on a labelled dataset")
     ev.add_argument("checkpoint")
-    ev.add_argument("dataset", help="labelled extxyz file or folder")
+    ev.add_argument("dataset", nargs="+", help="labelled extxyz file(s) or folder(s)")
+    ev.add_argument("--split", default=None, help="a splits JSON (train/val/test ids): evaluate one side")
+    ev.add_argument("--side", choices=["train", "val", "test"], default="test", help="side of --split")
+    ev.add_argument("--by-molecule", action="store_true", help="also print a table per molecule")
     ev.add_argument("--json", default=None, help="also write the result as JSON here")
     ev.set_defaults(func=run_evaluate)
 
@@ -131,8 +134,15 @@ def run_evaluate(args) -> None:
     from .train.metrics import format_table
     from .train.run import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, args.dataset)
+    ids = None
+    if args.split:
+        with open(args.split) as handle:
+            ids = json.load(handle)[args.side]
+    result = evaluate_checkpoint(args.checkpoint, args.dataset, ids=ids)
     print(format_table(result["by_size"] + [{"atoms": "all", **result["overall"]}]))
+    if args.by_molecule:
+        print()
+        print(format_table(result["by_molecule"], key="molecule"))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2)

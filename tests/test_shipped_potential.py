@@ -156,3 +156,38 @@ def test_local_only_name_has_no_shipped_weights(tmp_path):
     with pytest.raises(ValueError, match="modelPath"):
         MLPotential("e2former").createSystem(topology_for(read_structures(SUBSET)[:1]))
     shutil.rmtree(tmp_path)
+
+
+def test_evaluate_command_selects_a_split_side_and_reports_each_molecule(tmp_path, capsys):
+    """``e2former evaluate CKPT DATA --split S --side test --by-molecule``: only the side's ids are
+    scored, and each molecule's force MAE matches forces computed through OpenMM."""
+    import json
+
+    from openmmml_e2former.cli import main
+    from openmmml_e2former.data.extxyz import read_structures
+    from openmmml_e2former.data.splits import group_key
+
+    structures = read_structures(SUBSET)
+    by_group: dict[str, list] = {}
+    for s in structures:
+        by_group.setdefault(group_key(s), []).append(s)
+    chosen = [group[:2] for group in by_group.values() if len(group) >= 2][:2]
+    test = [s for group in chosen for s in group]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": [s.id for s in structures if s not in test], "val": [],
+                                 "test": [s.id for s in test]}))  # fmt: skip
+    out = tmp_path / "errors.json"
+    args = ["evaluate", shipped(), SUBSET, "--split", str(split), "--by-molecule", "--json", str(out)]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["overall"]["count"] == len(test)
+    assert "| molecule | structures |" in capsys.readouterr().out
+    for row, group in zip(result["by_molecule"], sorted(chosen, key=lambda g: group_key(g[0])), strict=True):
+        assert row["molecule"] == group_key(group[0]) and row["count"] == len(group)
+        forces = [f for s in group for f in openmm_forces([s])]
+        mae = float(
+            np.concatenate([np.abs(f - s.forces).ravel() for f, s in zip(forces, group, strict=True)]).mean()
+        )
+        assert row["force_mae"] == pytest.approx(mae, abs=TOLERANCE)
+    split.write_text(json.dumps({"train": [], "val": [], "test": ["no-such-id"]}))
+    assert main(args) == 2

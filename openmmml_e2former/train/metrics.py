@@ -12,11 +12,13 @@ class ErrorAccumulator:
         self.energy_per_atom: list[float] = []
         self.force: list[np.ndarray] = []
         self.sizes: list[int] = []
+        self.groups: list[str] = []
 
-    def add(self, energy_error: float, num_atoms: int, force_error: np.ndarray) -> None:
+    def add(self, energy_error: float, num_atoms: int, force_error: np.ndarray, group: str = "") -> None:
         self.energy_per_atom.append(float(energy_error) / num_atoms)
         self.force.append(np.asarray(force_error, dtype=np.float64).ravel())
         self.sizes.append(int(num_atoms))
+        self.groups.append(group)
 
     def summary(self, mask=None) -> dict:
         e = np.array(self.energy_per_atom)
@@ -42,16 +44,22 @@ class ErrorAccumulator:
                 rows.append({"atoms": f"{lo}-{hi - 1}" if hi < 10**9 else f">={lo}", **row})
         return rows
 
+    def by_group(self) -> list[dict]:
+        """Rows of :meth:`summary` for each group (molecule) given to :meth:`add`, in name order."""
+        groups = np.array(self.groups)
+        return [{"molecule": g, **self.summary(groups == g)} for g in sorted(set(self.groups))]
 
-def format_table(rows: list[dict]) -> str:
-    """A Markdown table of :meth:`ErrorAccumulator.by_size` rows (energies meV/atom, forces eV/Å)."""
+
+def format_table(rows: list[dict], key: str = "atoms") -> str:
+    """A Markdown table of :meth:`ErrorAccumulator.by_size` (or, with ``key="molecule"``,
+    :meth:`ErrorAccumulator.by_group`) rows (energies meV/atom, forces eV/Å)."""
     lines = [
-        "| atoms | structures | E MAE (meV/atom) | E RMSE (meV/atom) | F MAE (eV/Å) | F RMSE (eV/Å) |",
+        f"| {key} | structures | E MAE (meV/atom) | E RMSE (meV/atom) | F MAE (eV/Å) | F RMSE (eV/Å) |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['atoms']} | {r['count']} | {1000 * r['energy_mae']:.2f} | {1000 * r['energy_rmse']:.2f} "
+            f"| {r[key]} | {r['count']} | {1000 * r['energy_mae']:.2f} | {1000 * r['energy_rmse']:.2f} "
             f"| {r['force_mae']:.4f} | {r['force_rmse']:.4f} |"
         )
     return "\n".join(lines)
