@@ -145,6 +145,13 @@ def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="shape|does not fit"):
         load_checkpoint(str(path))
+    from openmmml import MLPotential
+
+    from openmmml_e2former.data.extxyz import read_structures
+
+    topology = topology_for(read_structures(SUBSET)[:1])
+    with pytest.raises(ValueError, match="mismatched.pt"):  # the user's path names the file at fault
+        MLPotential("e2former-lsr", modelPath=str(path)).createSystem(topology)
 
 
 def test_local_only_name_has_no_shipped_weights(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import time
 
 import numpy as np
@@ -162,6 +163,43 @@ def test_resume_mid_run_continues_the_same_loss_curve(tiny_dataset, tmp_path):
     a, b = steps(str(tmp_path / "full")), steps(str(tmp_path / "part"))
     assert [s for s, _ in a] == [s for s, _ in b]
     np.testing.assert_allclose([x for _, x in a], [x for _, x in b], rtol=1e-10, atol=0)
+    # a SIGTERM during step 3 (as a batch system sends it) saves after that step; the resume
+    # continues the same curve
+    killed = Trainer(tiny_config(tiny_dataset, str(tmp_path / "killed")))
+    loss = killed.loss
+
+    def loss_then_signal(batch):
+        if killed.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss(batch)
+
+    killed.loss = loss_then_signal
+    assert killed.fit() == "interrupted" and killed.step == 3
+    resumed = Trainer(tiny_config(tiny_dataset, str(tmp_path / "killed")))
+    assert resumed.step == 3
+    resumed.fit()
+    c = steps(str(tmp_path / "killed"))
+    assert [s for s, _ in a] == [s for s, _ in c]
+    np.testing.assert_allclose([x for _, x in a], [x for _, x in c], rtol=1e-10, atol=0)
+
+
+def test_plateau_schedule_and_early_stopping_follow_the_validation_losses(tiny_dataset, tmp_path):
+    """Validation losses 1, 2, 2 (faked): the second and third epochs are bad, so with
+    plateau_patience 1 the rate halves twice, and patience 2 stops after the third epoch."""
+    config = tiny_config(tiny_dataset, str(tmp_path / "run"), schedule="plateau", plateau_patience=1,
+                         plateau_factor=0.5, early_stopping_patience=2, warmup_steps=0, lr=1e-3)  # fmt: skip
+    trainer = Trainer(config)
+    losses = iter([1.0, 2.0, 2.0])
+
+    class Fake:
+        def summary(self):
+            return {"count": 1, "force_mae": next(losses), "energy_mae": 0.0}
+
+    trainer.evaluate = lambda model, samples: Fake()
+    assert trainer._end_epoch([0.1]) is None and trainer.learning_rate(10) == pytest.approx(1e-3)
+    assert trainer._end_epoch([0.1]) is None and trainer.learning_rate(10) == pytest.approx(5e-4)
+    assert trainer._end_epoch([0.1]) == "early_stopping"
+    assert trainer.learning_rate(10) == pytest.approx(2.5e-4) and trainer.best_val == 1.0
 
 
 def _first_step_grads(rank, world_size, config, out):
