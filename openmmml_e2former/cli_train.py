@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-KINDS = ("dipeptides", "peptides", "clusters", "villin", "solvated")
+KINDS = ("dipeptides", "peptides", "clusters", "villin", "fragments", "solvated")
 
 
 def add_parser(sub) -> None:
@@ -16,6 +16,10 @@ def add_parser(sub) -> None:
     gen.add_argument("--frames", type=int, default=10, help="MD frames per temperature (or per molecule)")
     gen.add_argument("--temperatures", default="300,500", help="MD temperatures in K, comma-separated")
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--pdb", default=None, help="fragments: the protein's PDB file (water/ions are dropped)")
+    gen.add_argument("--window", type=int, default=3, help="fragments/villin: residues per window")
+    gen.add_argument("--stride", type=int, default=1, help="fragments/villin: residues between window starts")
+    gen.add_argument("--name", default=None, help="fragments: molecule name (default: the PDB file's stem)")
     gen.set_defaults(func=run_generate)
 
     run = lsub.add_parser("run", help="label structures into a folder of chunks (resumable)")
@@ -76,12 +80,27 @@ def run_generate(args) -> None:
     elif args.kind == "clusters":
         out = g.small_clusters(per_cluster=args.frames, seed=args.seed)
     elif args.kind == "villin":
-        out = g.villin_windows(num_frames=args.frames, temperature=temps[-1], seed=args.seed)
+        out = g.villin_windows(args.window, args.frames, temps[-1], seed=args.seed, stride=args.stride)
+    elif args.kind == "fragments":
+        out = _fragments(args, temps[-1])
     else:
         seqs = _sequences(args.sequences) if args.sequences else [[r] for r in STANDARD_RESIDUES]
         out = g.solvated_peptides(seqs, num_frames=args.frames, seed=args.seed)
     write_structures(args.output, out)
     print(f"wrote {len(out)} structures to {args.output}")
+
+
+def _fragments(args, temperature: float) -> list:
+    import os
+
+    from .data.generators import protein_windows
+
+    if not args.pdb:
+        raise ValueError("fragments needs --pdb FILE (the protein to cut windows from)")
+    name = args.name or os.path.splitext(os.path.basename(args.pdb))[0]
+    return protein_windows(
+        args.pdb, name, args.window, args.frames, temperature, seed=args.seed, stride=args.stride
+    )
 
 
 def run_label(args) -> None:

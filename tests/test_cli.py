@@ -56,3 +56,34 @@ def test_info_describes_the_shipped_potential_by_name(capsys):
     text = capsys.readouterr().out
     _, meta = load_checkpoint(find_shipped_potential("e2former-lsr"))
     assert "GFN2-xTB" in text and f"{meta['test_errors']['force_mae']:.4f} eV/Å" in text
+
+
+def test_fragments_of_a_user_pdb_without_hydrogens_match_the_villin_windows(tmp_path):
+    """``label generate fragments --pdb FILE``: villin with every hydrogen, water and ion deleted
+    gets its hydrogens back from OpenMM (AMBER14, pH 7), and its H-capped windows have the same
+    atoms, charges and heavy-atom positions as the windows cut from OpenMM's complete test.pdb."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    from openmmml_e2former.data.extxyz import read_structures
+    from openmmml_e2former.data.generators import villin_topology, villin_windows
+
+    top, pos, _ = villin_topology()
+    modeller = app.Modeller(top, pos * unit.angstrom)
+    modeller.delete([a for a in top.atoms() if a.element.symbol == "H"])
+    modeller.delete([r for r in modeller.topology.residues() if r.name in ("HOH", "NA", "CL", "Na", "Cl")])
+    pdb = tmp_path / "bare.pdb"
+    with open(pdb, "w") as handle:
+        app.PDBFile.writeFile(modeller.topology, modeller.positions, handle)
+    out = tmp_path / "fragments.extxyz"
+    args = ["label", "generate", "fragments", "--pdb", str(pdb), "--frames", "1", "--window", "5"]
+    assert main(args + ["--stride", "10", "-o", str(out)]) == 0
+    mine = read_structures(str(out))
+    reference = villin_windows(window=5, num_frames=1, stride=10, progress=False)
+    assert [s.molecule for s in mine] == ["bare:1-5", "bare:11-15", "bare:21-25", "bare:31-35"]
+    for a, b in zip(mine, reference, strict=True):
+        assert a.charge == b.charge and sorted(a.numbers) == sorted(b.numbers)
+        heavy = lambda s: np.sort(np.round(s.positions[s.numbers > 1], 3), axis=0)  # noqa: E731
+        np.testing.assert_allclose(heavy(a), heavy(b), atol=2e-3)
+    assert main(["label", "generate", "fragments", "-o", str(out)]) == 2  # no --pdb
+    assert main(["label", "generate", "fragments", "--pdb", str(tmp_path / "none.pdb"), "-o", str(out)]) == 2

@@ -91,15 +91,43 @@ def _md(topology, positions, num_frames, temperature, interval, seed, solvent="o
 
 def villin_topology():
     """(topology, positions Å, box) of OpenMM's ``app/data/test.pdb`` (villin headpiece in water)."""
+    return pdb_topology(villin_pdb_path())
+
+
+def villin_pdb_path() -> str:
+    import openmm.app as app
+
+    return os.path.join(os.path.dirname(app.__file__), "data", "test.pdb")
+
+
+def pdb_topology(path: str):
+    """(topology, positions Å, box) of a PDB file."""
     import openmm.app as app
     import openmm.unit as unit
 
-    pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no PDB file {path}")
+    pdb = app.PDBFile(path)
     return (
         pdb.topology,
         np.array(pdb.positions.value_in_unit(unit.angstrom)),
         pdb.topology.getPeriodicBoxVectors(),
     )
+
+
+def protein_for_md(path: str):
+    """(topology, positions Å) of the protein in a PDB file: water and ions removed, and hydrogens
+    added (AMBER14, pH 7) when the file has none."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    top, pos, _ = pdb_topology(path)
+    top, pos = _protein_only(top, pos)
+    if not any(a.element is not None and a.element.symbol == "H" for a in top.atoms()):
+        modeller = app.Modeller(top, pos * unit.angstrom)
+        modeller.addHydrogens(app.ForceField("amber14-all.xml"), pH=7.0)
+        top, pos = modeller.topology, np.array(modeller.positions.value_in_unit(unit.angstrom))
+    return top, pos
 
 
 def _protein_only(topology, positions):
@@ -152,31 +180,46 @@ def villin_windows(
     stride: int = 1,
     tag: str | None = None,
 ) -> list[Structure]:
-    """Windows of ``window`` consecutive villin residues, H-capped, from OBC2 MD of the protein,
-    starting every ``stride`` residues (``window=35``: the whole protein); ids
-    ``villin:{first}-{last}/[{tag}/]f{frame}``."""
+    """Windows of villin (OpenMM's ``test.pdb``, see :func:`protein_windows`; ``window=35``: the
+    whole protein); ids ``villin:{first}-{last}/[{tag}/]f{frame}``."""
+    return protein_windows(
+        villin_pdb_path(), "villin", window, num_frames, temperature, interval, seed, progress, stride, tag,
+        label="villin (openmm test.pdb)",
+    )  # fmt: skip
+
+
+def protein_windows(
+    pdb: str,
+    name: str,
+    window: int = 3,
+    num_frames: int = 12,
+    temperature: float = 400.0,
+    interval: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+    stride: int = 1,
+    tag: str | None = None,
+    label: str | None = None,
+) -> list[Structure]:
+    """Windows of ``window`` consecutive residues of the protein in ``pdb``, H-capped, from OBC2
+    MD of the protein (AMBER14; the first frame is the file's structure), starting every ``stride``
+    residues; ids ``{name}:{first}-{last}/[{tag}/]f{frame}``."""
     from tqdm import tqdm
 
-    top, pos, _ = villin_topology()
-    top, pos = _protein_only(top, pos)
+    top, pos = protein_for_md(pdb)
+    if window < 1 or window > top.getNumResidues():
+        raise ValueError(f"window {window} must be 1 to the protein's {top.getNumResidues()} residues")
     charges = _atom_charges(top)
     all_fragments = fragment_ids_from_topology(top)
-    frames = [pos] + _md(top, pos, num_frames - 1, temperature, interval, seed, timestep_fs=1.0)
+    md = _md(top, pos, num_frames - 1, temperature, interval, seed, timestep_fs=1.0) if num_frames > 1 else []
+    frames = [pos] + md
+    source = f"{label or name + ' (' + os.path.basename(pdb) + ')'} residues {{first}}-{{last}}, H-capped, "
+    source += f"OBC2 MD {int(temperature)} K"
     out = []
-    for f, frame in enumerate(tqdm(frames, desc="villin windows", disable=not progress)):
+    for f, frame in enumerate(tqdm(frames, desc=f"{name} windows", disable=not progress)):
+        frame_tag = f"{tag}/f{f}" if tag else f"f{f}"
         out.extend(
-            window_structures(
-                top,
-                frame,
-                window,
-                charges,
-                all_fragments,
-                "villin",
-                f"{tag}/f{f}" if tag else f"f{f}",
-                "villin (openmm test.pdb) residues {first}-{last}, H-capped, "
-                f"OBC2 MD {int(temperature)} K",
-                stride,
-            )
+            window_structures(top, frame, window, charges, all_fragments, name, frame_tag, source, stride)
         )
     return out
 

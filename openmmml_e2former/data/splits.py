@@ -11,12 +11,12 @@ from .structure import Structure
 
 def group_key(structure: Structure) -> str:
     """The unit a split may not cut: the molecule name without a ``+water`` suffix (a peptide and
-    its solvated conformers stay together); villin windows are grouped in blocks of 8 start
-    residues so that most overlapping windows stay on one side."""
+    its solvated conformers stay together); windows of a protein (``{protein}:{first}-{last}``)
+    are grouped in blocks of 8 start residues so that most overlapping windows stay on one side."""
     name = structure.molecule.removesuffix("+water")  # not split("+"): NH3+-X-Y-COO- has a "+" too
-    m = re.match(r"villin:(\d+)-(\d+)", name)
+    m = re.fullmatch(r"(.+):(\d+)-(\d+)", name)
     if m:
-        return f"villin:block{(int(m.group(1)) - 1) // 8}"
+        return f"{m.group(1)}:block{(int(m.group(2)) - 1) // 8}"
     return name
 
 
