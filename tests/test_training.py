@@ -502,3 +502,34 @@ def test_more_processes_than_gpus(monkeypatch):
     assert plan_device("auto", 2) == "cpu" and plan_device("cpu", 2) == "cpu"
     with pytest.raises(ValueError, match="one GPU per process"):
         plan_device("cuda", 2)
+
+
+def test_the_command_line_workflow_generates_labels_trains_and_evaluates(tmp_path, capsys):
+    """The user's path, all through ``e2former``: generate conformers, label them with GFN2-xTB
+    (2 processes), merge, train from a YAML config, evaluate best.pt on its test split."""
+    import yaml
+
+    from openmmml_e2former.cli import main
+    from openmmml_e2former.data.extxyz import read_structures
+
+    raw, labels, merged = tmp_path / "raw.extxyz", tmp_path / "labels", tmp_path / "data.extxyz.gz"
+    generate = ["label", "generate", "peptides", "--sequences", "GLY,ALA,SER,ASP", "--frames", "3"]
+    assert main(generate + ["--temperatures", "400", "-o", str(raw)]) == 0
+    assert main(["label", "run", str(raw), "-o", str(labels), "--workers", "2", "--chunk-size", "5"]) == 0
+    assert main(["label", "merge", str(labels), "-o", str(merged)]) == 0
+    data = read_structures(str(merged))
+    assert len(data) == 12 and all(s.labelled and s.labels["method"] == "GFN2-xTB" for s in data)
+    config = {
+        "data": {"paths": [str(merged)], "split": [0.5, 0.25, 0.25]},
+        "model": {"preset": "small", "overrides": TINY},
+        "training": {"output": str(tmp_path / "run"), "epochs": 2, "batch_size": 3, "progress": False},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(tmp_path / "config.yaml")]) == 0
+    assert "final evaluation (test split, best.pt)" in capsys.readouterr().out
+    split = json.loads((tmp_path / "run" / "splits.json").read_text())
+    report = tmp_path / "errors.json"
+    evaluate = ["evaluate", str(tmp_path / "run" / "best.pt"), str(merged), "--split"]
+    assert main(evaluate + [str(tmp_path / "run" / "splits.json"), "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["overall"]["count"] == len(split["test"]) > 0
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
