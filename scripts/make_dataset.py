@@ -144,7 +144,37 @@ PARTS = {
     ),
     # held out: the whole protein (582 atoms, ~9 CPU min each) just before each failed run's break
     "villin-whole-heldout": lambda out: villin_run_wholes(),
+    # held out: windows of a protein never trained on (HIV-1 integrase core, 1BHL)
+    "integrase-heldout": lambda out: integrase_windows(out),
 }
+
+
+def integrase_windows(out: str) -> list:
+    """3-residue windows (every 2nd start) of HIV-1 integrase's catalytic core, PDB 1BHL as shipped
+    in pdbfixer's tests: prepared like a protocol run (CAS -> CYS, the missing loop 138-150 built,
+    hydrogens at pH 7, no solvent), then relaxed by 200 steps of AMBER14/OBC2 minimisation. (MD
+    frames were left out: OBC2 without a cutoff costs ~0.3 CPU s per step for its 2333 atoms.)"""
+    import openmm.app as app
+    import openmm.unit as unit
+    import pdbfixer
+
+    from openmmml_e2former.data.sampling import minimized
+    from openmmml_e2former.simulate.prepare import prepare_structure
+    from openmmml_e2former.simulate.protocol import PREPARE_DEFAULTS
+
+    source = os.path.join(os.path.dirname(pdbfixer.__file__), "tests", "data", "1BHL.pdb")
+    options = {**PREPARE_DEFAULTS, "solvate": False, "add_missing_residues": True}
+    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3pfb.xml")
+    topology, positions, _ = prepare_structure(source, options, forcefield)
+    angstrom = np.array(positions.value_in_unit(unit.angstrom))
+    relaxed = minimized(topology, angstrom, solvent="obc2", iterations=200)
+    fixed = os.path.join(out, "raw", "1bhl-prepared.pdb")
+    with open(fixed, "w") as handle:
+        app.PDBFile.writeFile(topology, relaxed * unit.angstrom, handle)
+    return g.protein_windows(
+        fixed, "1bhl", window=3, num_frames=1, stride=2, tag="min",
+        label="HIV-1 integrase core (PDB 1BHL, pdbfixer tests, prepared and minimised)",
+    )  # fmt: skip
 
 #: (run folder, tag, frame) of the held-out whole-protein structures: the last saved frame before
 #: the bond guard stopped the run (round 2, round 1) or before ARG14's HE moved onto CZ (stage 1).

@@ -200,10 +200,11 @@ def protein_windows(
     stride: int = 1,
     tag: str | None = None,
     label: str | None = None,
+    start: bool = True,
 ) -> list[Structure]:
     """Windows of ``window`` consecutive residues of the protein in ``pdb``, H-capped, from OBC2
-    MD of the protein (AMBER14; the first frame is the file's structure), starting every ``stride``
-    residues; ids ``{name}:{first}-{last}/[{tag}/]f{frame}``."""
+    MD of the protein (AMBER14; with ``start`` the first of the ``num_frames`` frames is the file's
+    structure), starting every ``stride`` residues; ids ``{name}:{first}-{last}/[{tag}/]f{frame}``."""
     from tqdm import tqdm
 
     top, pos = protein_for_md(pdb)
@@ -211,8 +212,9 @@ def protein_windows(
         raise ValueError(f"window {window} must be 1 to the protein's {top.getNumResidues()} residues")
     charges = _atom_charges(top)
     all_fragments = fragment_ids_from_topology(top)
-    md = _md(top, pos, num_frames - 1, temperature, interval, seed, timestep_fs=1.0) if num_frames > 1 else []
-    frames = [pos] + md
+    steps = num_frames - 1 if start else num_frames
+    md = _md(top, pos, steps, temperature, interval, seed, timestep_fs=1.0) if steps > 0 else []
+    frames = [pos] * start + md
     source = f"{label or name + ' (' + os.path.basename(pdb) + ')'} residues {{first}}-{{last}}, H-capped, "
     source += f"OBC2 MD {int(temperature)} K"
     out = []
