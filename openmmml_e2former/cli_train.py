@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-KINDS = ("dipeptides", "peptides", "clusters", "villin", "fragments", "solvated")
+KINDS = ("dipeptides", "peptides", "clusters", "pairs", "villin", "fragments", "solvated")
 
 
 def add_parser(sub) -> None:
@@ -79,6 +79,8 @@ def run_generate(args) -> None:
         out = g.capped_peptides(_sequences(args.sequences), temps, args.frames, seed=args.seed)
     elif args.kind == "clusters":
         out = g.small_clusters(per_cluster=args.frames, seed=args.seed)
+    elif args.kind == "pairs":
+        out = g.separated_pairs(per_pair=args.frames, seed=args.seed)
     elif args.kind == "villin":
         out = g.villin_windows(args.window, args.frames, temps[-1], seed=args.seed, stride=args.stride)
     elif args.kind == "fragments":

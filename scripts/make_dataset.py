@@ -146,6 +146,8 @@ PARTS = {
     "villin-whole-heldout": lambda out: villin_run_wholes(),
     # held out: windows of a protein never trained on (HIV-1 integrase core, 1BHL)
     "integrase-heldout": lambda out: integrase_windows(out),
+    # held out: charged pairs 3.5-10 Å apart (the contact clusters stop at 3.2 Å)
+    "pairs-heldout": lambda out: g.separated_pairs(per_pair=12, seed=5),
 }
 
 
@@ -175,6 +177,7 @@ def integrase_windows(out: str) -> list:
         fixed, "1bhl", window=3, num_frames=1, stride=2, tag="min",
         label="HIV-1 integrase core (PDB 1BHL, pdbfixer tests, prepared and minimised)",
     )  # fmt: skip
+
 
 #: (run folder, tag, frame) of the held-out whole-protein structures: the last saved frame before
 #: the bond guard stopped the run (round 2, round 1) or before ARG14's HE moved onto CZ (stage 1).

@@ -20,7 +20,7 @@ import numpy as np
 
 from .structure import Structure
 
-_LABEL_KEYS = ("method", "program", "program_version", "basis", "gpu4pyscf", "label_seconds")
+_LABEL_KEYS = ("method", "program", "program_version", "basis", "gpu4pyscf", "scf_damping", "label_seconds")
 
 
 def to_atoms(structure: Structure):

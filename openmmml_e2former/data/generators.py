@@ -468,6 +468,40 @@ def random_cluster(
     return np.concatenate(numbers), np.concatenate(coords), np.concatenate(frags), charge
 
 
+CHARGED_PAIRS = ("ammonium-acetate", "guanidinium-acetate", "imidazolium-acetate", "ammonium-chloride",
+                 "sodium-acetate")  # fmt: skip
+
+
+def separated_pairs(per_pair: int = 12, gaps=(3.5, 10.0), seed: int = 0) -> list[Structure]:
+    """Charged side-chain analogue pairs (:data:`CHARGED_PAIRS`) at closest-atom gaps drawn
+    uniformly from ``gaps`` (Å; the gap reached, stated in ``source``, may be 0.1 Å more),
+    beyond the contacts of :func:`small_clusters`: molecule ``{pair}:separated``. Their gas-phase
+    SCF often needs the labeller's slower mixer."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in CHARGED_PAIRS:
+        for i in range(per_pair):
+            gap = float(rng.uniform(*gaps))
+            numbers, coords, frags, charge = random_cluster(
+                CLUSTERS[name], rng, min_gap=gap, max_gap=gap + 0.01
+            )
+            # the placement slides in 0.1 Å steps, so the gap reached is up to 0.1 Å past the target
+            gap = float(np.linalg.norm(coords[frags == 0][:, None] - coords[frags == 1][None], axis=-1).min())
+            out.append(
+                Structure(
+                    id=f"{name}:separated/{i}",
+                    molecule=f"{name}:separated",
+                    numbers=numbers,
+                    positions=coords,
+                    fragment_ids=frags,
+                    charge=charge,
+                    source=f"pair {'+'.join(CLUSTERS[name])}: RDKit/MMFF monomers, closest-atom gap "
+                    f"{gap:.2f} Å",
+                )
+            )
+    return out
+
+
 def small_clusters(per_cluster: int = 30, seed: int = 0) -> list[Structure]:
     """Charged side-chain analogue pairs, ion-water and neutral clusters at varied separations.
 

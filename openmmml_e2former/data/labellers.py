@@ -92,24 +92,52 @@ def _unpaired(structure: Structure) -> int:
     return unpaired
 
 
+DEFAULT_DAMPING = 0.4  # tblite's own default mixer damping
+
+
 class XTBLabeller(Labeller):
     """GFN2-xTB (``method='GFN2-xTB'``) or GFN1-xTB through tblite's Python interface."""
 
     program = "tblite"
 
-    def __init__(self, method: str = "GFN2-xTB", accuracy: float = 1.0, max_iterations: int = 300):
+    def __init__(
+        self,
+        method: str = "GFN2-xTB",
+        accuracy: float = 1.0,
+        max_iterations: int = 300,
+        fallback_damping: float | None = 0.1,
+    ):
         if method not in ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB"):
             raise ValueError(f"unknown xTB method {method!r}; use GFN2-xTB or GFN1-xTB")
         self.method = method
         self.accuracy = accuracy
         self.max_iterations = max_iterations
+        self.fallback_damping = fallback_damping
+        self.damping = DEFAULT_DAMPING  # of the last structure labelled (recorded in its labels)
 
     def program_version(self) -> str:
         from importlib.metadata import version
 
         return version("tblite")
 
+    def extra_metadata(self) -> dict:
+        return {"scf_damping": self.damping}
+
     def compute(self, structure: Structure) -> tuple[float, np.ndarray]:
+        """One SCF with tblite's default mixer damping; if it does not converge (gas-phase ion
+        pairs often don't), a second with ``fallback_damping``: a slower mixer reaching the same
+        self-consistent solution (same method, same energy where both converge)."""
+        try:
+            result = self._singlepoint(structure, DEFAULT_DAMPING)
+        except ValueError:
+            if self.fallback_damping is None:
+                raise
+            result = self._singlepoint(structure, self.fallback_damping, 3 * self.max_iterations)
+        energy = result.get("energy") * HARTREE_TO_EV
+        forces = -result.get("gradient") * HARTREE_TO_EV / BOHR_TO_ANGSTROM
+        return energy, forces
+
+    def _singlepoint(self, structure: Structure, damping: float, iterations: int | None = None):
         from tblite.interface import Calculator
 
         calc = Calculator(
@@ -121,14 +149,13 @@ class XTBLabeller(Labeller):
         )
         calc.set("verbosity", 0)
         calc.set("accuracy", self.accuracy)
-        calc.set("max-iter", self.max_iterations)
+        calc.set("max-iter", iterations or self.max_iterations)
+        calc.set("mixer-damping", damping)
+        self.damping = damping
         try:
-            result = calc.singlepoint()
+            return calc.singlepoint()
         except Exception as exc:  # tblite raises its own error type when SCF fails
             raise ValueError(f"tblite failed on structure {structure.id}: {exc}") from exc
-        energy = result.get("energy") * HARTREE_TO_EV
-        forces = -result.get("gradient") * HARTREE_TO_EV / BOHR_TO_ANGSTROM
-        return energy, forces
 
 
 GPU4PYSCF_HINT = "pip install gpu4pyscf-cuda12x (and a CUDA device)"
