@@ -82,7 +82,9 @@ def run_generate(args) -> None:
     elif args.kind == "pairs":
         out = g.separated_pairs(per_pair=args.frames, seed=args.seed)
     elif args.kind == "villin":
-        out = g.villin_windows(args.window, args.frames, temps[-1], seed=args.seed, stride=args.stride)
+        out = g.villin_windows(
+            args.window, args.frames, temperature=temps[-1], seed=args.seed, stride=args.stride
+        )
     elif args.kind == "fragments":
         out = _fragments(args, temps[-1])
     else:

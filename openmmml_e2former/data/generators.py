@@ -170,22 +170,12 @@ def cut_window(topology, positions: np.ndarray, residues: list, charges: np.ndar
     return np.array(numbers), np.array(coords), frag, _formal_charge(charges, index)
 
 
-def villin_windows(
-    window: int = 3,
-    num_frames: int = 12,
-    temperature: float = 400.0,
-    interval: int = 1000,
-    seed: int = 0,
-    progress: bool = True,
-    stride: int = 1,
-    tag: str | None = None,
-) -> list[Structure]:
-    """Windows of villin (OpenMM's ``test.pdb``, see :func:`protein_windows`; ``window=35``: the
-    whole protein); ids ``villin:{first}-{last}/[{tag}/]f{frame}``."""
-    return protein_windows(
-        villin_pdb_path(), "villin", window, num_frames, temperature, interval, seed, progress, stride, tag,
-        label="villin (openmm test.pdb)",
-    )  # fmt: skip
+def villin_windows(window: int = 3, num_frames: int = 12, **options) -> list[Structure]:
+    """Windows of villin (OpenMM's ``test.pdb``; ``window=35``: the whole protein): keyword
+    ``options`` as :func:`protein_windows` (temperature, interval, seed, progress, stride, tag);
+    ids ``villin:{first}-{last}/[{tag}/]f{frame}``."""
+    options.setdefault("label", "villin (openmm test.pdb)")
+    return protein_windows(villin_pdb_path(), "villin", window, num_frames, **options)
 
 
 def protein_windows(
