@@ -13,15 +13,21 @@ and fluctuation.
 MD (600 K, 1 fs, 400 steps, vacuum, from AMBER-minimised starts) of the 66 capped peptides of
 active-learning round 1 (or its 26 dipeptides); counts those that break a bond.
 
-``python scripts/stability.py locality stability/villin-20ps-run [--model-path CKPT]``: for each
+``python scripts/stability.py locality stability/villin-20ps-al3-run [--model-path CKPT]``: for each
 saved frame and residue, the largest difference between the forces the potential puts on the
 residue in the whole protein and in its 6 Å neighbourhood (a label-free check of the long-range
 extrapolation from fragments to a protein).
 
-``python scripts/stability.py run-folder stability/villin-20ps-run``: summary of a protocol run
+``python scripts/stability.py run-folder stability/villin-20ps-al3-run``: summary of a protocol run
 folder (``e2former run``, possibly unfinished): steps done, temperatures, whether every reported
 energy and saved frame is finite, and the largest relative change of an ML-region bond length over
 the saved frames (against the prepared structure). Writes ``<folder>/stability-summary.json``.
+
+``python scripts/stability.py stretch stability/villin-20ps-al3-run --bond 32:HZ1 --piece 18-35
+--out stability/breaks``: at a bond that broke in a run, is the potential or its reference to blame?
+The X-H bond is stretched (1.0-1.6 Å) in an H-capped piece of a saved frame and the energy and force
+along it are computed by the potential and by GFN2-xTB. ``stretch-plot --out stability/breaks``
+draws every ``stretch-*.json`` in ``--out`` into ``stretch.png``.
 
 Each other check writes ``runs/stability/<name>-<precision>.json``.
 """
@@ -196,7 +202,8 @@ def run_folder(folder: str, skip_ps: float = 1.0) -> dict:
     temperature = np.asarray(table["temperature_K"])
     energy = np.asarray(table["potential_kj_mol"])
     with open(os.path.join(folder, "ml_region.json")) as handle:
-        ml = set(json.load(handle)["atoms"])
+        ml_region = json.load(handle)
+    ml = set(ml_region["atoms"])
     traj = mdtraj.load_dcd(os.path.join(stage, "trajectory.dcd"), top=os.path.join(folder, "prepared.pdb"))
     pairs = np.array([(a.index, b.index) for a, b in traj.topology.bonds if a.index in ml and b.index in ml])
     start = mdtraj.load(os.path.join(folder, "prepared.pdb"))
@@ -212,6 +219,8 @@ def run_folder(folder: str, skip_ps: float = 1.0) -> dict:
         broken.append({"atoms": atoms, "first_frame_ps": round((first + 1) * frame_ps, 3)})
     return {
         "folder": folder,
+        "protocol": manifest["protocol"].get("name"),
+        "ml_constraints_kept": ml_region.get("ml_constraints_kept"),
         "stage": os.path.basename(stage),
         "steps_done": int(step[-1]),
         "steps_planned": int(planned),
@@ -262,12 +271,95 @@ def locality(folder: str, model_path: str | None, radius: float) -> dict:
     return {"folder": folder, "stage": stage, "radius_A": radius, "residues": names, "frames": rows}
 
 
+def stretch(folder: str, model_path: str | None, bond: str, piece: str, frame: int, distances) -> dict:
+    """Model vs GFN2-xTB energy and force along one X-H bond of a run folder's saved frame, stretched
+    in a piece of the protein (``exploration.bond_stretch_scan``); ``bond`` is ``RES:H`` (1-based
+    residue position and hydrogen name, e.g. ``32:HZ1``), ``piece`` a residue range ``first-last``."""
+    import torch
+
+    from openmmml_e2former.checkpoints import load_checkpoint
+    from openmmml_e2former.data.exploration import bond_stretch_scan, run_folder_frames
+    from openmmml_e2former.data.labellers import XTBLabeller
+    from openmmml_e2former.potential import default_weights
+
+    torch.set_num_threads(2)
+    model = load_checkpoint(model_path or default_weights("e2former-lsr"))[0].float().eval()
+    top, charges, fragments, frames, stage, _ = run_folder_frames(folder)
+    residues = list(top.residues())
+    position, name = bond.split(":")
+    residue = residues[int(position) - 1]
+    hydrogen = next(a for a in residue.atoms() if a.name == name)
+    heavy = next(b for a, b in top.bonds() for a, b in ((a, b), (b, a)) if a == hydrogen)
+    first, last = (int(v) for v in piece.split("-"))
+    labeller = XTBLabeller()
+    rows = bond_stretch_scan(
+        model, labeller, top, frames[frame], charges, fragments, residues[first - 1 : last],
+        hydrogen.index, heavy.index, distances,
+    )  # fmt: skip
+    label = f"{residue.name}{position}:{name}-{heavy.name}"
+    print(f"{label} in residues {piece} of frame {frame} ({stage}); energies relative to {distances[0]} Å")
+    print(" d (Å)   E model   E GFN2-xTB (eV)   F model   F GFN2-xTB (eV/Å, + = outwards)")
+    for r in rows:
+        print(
+            f"{r['distance']:6.2f} {r['model_energy']:9.3f} {r['reference_energy']:11.3f}"
+            f"        {r['model_force']:8.2f} {r['reference_force']:9.2f}"
+        )
+    return {
+        "folder": folder, "stage": stage, "frame": frame, "bond": label, "residues": piece,
+        "reference": labeller.method, "rows": rows,
+    }  # fmt: skip
+
+
+def stretch_plot(folder: str) -> str:
+    """One panel per ``stretch-*.json`` in ``folder``: energy along the stretch, potential vs GFN2-xTB."""
+    import glob
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = sorted(glob.glob(os.path.join(folder, "stretch-*.json")))
+    if not paths:
+        raise SystemExit(f"no stretch-*.json in {folder}: run the stretch check first")
+    fig, axes = plt.subplots(1, len(paths), figsize=(3.6 * len(paths), 3.2), squeeze=False)
+    for ax, path in zip(axes[0], paths, strict=True):
+        with open(path) as handle:
+            r = json.load(handle)
+        d = [row["distance"] for row in r["rows"]]
+        ax.plot(d, [row["reference_energy"] for row in r["rows"]], "o-", label=r["reference"])
+        ax.plot(d, [row["model_energy"] for row in r["rows"]], "s--", label="E2Former-LSR (shipped)")
+        ax.axhline(0.0, color="grey", lw=0.5)
+        run = os.path.basename(os.path.normpath(r["folder"])).replace("villin-20ps-", "")
+        ax.set_title(f"{r['bond']}, residues {r['residues']}\n{run}, frame {r['frame']}", fontsize=9)
+        ax.set_xlabel("X-H distance (Å)")
+    axes[0][0].set_ylabel("E - E(first distance) (eV)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    out = os.path.join(folder, "stretch.png")
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def _write_json(path: str, data: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as handle:
+        json.dump(data, handle, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def _weights_name(model_path: str | None) -> str:
+    return os.path.splitext(os.path.basename(model_path))[0] if model_path else "shipped"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("which", choices=["villin", "nve", "run-folder", "explore", "locality"])
-    parser.add_argument("folder", nargs="?", help="run-folder: the e2former run folder")
+    parser.add_argument(
+        "which", choices=["villin", "nve", "run-folder", "explore", "locality", "stretch", "stretch-plot"]
+    )
+    parser.add_argument("folder", nargs="?", help="run-folder, locality, stretch: the e2former run folder")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--report", type=int, default=50)
     parser.add_argument("--precision", default="single", choices=["single", "double"])
@@ -279,56 +371,58 @@ def main() -> None:
     )
     parser.add_argument("--molecules", default="all", choices=["all", "dipeptides"], help="explore: which")
     parser.add_argument("--radius", type=float, default=6.0, help="locality: neighbourhood radius (Å)")
+    parser.add_argument("--bond", default="32:HZ1", help="stretch: RESIDUE:HYDROGEN (1-based position)")
+    parser.add_argument("--piece", default="18-35", help="stretch: residues first-last of the cut piece")
+    parser.add_argument("--frame", type=int, default=-1, help="stretch: saved frame (default: the last)")
+    parser.add_argument("--distances", default="1.0,1.15,1.3,1.45,1.6", help="stretch: Å, comma-separated")
     args = parser.parse_args()
-    if args.which == "locality":
+    name = _weights_name(args.model_path)
+    run_name = os.path.basename(os.path.normpath(args.folder or ""))
+    if args.which == "stretch-plot":
+        print(f"wrote {stretch_plot(args.out)}")
+        return
+    if args.which == "stretch":
+        distances = [float(v) for v in args.distances.split(",")]
+        result = stretch(args.folder, args.model_path, args.bond, args.piece, args.frame, distances)
+        result["weights_sha256"] = weights_sha256(args.model_path)
+        result["command"] = (
+            f"python scripts/stability.py stretch {args.folder} --bond {args.bond} --piece {args.piece} "
+            f"--frame {args.frame} --out {args.out} --distances {args.distances}"
+            + (f" --model-path {args.model_path}" if args.model_path else "")
+        )
+        tag = args.bond.replace(":", "-")
+        path = os.path.join(args.out, f"stretch-{run_name}-{tag}-{args.piece}-{name}.json")
+    elif args.which == "locality":
         result = locality(args.folder, args.model_path, args.radius)
         result["weights_sha256"] = weights_sha256(args.model_path)
-        name = os.path.splitext(os.path.basename(args.model_path))[0] if args.model_path else "shipped"
-        os.makedirs(args.out, exist_ok=True)
-        path = os.path.join(
-            args.out, f"locality-{os.path.basename(os.path.normpath(args.folder))}-{name}.json"
-        )
-        with open(path, "w") as handle:
-            json.dump(result, handle, indent=1)
-        print(f"wrote {path}")
-        return
-    if args.which == "run-folder":
-        summary = run_folder(args.folder)
-        summary["command"] = f"python scripts/stability.py run-folder {args.folder}"
+        path = os.path.join(args.out, f"locality-{run_name}-{name}.json")
+    elif args.which == "run-folder":
+        result = run_folder(args.folder)
+        result["command"] = f"python scripts/stability.py run-folder {args.folder}"
         if args.guard_stop:
-            summary["guard_stop"] = args.guard_stop
-        path = os.path.join(args.folder, "stability-summary.json")
-        with open(path + ".tmp", "w") as handle:
-            json.dump(summary, handle, indent=1)
-        os.replace(path + ".tmp", path)
-        print(json.dumps(summary, indent=1))
+            result["guard_stop"] = args.guard_stop
+        _write_json(os.path.join(args.folder, "stability-summary.json"), result)
+        print(json.dumps(result, indent=1))
         return
-    os.makedirs(args.out, exist_ok=True)
-    if args.which == "explore":
+    elif args.which == "explore":
         result = explore(args.model_path, args.molecules)
         result["weights_sha256"] = weights_sha256(args.model_path)
-        name = os.path.splitext(os.path.basename(args.model_path))[0] if args.model_path else "shipped"
         path = os.path.join(args.out, f"explore-{args.molecules}-{name}.json")
         result["command"] = f"python scripts/stability.py explore --molecules {args.molecules}" + (
             f" --model-path {args.model_path}" if args.model_path else ""
         )
-        with open(path + ".tmp", "w") as handle:
-            json.dump(result, handle, indent=1)
-        os.replace(path + ".tmp", path)
-        print(f"{result['with_broken_bond']} of {result['molecules']} molecules broke a bond; wrote {path}")
-        return
-    if args.which == "villin":
-        result = villin(args.steps, args.report, args.precision, args.model_path)
+        print(f"{result['with_broken_bond']} of {result['molecules']} molecules broke a bond")
     else:
-        result = nve(args.steps, args.report, args.precision, args.timestep_fs, args.model_path)
-    result["command"] = (
-        f"python scripts/stability.py {args.which} --steps {args.steps} --precision {args.precision}"
-    )
-    result["weights_sha256"] = weights_sha256(args.model_path)
-    path = os.path.join(args.out, f"{args.which}-{args.precision}.json")
-    with open(path + ".tmp", "w") as handle:
-        json.dump(result, handle, indent=1)
-    os.replace(path + ".tmp", path)
+        if args.which == "villin":
+            result = villin(args.steps, args.report, args.precision, args.model_path)
+        else:
+            result = nve(args.steps, args.report, args.precision, args.timestep_fs, args.model_path)
+        result["command"] = (
+            f"python scripts/stability.py {args.which} --steps {args.steps} --precision {args.precision}"
+        )
+        result["weights_sha256"] = weights_sha256(args.model_path)
+        path = os.path.join(args.out, f"{args.which}-{args.precision}.json")
+    _write_json(path, result)
     print(f"wrote {path}")
 
 

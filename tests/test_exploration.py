@@ -401,3 +401,43 @@ def test_residue_errors_find_the_residue_whose_forces_are_wrong():
     (per,) = residue_errors(model, [whole], residues)
     assert per[11] == pytest.approx(0.7, abs=1e-9)
     assert np.delete(per, 11).max() < 1e-9
+
+
+def test_bond_stretch_scan_forces_are_minus_the_slope_of_its_energies():
+    """Stretching LYS's NZ-HZ1 in a capped peptide: for the model and for GFN2-xTB, the force the
+    scan reports along the bond equals minus the finite-difference slope of its own energies (so
+    atom, direction and sign are right), energies are relative to the first distance, and the
+    unstretched bond's reference force is GFN2-xTB's own on the cut piece."""
+    from openmmml_e2former.checkpoints import load_checkpoint
+    from openmmml_e2former.data.exploration import bond_stretch_scan
+    from openmmml_e2former.data.generators import _atom_charges, cut_window
+    from openmmml_e2former.data.labellers import XTBLabeller
+    from openmmml_e2former.data.peptides import build_capped_peptide
+    from openmmml_e2former.fragments import fragment_ids_from_topology
+    from openmmml_e2former.potential import default_weights
+
+    topology, positions = build_capped_peptide(["GLY", "LYS", "GLY"])
+    charges, fragments = _atom_charges(topology), fragment_ids_from_topology(topology)
+    atoms = {(a.residue.name, a.name): a.index for a in topology.atoms()}
+    hz1, nz = atoms[("LYS", "HZ1")], atoms[("LYS", "NZ")]
+    frame = np.asarray(positions, dtype=np.float64)
+    bond = float(np.linalg.norm(frame[hz1] - frame[nz]))
+    model, _ = load_checkpoint(default_weights("e2former-lsr"))
+    residues = list(topology.residues())
+    h = 0.005
+    rows = bond_stretch_scan(
+        model.eval(), XTBLabeller(), topology, frame, charges, fragments, residues, hz1, nz,
+        [bond, 1.2 - h, 1.2, 1.2 + h],
+    )  # fmt: skip
+    assert rows[0]["model_energy"] == rows[0]["reference_energy"] == 0.0
+    for kind in ("model", "reference"):
+        slope = (rows[3][f"{kind}_energy"] - rows[1][f"{kind}_energy"]) / (2 * h)
+        assert rows[2][f"{kind}_force"] == pytest.approx(-slope, abs=0.02 + 0.02 * abs(slope)), kind
+    numbers, coords, frag, charge = cut_window(topology, frame, residues, charges, fragments)
+    forces = XTBLabeller().label(Structure("p", "p", numbers, coords, frag, charge)).forces
+    along = (frame[hz1] - frame[nz]) / bond
+    assert rows[0]["reference_force"] == pytest.approx(float(forces[hz1] @ along), abs=1e-6)
+    with pytest.raises(ValueError, match="must lie in the chosen residues"):
+        bond_stretch_scan(
+            model, XTBLabeller(), topology, frame, charges, fragments, residues[:1], hz1, nz, [1.0]
+        )

@@ -330,3 +330,58 @@ def locality_gaps(model, topology, frame: np.ndarray, charges, fragments, radius
         where = np.searchsorted(inside, own)
         gaps[residue.index] = np.abs(full[own] - local[where]).max()
     return gaps
+
+
+def bond_stretch_scan(
+    model,
+    labeller,
+    topology,
+    frame: np.ndarray,
+    charges,
+    fragments,
+    residues: list,
+    hydrogen: int,
+    heavy: int,
+    distances,
+) -> list[dict]:
+    """Energy and force along one bond, stretched in a piece of a protein frame, by ``model`` and by
+    a reference ``labeller`` (e.g. GFN2-xTB): did a bond that broke in a run break because the
+    potential departs from its reference, or because the reference itself does not hold it?
+
+    ``residues`` (topology residues, H-capped as in :func:`.generators.cut_window`) is the piece;
+    atom ``hydrogen`` (topology index) is moved along the ``heavy`` -> ``hydrogen`` direction of the
+    frame to each distance (Å). Rows: ``distance``, ``model_energy`` and ``reference_energy`` (eV,
+    relative to the first distance) and ``model_force`` / ``reference_force`` (eV/Å, the force on
+    the moved atom along the stretch: positive pushes it further out)."""
+    from ..train.batching import predict, to_sample
+    from .generators import cut_window
+
+    inside = sorted(a.index for r in residues for a in r.atoms())
+    if hydrogen not in inside or heavy not in inside:
+        raise ValueError("both atoms of the stretched bond must lie in the chosen residues")
+    numbers, coords, frag, charge = cut_window(topology, frame, residues, charges, fragments)
+    h, x = inside.index(hydrogen), inside.index(heavy)
+    direction = (coords[h] - coords[x]) / np.linalg.norm(coords[h] - coords[x])
+    rows = []
+    for d in distances:
+        moved = coords.copy()
+        moved[h] = coords[x] + d * direction
+        s = Structure(
+            f"stretch/{d:.3f}", "stretch", numbers, moved, frag, charge, energy=0.0, forces=0 * moved
+        )
+        energy, forces = predict(model, [to_sample(s)])
+        ref = labeller.label(s)
+        rows.append(
+            {
+                "distance": float(d),
+                "model_energy": float(energy[0].detach()),
+                "model_force": float(forces[0][h].detach().cpu().numpy() @ direction),
+                "reference_energy": float(ref.energy),
+                "reference_force": float(np.asarray(ref.forces)[h] @ direction),
+            }
+        )
+    for key in ("model_energy", "reference_energy"):
+        first = rows[0][key]
+        for row in rows:
+            row[key] -= first
+    return rows
