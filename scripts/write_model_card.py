@@ -1,10 +1,9 @@
 """Write ``openmmml_e2former/potentials/e2former-lsr.md`` from the shipped checkpoint's metrics.
 
-Usage: ``python scripts/write_model_card.py [--stability runs/stability] [--long-run
-stability/villin-20ps-run]``. Numbers come from ``e2former-lsr.metrics.json`` (written by
-scripts/ship_potential.py), the training config, the stability JSON files and the
-long run's ``stability-summary.json`` (``scripts/stability.py run-folder``), so the card and the
-checkpoint cannot disagree.
+Usage: ``python scripts/write_model_card.py [--stability runs/stability] [--long-run FOLDER ...]``.
+Numbers come from ``e2former-lsr.metrics.json`` (written by scripts/ship_potential.py), the
+training config, the stability JSON files and the long runs' ``stability-summary.json``
+(``scripts/stability.py run-folder``), so the card and the checkpoint cannot disagree.
 """
 
 from __future__ import annotations
@@ -20,15 +19,30 @@ from openmmml_e2former.checkpoints import file_sha256, load_checkpoint
 from openmmml_e2former.train.metrics import format_table
 
 POT = "openmmml_e2former/potentials"
+# the shipped weights' 20 ps villin runs: flexible ML region, then X-H bonds constrained
+LONG_RUNS = ["stability/villin-20ps-al3-run", "stability/villin-20ps-hcons-run"]
 
 
-def _stability(folder: str, sha256: str) -> str:
-    lines = []
+def stability_records(folder: str, sha256: str) -> dict:
+    """The stability checks of these weights: those already in ``e2former-lsr.stability.json``
+    (so a fresh checkout, whose ``runs/`` is empty, loses none), updated by the JSON files in
+    ``folder`` that name the same weights (checks of earlier weights are skipped)."""
+    records = {}
+    committed = os.path.join(POT, "e2former-lsr.stability.json")
+    if os.path.exists(committed):
+        with open(committed) as handle:
+            records = {k: r for k, r in json.load(handle).items() if r.get("weights_sha256") == sha256}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
         with open(path) as handle:
-            r = json.load(handle)
-        if r.get("weights_sha256") != sha256:
-            continue  # a check of other (earlier) weights
+            record = json.load(handle)
+        if record.get("weights_sha256") == sha256:
+            records[os.path.basename(path)[: -len(".json")]] = record
+    return dict(sorted(records.items()))
+
+
+def _stability(records: dict) -> str:
+    lines = []
+    for r in records.values():
         if "with_broken_bond" in r:
             broken = "; ".join(
                 f"{b['molecule']} ({', '.join(b['broken']) or 'not finite'})" for b in r["broken"]
@@ -119,28 +133,33 @@ def _long_run(folder: str, sha256: str) -> str:
     if r.get("weights_sha256") != sha256:
         return f"* **Villin ML/MM, 20 ps** (`{folder}`): its recorded run used other weights; rerun it."
     t = r["temperature_k_after_skip"]
+    kept = {True: "X-H bonds constrained", False: "flexible"}.get(r.get("ml_constraints_kept"), "flexible")
     if t["mean"] is None:
-        steps = r["steps_done"]
-        return f"* **Villin ML/MM, 20 ps** (`{folder}`): started, {steps} steps so far (< {t['skip_ps']} ps)."
+        return (
+            f"* **Villin ML/MM, 20 ps** (`stability/{r.get('protocol', 'villin-20ps')}.yaml`, run folder "
+            f"`{folder}`, ML region {kept}): started, {r['steps_done']} steps so far (< {t['skip_ps']} ps)."
+        )
     done = "finished" if r["steps_done"] >= r["steps_planned"] else "**in progress**"
     if r.get("guard_stop"):
-        done = f"**stopped by the bond guard**: {r['guard_stop']}; last checkpoint"
+        done = "**stopped by the bond guard**, see below"
     return (
-        f"* **Villin ML/MM, 20 ps** (`stability/villin-20ps.yaml`, run folder `{folder}`, {done}): "
-        f"{r['steps_done']} of {r['steps_planned']} steps of 1 fs ({r['time_ps']:.2f} ps), Langevin 300 K, "
-        f"{r['ml_atoms']} ML atoms (flexible) + AMBER14/TIP3P-FB water and ions, CPU. All energies and "
-        f"frames finite: {r['finite']}; temperature after the first {t['skip_ps']:g} ps: mean "
+        f"* **Villin ML/MM, 20 ps** (`stability/{r.get('protocol', 'villin-20ps')}.yaml`, "
+        f"run folder `{folder}`, {done}): {r['steps_done']} of {r['steps_planned']} steps of 1 fs "
+        f"({r['time_ps']:.2f} ps), Langevin 300 K, {r['ml_atoms']} ML atoms ({kept}) + AMBER14/TIP3P-FB "
+        f"water and ions, CPU. All energies and frames finite: {r['finite']}; temperature after the "
+        f"first {t['skip_ps']:g} ps: mean "
         f"{t['mean']:.0f} K, range {t['min']:.0f}-{t['max']:.0f} K; largest relative change of an "
         f"ML-region bond length against the prepared (PDB) geometry over the {r['frames']} saved frames: "
         f"{r['max_bond_change']:.3f} "
         f"({'-'.join(r['max_bond_change_atoms'])}) "
-        f"(`{r['command']}`)." + _broken(r)
+        f"(`{r['command']}`)." + _broken(r) + (f" Guard: {r['guard_stop']}" if r.get("guard_stop") else "")
     )
 
 
 def _broken(r: dict) -> str:
     if not r.get("broken_bonds"):
-        return f" No ML-region bond changed by more than {100 * r['broken_threshold']:.0f} %."
+        limit = 100 * r["broken_threshold"]
+        return f" In the saved frames no ML-region bond changed by more than {limit:.0f} %."
     items = "; ".join(f"{'-'.join(b['atoms'])} from {b['first_frame_ps']} ps" for b in r["broken_bonds"])
     return (
         f" **Bonds broke** (changed by more than {100 * r['broken_threshold']:.0f} %): {items}. "
@@ -151,7 +170,9 @@ def _broken(r: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stability", default="runs/stability")
-    parser.add_argument("--long-run", default="stability/villin-20ps-run")
+    parser.add_argument(
+        "--long-run", action="append", help=f"long-run folder, repeatable (default: {' '.join(LONG_RUNS)})"
+    )
     parser.add_argument("--config", default="configs/e2former-lsr-al3.yaml", help="the shipped stage config")
     args = parser.parse_args()
     with open(os.path.join(POT, "e2former-lsr.metrics.json")) as handle:
@@ -160,6 +181,8 @@ def main() -> None:
         config = yaml.safe_load(handle)
     weights = os.path.join(POT, "e2former-lsr.pt")
     model, meta = load_checkpoint(weights)
+    sha256 = file_sha256(weights)
+    records = stability_records(args.stability, sha256)
     size_mb = os.path.getsize(weights) / 1e6
     params = sum(p.numel() for p in model.parameters())
     d = m["data"]
@@ -197,19 +220,13 @@ def main() -> None:
         best_epoch=int(meta.get("epoch", -1)) + 1,  # the trainer stores the 0-based epoch
         best_step=meta.get("step"),
         epochs_run=len(epochs),
-        stability=_stability(args.stability, file_sha256(weights)),
-        long_run=_long_run(args.long_run, file_sha256(weights)),
+        stability=_stability(records),
+        long_run="\n".join(_long_run(folder, sha256) for folder in args.long_run or LONG_RUNS),
     )
     with open(os.path.join(POT, "e2former-lsr.md"), "w") as handle:
         handle.write(text)
-    raw = {}
-    for path in sorted(glob.glob(os.path.join(args.stability, "*.json"))):
-        with open(path) as handle:
-            record = json.load(handle)
-        if record.get("weights_sha256") == file_sha256(weights):
-            raw[os.path.basename(path)[: -len(".json")]] = record
     with open(os.path.join(POT, "e2former-lsr.stability.json"), "w") as handle:
-        json.dump(raw, handle, indent=1)
+        json.dump(records, handle, indent=1)
     print(f"wrote {POT}/e2former-lsr.md")
 
 

@@ -356,8 +356,8 @@ def test_random_init_auto_is_explicit(monkeypatch, tmp_path):
     monkeypatch.setattr(checkpoints, "find_shipped_potential", lambda name: f"/x/{name}.pt")
     assert resolve_potential({**base, "randomInit": "auto"})[2] is False
     assert resolve_potential({**base, "randomInit": True})[2] is True
-    assert keep_ml_constraints("auto", random=True) and not keep_ml_constraints("auto", random=False)
-    assert keep_ml_constraints("true", random=False) and not keep_ml_constraints(False, random=True)
+    assert keep_ml_constraints("auto") and keep_ml_constraints("true") and keep_ml_constraints(True)
+    assert not keep_ml_constraints("false") and not keep_ml_constraints(False)
 
 
 def test_ramps_reach_their_end_values_in_the_last_chunk():

@@ -162,7 +162,7 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
     _, _, random = resolve_potential(protocol.potential)
     if ml_atoms and random:
         say(RANDOM_WARNING)
-    keep = keep_ml_constraints(protocol.system["ml_constraints"], random)
+    keep = keep_ml_constraints(protocol.system["ml_constraints"])
     if ml_atoms:
         say(
             f"potential {protocol.potential['name']!r} ({'random' if random else 'trained'} weights); "

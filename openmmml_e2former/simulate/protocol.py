@@ -33,7 +33,7 @@ SYSTEM_DEFAULTS = {
     "forcefield": "amber14",  # amber14 | charmm36 | list of ForceField XML files
     "nonbonded_cutoff_nm": 1.0,
     "constraints": "hbonds",  # none | hbonds | allbonds | hangles (applied to the MM region)
-    "ml_constraints": "auto",  # keep X-H constraints inside the ML region: auto | true | false
+    "ml_constraints": "auto",  # X-H constraints inside the ML region: auto (= kept) | true | false
     "hydrogen_mass_amu": None,  # hydrogen mass repartitioning, e.g. 3.0 (None: off)
     "rigid_water": True,
 }

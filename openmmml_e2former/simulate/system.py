@@ -114,8 +114,8 @@ def build_mixed_system(
     """The ML/MM system; ``mm_system`` itself when ``ml_atoms`` is empty (pure MM).
 
     Args:
-        ml_constraints: keep the MM constraints inside the ML region (bool).  A random
-            network holds no bonds, so ``auto`` (resolved by the caller) keeps them for it.
+        ml_constraints: keep the MM constraints inside the ML region (bool; the caller resolves
+            ``auto`` with :func:`keep_ml_constraints`).
         metadata: if given, updated with what the potential loaded (its ``metadata``: file,
             source, ...), e.g. for :func:`selection.ml_region_summary`.
     """
@@ -136,10 +136,12 @@ def build_mixed_system(
     return system
 
 
-def keep_ml_constraints(setting, random: bool) -> bool:
-    """Resolve ``system.ml_constraints`` (auto: keep for a random network, remove for trained weights)."""
-    text = str(setting).lower()
-    return random if text == "auto" else text == "true"
+def keep_ml_constraints(setting) -> bool:
+    """Resolve ``system.ml_constraints``: ``auto`` and ``true`` keep the X-H constraints inside the ML
+    region, ``false`` makes it flexible. A random network holds no bonds, and the shipped potential's
+    gas-phase reference does not hold every charged group's protons inside a protein
+    (``docs/protocols.md``), so ``auto`` keeps them for both."""
+    return str(setting).lower() != "false"
 
 
 def add_restraints(system, topology, positions_nm, restraints: list[dict]) -> list[str]:
