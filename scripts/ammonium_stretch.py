@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-BOHR = 0.529177210903
-HARTREE = 27.211386245988
 DISTANCES = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0)
 
 
@@ -31,17 +29,13 @@ def ion(smiles: str) -> tuple[np.ndarray, np.ndarray, int, int]:
 
 
 def energies(numbers: np.ndarray, positions: np.ndarray) -> tuple[float, float]:
-    """(GFN2-xTB, B3LYP/def2-SVP) energies in eV of a singly charged closed-shell ion."""
-    from pyscf import dft, gto
-    from tblite.interface import Calculator
+    """(GFN2-xTB, B3LYP/def2-SVP) energies in eV of a singly charged closed-shell ion, through the
+    project's labellers."""
+    from openmmml_e2former.data.labellers import PySCFLabeller, XTBLabeller
+    from openmmml_e2former.data.structure import Structure
 
-    xtb = Calculator("GFN2-xTB", numbers, positions / BOHR, charge=1.0)
-    xtb.set("verbosity", 0)
-    atoms = list(zip(numbers.tolist(), positions.tolist(), strict=True))
-    mol = gto.M(atom=atoms, basis="def2-svp", charge=1, verbose=0)
-    rks = dft.RKS(mol)
-    rks.xc = "b3lyp"
-    return xtb.singlepoint().get("energy") * HARTREE, rks.kernel() * HARTREE
+    ion = Structure("ion", "ion", numbers, positions, np.zeros(len(numbers), dtype=int), charge=1)
+    return XTBLabeller().label(ion).energy, PySCFLabeller(xc="b3lyp", gpu=False).label(ion).energy
 
 
 def main() -> None:
