@@ -14,6 +14,7 @@ OpenMM plug-in's single precision and unit round trips; the MAE itself is ~0.1 e
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import numpy as np
@@ -93,7 +94,29 @@ def test_shipped_potential_reproduces_card_force_mae_through_openmm():
     assert mae == pytest.approx(meta["test_subset"]["force_mae"], abs=TOLERANCE)
     with open(os.path.join(os.path.dirname(shipped()), "e2former-lsr.md")) as handle:
         card = handle.read()
-    assert f"{meta['test_subset']['force_mae']:.3f}" in card  # the card states the same number
+    stated = card_subset_statement(card)
+    assert stated is not None, "the model card does not state the committed test subset's force MAE"
+    count, card_mae = stated
+    assert count == len(structures)
+    assert card_mae == pytest.approx(mae, abs=TOLERANCE)  # the card's number is the one OpenMM gives
+
+
+def card_subset_statement(card: str) -> tuple[int, float] | None:
+    """(structure count, force MAE in eV/Å) from the card's sentence on the committed test subset."""
+    found = re.search(
+        r"test subset \(`datasets/test-subset\.extxyz\.gz`,\s+(\d+)\s+structures\):\s+"
+        r"force MAE \*\*([0-9.]+)\*\* eV/Å",
+        card,
+    )
+    return None if found is None else (int(found.group(1)), float(found.group(2)))
+
+
+def test_card_subset_statement_parser():
+    text = (
+        "Committed test subset (`datasets/test-subset.extxyz.gz`, 16\nstructures): force MAE **0.080** eV/Å"
+    )
+    assert card_subset_statement(text) == (16, 0.080)
+    assert card_subset_statement(text.replace("**0.080**", "0.080")) is None
 
 
 def _cuda_available() -> bool:
