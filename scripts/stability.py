@@ -25,8 +25,9 @@ the saved frames (against the prepared structure). Writes ``<folder>/stability-s
 
 ``python scripts/stability.py stretch stability/villin-20ps-al3-run --bond 32:HZ1 --piece 18-35
 --out stability/breaks``: at a bond that broke in a run, is the potential or its reference to blame?
-The X-H bond is stretched (1.0-1.6 Å) in an H-capped piece of a saved frame and the energy and force
-along it are computed by the potential and by GFN2-xTB. ``stretch-plot --out stability/breaks``
+The bond (``32:HZ1``: an X-H bond; ``5:CG-CB``: the side of ASP5's CB-CG bond that holds CG) is
+stretched (default 1.0-1.6 Å) in an H-capped piece of a saved frame and the energy and force along
+it are computed by the potential and by GFN2-xTB. ``stretch-plot --out stability/breaks``
 draws every ``stretch-*.json`` in ``--out`` into ``stretch.png``.
 
 Each other check writes ``runs/stability/<name>-<precision>.json``.
@@ -272,9 +273,11 @@ def locality(folder: str, model_path: str | None, radius: float) -> dict:
 
 
 def stretch(folder: str, model_path: str | None, bond: str, piece: str, frame: int, distances) -> dict:
-    """Model vs GFN2-xTB energy and force along one X-H bond of a run folder's saved frame, stretched
-    in a piece of the protein (``exploration.bond_stretch_scan``); ``bond`` is ``RES:H`` (1-based
-    residue position and hydrogen name, e.g. ``32:HZ1``), ``piece`` a residue range ``first-last``."""
+    """Model vs GFN2-xTB energy and force along one bond of a run folder's saved frame, stretched
+    in a piece of the protein (``exploration.bond_stretch_scan``); ``bond`` is ``RES:ATOM`` for an
+    X-H bond (1-based residue position and hydrogen name, e.g. ``32:HZ1``) or ``RES:MOVED-FIXED``
+    for any other bond of one residue (``5:CG-CB``: ASP5's carboxylate moves away from its CB);
+    ``piece`` is a residue range ``first-last``."""
     import torch
 
     from openmmml_e2former.checkpoints import load_checkpoint
@@ -286,17 +289,21 @@ def stretch(folder: str, model_path: str | None, bond: str, piece: str, frame: i
     model = load_checkpoint(model_path or default_weights("e2former-lsr"))[0].float().eval()
     top, charges, fragments, frames, stage, _ = run_folder_frames(folder)
     residues = list(top.residues())
-    position, name = bond.split(":")
+    position, names = bond.split(":")
     residue = residues[int(position) - 1]
-    hydrogen = next(a for a in residue.atoms() if a.name == name)
-    heavy = next(b for a, b in top.bonds() for a, b in ((a, b), (b, a)) if a == hydrogen)
+    name, _, partner = names.partition("-")
+    moved = next(a for a in residue.atoms() if a.name == name)
+    if partner:
+        fixed = next(a for a in residue.atoms() if a.name == partner)
+    else:
+        fixed = next(b for a, b in top.bonds() for a, b in ((a, b), (b, a)) if a == moved)
     first, last = (int(v) for v in piece.split("-"))
     labeller = XTBLabeller()
     rows = bond_stretch_scan(
         model, labeller, top, frames[frame], charges, fragments, residues[first - 1 : last],
-        hydrogen.index, heavy.index, distances,
+        moved.index, fixed.index, distances,
     )  # fmt: skip
-    label = f"{residue.name}{position}:{name}-{heavy.name}"
+    label = f"{residue.name}{position}:{name}-{fixed.name}"
     print(f"{label} in residues {piece} of frame {frame} ({stage}); energies relative to {distances[0]} Å")
     print(" d (Å)   E model   E GFN2-xTB (eV)   F model   F GFN2-xTB (eV/Å, + = outwards)")
     for r in rows:
@@ -332,7 +339,7 @@ def stretch_plot(folder: str) -> str:
         ax.axhline(0.0, color="grey", lw=0.5)
         run = os.path.basename(os.path.normpath(r["folder"])).replace("villin-20ps-", "")
         ax.set_title(f"{r['bond']}, residues {r['residues']}\n{run}, frame {r['frame']}", fontsize=9)
-        ax.set_xlabel("X-H distance (Å)")
+        ax.set_xlabel("bond length (Å)")
     axes[0][0].set_ylabel("E - E(first distance) (eV)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -371,7 +378,7 @@ def main() -> None:
     )
     parser.add_argument("--molecules", default="all", choices=["all", "dipeptides"], help="explore: which")
     parser.add_argument("--radius", type=float, default=6.0, help="locality: neighbourhood radius (Å)")
-    parser.add_argument("--bond", default="32:HZ1", help="stretch: RESIDUE:HYDROGEN (1-based position)")
+    parser.add_argument("--bond", default="32:HZ1", help="stretch: RES:H or RES:MOVED-FIXED")
     parser.add_argument("--piece", default="18-35", help="stretch: residues first-last of the cut piece")
     parser.add_argument("--frame", type=int, default=-1, help="stretch: saved frame (default: the last)")
     parser.add_argument("--distances", default="1.0,1.15,1.3,1.45,1.6", help="stretch: Å, comma-separated")

@@ -441,3 +441,42 @@ def test_bond_stretch_scan_forces_are_minus_the_slope_of_its_energies():
         bond_stretch_scan(
             model, XTBLabeller(), topology, frame, charges, fragments, residues[:1], hz1, nz, [1.0]
         )
+
+
+def test_bond_stretch_scan_moves_the_whole_side_of_a_heavy_atom_bond():
+    """Stretching ASP's CB-CG carries the carboxylate (CG, OD1, OD2) rigidly; the reported force
+    (summed over the moved side) is minus the finite-difference slope of the energies for the model
+    and for GFN2-xTB; a ring bond, two unbonded atoms or a side leaving the piece are refused with a
+    clear error."""
+    from openmmml_e2former.checkpoints import load_checkpoint
+    from openmmml_e2former.data.exploration import bond_side, bond_stretch_scan
+    from openmmml_e2former.data.generators import _atom_charges
+    from openmmml_e2former.data.labellers import XTBLabeller
+    from openmmml_e2former.data.peptides import build_capped_peptide
+    from openmmml_e2former.fragments import fragment_ids_from_topology
+    from openmmml_e2former.potential import default_weights
+
+    topology, positions = build_capped_peptide(["GLY", "ASP", "PHE"])
+    atoms = {(a.residue.name, a.name): a.index for a in topology.atoms()}
+    cb, cg = atoms[("ASP", "CB")], atoms[("ASP", "CG")]
+    everything = {a.index for a in topology.atoms()}
+    carboxylate = sorted([cg, atoms[("ASP", "OD1")], atoms[("ASP", "OD2")]])
+    assert bond_side(topology, cg, cb, everything) == carboxylate
+    with pytest.raises(ValueError, match="ring"):
+        bond_side(topology, atoms[("PHE", "CE1")], atoms[("PHE", "CD1")], everything)
+    with pytest.raises(ValueError, match="not bonded"):
+        bond_side(topology, cg, atoms[("ASP", "CA")], everything)
+    with pytest.raises(ValueError, match="outside the chosen residues"):
+        bond_side(topology, atoms[("ASP", "CA")], atoms[("ASP", "N")], {cb, cg, atoms[("ASP", "CA")]})
+
+    frame = np.asarray(positions, dtype=np.float64)
+    model, _ = load_checkpoint(default_weights("e2former-lsr"))
+    charges, fragments = _atom_charges(topology), fragment_ids_from_topology(topology)
+    h = 0.005
+    rows = bond_stretch_scan(
+        model.eval(), XTBLabeller(), topology, frame, charges, fragments, list(topology.residues()), cg, cb,
+        [1.52, 1.65 - h, 1.65, 1.65 + h],
+    )  # fmt: skip
+    for kind in ("model", "reference"):
+        slope = (rows[3][f"{kind}_energy"] - rows[1][f"{kind}_energy"]) / (2 * h)
+        assert rows[2][f"{kind}_force"] == pytest.approx(-slope, abs=0.02 + 0.02 * abs(slope)), kind

@@ -340,44 +340,48 @@ def bond_stretch_scan(
     charges,
     fragments,
     residues: list,
-    hydrogen: int,
-    heavy: int,
+    moved: int,
+    fixed: int,
     distances,
 ) -> list[dict]:
     """Energy and force along one bond, stretched in a piece of a protein frame, by ``model`` and by
     a reference ``labeller`` (e.g. GFN2-xTB): did a bond that broke in a run break because the
     potential departs from its reference, or because the reference itself does not hold it?
 
-    ``residues`` (topology residues, H-capped as in :func:`.generators.cut_window`) is the piece;
-    atom ``hydrogen`` (topology index) is moved along the ``heavy`` -> ``hydrogen`` direction of the
-    frame to each distance (Å). Rows: ``distance``, ``model_energy`` and ``reference_energy`` (eV,
-    relative to the first distance) and ``model_force`` / ``reference_force`` (eV/Å, the force on
-    the moved atom along the stretch: positive pushes it further out)."""
+    ``residues`` (topology residues, H-capped as in :func:`.generators.cut_window`) is the piece.
+    The side of the ``fixed``-``moved`` bond that holds atom ``moved`` (topology indices; for an
+    X-H bond the hydrogen alone, for ASP's CB-CG the carboxylate) is translated rigidly along the
+    ``fixed`` -> ``moved`` direction of the frame, so that the bond has each length in ``distances``
+    (Å). Rows: ``distance``, ``model_energy`` and ``reference_energy`` (eV, relative to the first
+    distance) and ``model_force`` / ``reference_force`` (eV/Å, the total force on the moved side
+    along the stretch: positive pushes it further out)."""
     from ..train.batching import predict, to_sample
     from .generators import cut_window
 
     inside = sorted(a.index for r in residues for a in r.atoms())
-    if hydrogen not in inside or heavy not in inside:
+    if moved not in inside or fixed not in inside:
         raise ValueError("both atoms of the stretched bond must lie in the chosen residues")
+    side = [inside.index(i) for i in bond_side(topology, moved, fixed, set(inside))]
     numbers, coords, frag, charge = cut_window(topology, frame, residues, charges, fragments)
-    h, x = inside.index(hydrogen), inside.index(heavy)
-    direction = (coords[h] - coords[x]) / np.linalg.norm(coords[h] - coords[x])
+    m, x = inside.index(moved), inside.index(fixed)
+    direction = (coords[m] - coords[x]) / np.linalg.norm(coords[m] - coords[x])
     rows = []
     for d in distances:
-        moved = coords.copy()
-        moved[h] = coords[x] + d * direction
+        moved_coords = coords.copy()
+        moved_coords[side] += coords[x] + d * direction - coords[m]
         s = Structure(
-            f"stretch/{d:.3f}", "stretch", numbers, moved, frag, charge, energy=0.0, forces=0 * moved
-        )
+            f"stretch/{d:.3f}", "stretch", numbers, moved_coords, frag, charge, energy=0.0,
+            forces=0 * moved_coords,
+        )  # fmt: skip
         energy, forces = predict(model, [to_sample(s)])
         ref = labeller.label(s)
         rows.append(
             {
                 "distance": float(d),
                 "model_energy": float(energy[0].detach()),
-                "model_force": float(forces[0][h].detach().cpu().numpy() @ direction),
+                "model_force": float(forces[0][side].detach().cpu().numpy().sum(axis=0) @ direction),
                 "reference_energy": float(ref.energy),
-                "reference_force": float(np.asarray(ref.forces)[h] @ direction),
+                "reference_force": float(np.asarray(ref.forces)[side].sum(axis=0) @ direction),
             }
         )
     for key in ("model_energy", "reference_energy"):
@@ -385,3 +389,28 @@ def bond_stretch_scan(
         for row in rows:
             row[key] -= first
     return rows
+
+
+def bond_side(topology, moved: int, fixed: int, allowed: set[int]) -> list[int]:
+    """Topology indices of the atoms bonded (through any path not crossing the ``fixed``-``moved``
+    bond) to ``moved``, itself included: the part of the molecule a bond stretch carries along.
+    A ring bond, or a side reaching outside ``allowed``, cannot be stretched this way."""
+    neighbours: dict[int, set[int]] = {}
+    for a, b in topology.bonds():
+        neighbours.setdefault(a.index, set()).add(b.index)
+        neighbours.setdefault(b.index, set()).add(a.index)
+    if fixed not in neighbours.get(moved, ()):
+        raise ValueError("the two atoms of the stretch are not bonded")
+    side, todo = {moved}, [moved]
+    while todo:
+        atom = todo.pop()
+        for j in neighbours[atom] - side:
+            if j == fixed and atom == moved:
+                continue  # the stretched bond itself
+            if j == fixed:
+                raise ValueError("the stretched bond lies in a ring: its two sides are connected")
+            side.add(j)
+            todo.append(j)
+    if not side <= allowed:
+        raise ValueError("the moved side of the bond reaches outside the chosen residues")
+    return sorted(side)
