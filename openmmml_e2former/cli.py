@@ -4,7 +4,8 @@ Each sub-command lives in a module that defines ``add_parser(subparsers)``; that
 adds its parser and sets ``func`` (called with the parsed arguments, returns an exit code
 or None). ``COMMAND_MODULES`` lists those modules in the order ``e2former --help`` shows.
 Errors a user can fix (bad input, missing files) are ``ValueError``/``FileNotFoundError``
-and are printed as one line with exit code 2.
+and are printed as one line with exit code 2; Ctrl-C prints one line (how to resume, for the
+commands that can) with exit code 130 instead of a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ COMMAND_MODULES = [
     "openmmml_e2former.cli_simulate",  # run, prepare, analyze, protocols
     "openmmml_e2former.cli_checkpoints",  # convert, eval
 ]
+
+# What a Ctrl-C leaves behind, for the commands that resume.
+RESUME_HINTS = {
+    "run": "; run the same command again to continue from the last checkpoint of the unfinished stage",
+    "label": "; run the same command again: finished chunks are kept",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"e2former {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = RESUME_HINTS.get(args.command, "")
+        print(f"e2former {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
     return int(code or 0)
 
 

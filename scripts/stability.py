@@ -222,6 +222,7 @@ def run_folder(folder: str, skip_ps: float = 1.0) -> dict:
         "folder": folder,
         "protocol": manifest["protocol"].get("name"),
         "ml_constraints_kept": ml_region.get("ml_constraints_kept"),
+        "platforms": _run_platforms(folder),
         "stage": os.path.basename(stage),
         "steps_done": int(step[-1]),
         "steps_planned": int(planned),
@@ -270,6 +271,15 @@ def locality(folder: str, model_path: str | None, radius: float) -> dict:
             + ", ".join(f"{names[i]} {gaps[i]:.2f}" for i in worst)
         )
     return {"folder": folder, "stage": stage, "radius_A": radius, "residues": names, "frames": rows}
+
+
+def _run_platforms(folder: str) -> list[str] | None:
+    """The OpenMM platforms of a run's pieces (``sessions.json``; None for folders older than it)."""
+    path = os.path.join(folder, "sessions.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        return sorted({s["platform"] for s in json.load(handle)})
 
 
 def stretch(folder: str, model_path: str | None, bond: str, piece: str, frame: int, distances) -> dict:

@@ -140,13 +140,14 @@ def _long_run(folder: str, sha256: str) -> str:
             f"`{folder}`, ML region {kept}): started, {r['steps_done']} steps so far (< {t['skip_ps']} ps)."
         )
     done = "finished" if r["steps_done"] >= r["steps_planned"] else "**in progress**"
+    platform = ", ".join(r.get("platforms") or ["CPU"])  # folders older than sessions.json ran on CPUs
     if r.get("guard_stop"):
         done = "**stopped by the bond guard**, see below"
     return (
         f"* **Villin ML/MM, 20 ps** (`stability/{r.get('protocol', 'villin-20ps')}.yaml`, "
         f"run folder `{folder}`, {done}): {r['steps_done']} of {r['steps_planned']} steps of 1 fs "
         f"({r['time_ps']:.2f} ps), Langevin 300 K, {r['ml_atoms']} ML atoms ({kept}) + AMBER14/TIP3P-FB "
-        f"water and ions, CPU. All energies and frames finite: {r['finite']}; temperature after the "
+        f"water and ions, {platform}. All energies and frames finite: {r['finite']}; temperature after the "
         f"first {t['skip_ps']:g} ps: mean "
         f"{t['mean']:.0f} K, range {t['min']:.0f}-{t['max']:.0f} K; largest relative change of an "
         f"ML-region bond length against the prepared (PDB) geometry over the {r['frames']} saved frames: "

@@ -87,3 +87,28 @@ def test_fragments_of_a_user_pdb_without_hydrogens_match_the_villin_windows(tmp_
         np.testing.assert_allclose(heavy(a), heavy(b), atol=2e-3)
     assert main(["label", "generate", "fragments", "-o", str(out)]) == 2  # no --pdb
     assert main(["label", "generate", "fragments", "--pdb", str(tmp_path / "none.pdb"), "-o", str(out)]) == 2
+
+
+def test_ctrl_c_is_one_line_with_a_resume_hint_and_exit_code_130(monkeypatch, capsys):
+    """A KeyboardInterrupt inside a command (Ctrl-C, or `timeout -s INT`) gives exit code 130 and
+    one line on stderr saying how to continue, not a traceback."""
+    import types
+
+    from openmmml_e2former import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    real = cli.build_parser()
+
+    def parse_args(argv):
+        args = real.parse_args(argv)
+        args.func = interrupted
+        return args
+
+    monkeypatch.setattr(cli, "build_parser", lambda: types.SimpleNamespace(parse_args=parse_args))
+    assert cli.main(["run", "protein-equilibration", "--pdb", "x.pdb", "-o", "out"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("e2former run: interrupted; run the same command again") and "\n" not in err
+    assert cli.main(["info", "x.pt"]) == 130
+    assert capsys.readouterr().err.strip() == "e2former info: interrupted"

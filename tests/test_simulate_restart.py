@@ -4,6 +4,7 @@ frame and CSV step exactly once and the frames written before the checkpoint are
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -97,3 +98,9 @@ def test_killed_run_resumes_without_duplicate_or_missing_frames(tmp_path):
     np.testing.assert_array_equal(table["step"], np.arange(EVERY, STEPS + 1, EVERY))
     assert np.all(np.diff(table["time_ps"]) > 0)
     assert os.path.isfile(os.path.join(folder, "stages", "02-md", "done.json"))
+    import openmm
+
+    sessions = json.load(open(os.path.join(folder, "sessions.json")))  # the start and the resume
+    assert [s["platform"] for s in sessions] == ["CPU", "CPU"]
+    assert {s["openmm"] for s in sessions} == {openmm.__version__}
+    assert sessions[0]["started"] <= sessions[1]["started"]

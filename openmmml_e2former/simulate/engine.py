@@ -3,6 +3,7 @@
 Run folder layout (``run_protocol(..., folder)``)::
 
     run.json            protocol, structure checksum, ML selection, potential used
+    sessions.json       each start/resume: time, OpenMM platform, host, OpenMM and PyTorch versions
     prepare.json/.txt   what preparation changed;  prepared.pdb   the solvated start
     ml_region.json      the ML atoms, their fragments and charge
     system.xml          the ML/MM system (without stage restraints/barostat)
@@ -186,6 +187,7 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
         restart.atomic_write_text(system_xml, openmm.XmlSerializer.serialize(system))
     chosen = choose_platform(platform_name)
     say(f"{pdb.topology.getNumAtoms()} atoms, OpenMM platform {chosen.getName()}")
+    restart.record_session(folder, chosen.getName())
     return RunContext(
         folder,
         protocol,

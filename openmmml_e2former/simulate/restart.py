@@ -38,6 +38,34 @@ def read_json(path: str):
         return json.load(handle)
 
 
+SESSIONS = "sessions.json"
+
+
+def record_session(folder: str, platform: str) -> list[dict]:
+    """Append this start or resume of a run to ``sessions.json``: when, where (OpenMM platform,
+    host) and with which OpenMM and PyTorch, so a run folder says what it ran on, piece by piece
+    (a checkpoint only loads on the platform that wrote it). Returns the updated list."""
+    import datetime
+    import platform as host
+
+    import openmm
+    import torch
+
+    path = os.path.join(folder, SESSIONS)
+    sessions = read_json(path) if os.path.isfile(path) else []
+    sessions.append(
+        {
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "platform": platform,
+            "host": host.node(),
+            "openmm": openmm.__version__,
+            "torch": torch.__version__,
+        }
+    )
+    atomic_write_json(path, sessions)
+    return sessions
+
+
 def open_run_folder(folder: str, manifest: dict, overwrite: bool) -> bool:
     """Create or reopen a run folder; return True when an earlier run is being resumed.
 
