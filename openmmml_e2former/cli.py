@@ -24,7 +24,7 @@ COMMAND_MODULES = [
 # What a Ctrl-C leaves behind, for the commands that resume.
 RESUME_HINTS = {
     "run": "; run the same command again to continue from the last checkpoint of the unfinished stage",
-    "label": "; run the same command again: finished chunks are kept",
+    "label run": "; run the same command again: finished chunks are kept",
 }
 
 
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"e2former {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = RESUME_HINTS.get(args.command, "")
+        command = " ".join(filter(None, [args.command, getattr(args, "label_command", None)]))
+        hint = RESUME_HINTS.get(command, "")
         print(f"e2former {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     return int(code or 0)

@@ -5,7 +5,9 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_34_x86_64 --platform manylinux_2_17_x86_64 ... -d .whl \
 #     openmm==8.5.2 openmm-cuda-13==8.5.2 acellera-openmmtorch-cu13==1.10 vesin-torch==0.6.2 \
-#     pdbfixer==1.12.0 mdtraj==1.11.0 ase==3.29.0 e3nn==0.6.0   (+ openmmml-1.7 built from its sdist)
+#     pdbfixer==1.12.0 mdtraj==1.11.0 ase==3.29.0 e3nn==0.6.0 tblite==0.8.0 cffi==2.0.0 pycparser
+#     (+ openmmml-1.7 built from its sdist; the first run, logged in stability/gpu/, lacked tblite,
+#     whose training test then ran in a second call without mdtraj, to stay under 64 MiB)
 #   pip wheel --no-deps -w .whl .                               (this package)
 # (charmm36*.xml and the OpenCL plugin were deleted from the openmm wheel, and vesin-torch's
 # libraries for other torch versions, to fit the 64 MiB transfer.)
@@ -14,6 +16,7 @@
 # (stability/villin-gpu-hcons.yaml) for RUN_SECONDS, summarised by scripts/stability.py run-folder.
 # Output under $OUT: gpu-tests.log, villin-gpu.log, villin-gpu-run.tar.gz.
 RUN_SECONDS=${RUN_SECONDS:-300}
+set -o pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site

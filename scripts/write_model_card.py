@@ -140,7 +140,7 @@ def _long_run(folder: str, sha256: str) -> str:
             f"`{folder}`, ML region {kept}): started, {r['steps_done']} steps so far (< {t['skip_ps']} ps)."
         )
     done = "finished" if r["steps_done"] >= r["steps_planned"] else "**in progress**"
-    platform = ", ".join(r.get("platforms") or ["CPU"])  # folders older than sessions.json ran on CPUs
+    platform = ", ".join(r.get("platforms") or ["CPU"])  # no sessions.json: the early CPU runs
     if r.get("guard_stop"):
         done = "**stopped by the bond guard**, see below"
     return (

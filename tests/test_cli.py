@@ -112,3 +112,7 @@ def test_ctrl_c_is_one_line_with_a_resume_hint_and_exit_code_130(monkeypatch, ca
     assert err.startswith("e2former run: interrupted; run the same command again") and "\n" not in err
     assert cli.main(["info", "x.pt"]) == 130
     assert capsys.readouterr().err.strip() == "e2former info: interrupted"
+    assert cli.main(["label", "run", "in.extxyz", "-o", "labels"]) == 130
+    assert "finished chunks are kept" in capsys.readouterr().err
+    assert cli.main(["label", "generate", "dipeptides", "-o", "x.extxyz"]) == 130
+    assert capsys.readouterr().err.strip() == "e2former label: interrupted"  # nothing to resume

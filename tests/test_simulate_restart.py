@@ -100,7 +100,8 @@ def test_killed_run_resumes_without_duplicate_or_missing_frames(tmp_path):
     assert os.path.isfile(os.path.join(folder, "stages", "02-md", "done.json"))
     import openmm
 
-    sessions = json.load(open(os.path.join(folder, "sessions.json")))  # the start and the resume
+    with open(os.path.join(folder, "sessions.json")) as handle:
+        sessions = json.load(handle)  # the start and the resume
     assert [s["platform"] for s in sessions] == ["CPU", "CPU"]
     assert {s["openmm"] for s in sessions} == {openmm.__version__}
     assert sessions[0]["started"] <= sessions[1]["started"]
