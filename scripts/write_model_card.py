@@ -9,6 +9,7 @@ training config, the stability JSON files and the long runs' ``stability-summary
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import json
 import os
@@ -21,6 +22,8 @@ from openmmml_e2former.train.metrics import format_table
 POT = "openmmml_e2former/potentials"
 # the shipped weights' 20 ps villin runs: flexible ML region, then X-H bonds constrained
 LONG_RUNS = ["stability/villin-20ps-al3-run", "stability/villin-20ps-hcons-run"]
+# the same protocol, seed and preparation with no ML region (``--ml none``): the fold's classical baseline
+MM_REFERENCE = "stability/villin-20ps-mm-run"
 
 
 def stability_records(folder: str, sha256: str) -> dict:
@@ -154,6 +157,32 @@ def _long_run(folder: str, sha256: str) -> str:
         f"{r['max_bond_change']:.3f} "
         f"({'-'.join(r['max_bond_change_atoms'])}) "
         f"(`{r['command']}`)." + _broken(r) + (f" Guard: {r['guard_stop']}" if r.get("guard_stop") else "")
+    ) + _fold(folder)
+
+
+def _fold(folder: str) -> str:
+    """The fold's drift from the run's ``e2former analyze`` report, if it has one."""
+    path = os.path.join(folder, "analysis", "summary.json")
+    if not os.path.exists(path):
+        return ""
+    with open(path) as handle:
+        a = json.load(handle)
+    with open(os.path.join(folder, "analysis", "frames.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    return (
+        f" Fold (`e2former analyze {folder}`, {a['frames']} frames): backbone RMSD to the first frame "
+        f"{a['rmsd_first']['last']:.1f} Å at the end (max {a['rmsd_first']['max']:.1f} Å); helix fraction "
+        f"{float(rows[0]['ss_helix']):.2f} in the first frame, {a['ss_helix']['last']:.2f} in the last."
+    )
+
+
+def _mm_reference(folder: str) -> str:
+    if not os.path.exists(os.path.join(folder, "analysis", "summary.json")):
+        return f"* Classical baseline (`{folder}`): not run."
+    return (
+        f"* **Classical baseline**: the same protocol, seed and prepared system with no ML region "
+        f"(`e2former run stability/villin-20ps-hcons.yaml --pdb stability/villin_protein.pdb --ml none "
+        f"-o {folder} --analyze`), AMBER14 for the protein." + _fold(folder)
     )
 
 
@@ -222,7 +251,9 @@ def main() -> None:
         best_step=meta.get("step"),
         epochs_run=len(epochs),
         stability=_stability(records),
-        long_run="\n".join(_long_run(folder, sha256) for folder in args.long_run or LONG_RUNS),
+        long_run="\n".join(_long_run(folder, sha256) for folder in args.long_run or LONG_RUNS)
+        + "\n"
+        + _mm_reference(MM_REFERENCE),
     )
     with open(os.path.join(POT, "e2former-lsr.md"), "w") as handle:
         handle.write(text)
