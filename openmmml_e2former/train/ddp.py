@@ -4,7 +4,7 @@ Under ``torchrun`` (environment variables ``RANK``/``WORLD_SIZE``/``MASTER_ADDR`
 :func:`run_training` joins the process group itself; ``e2former train CONFIG --nproc N`` instead
 spawns N local processes. Each process trains on ``training.device`` (:func:`resolve_device`: a
 GPU of its own when CUDA is present, else the CPU); the backend is nccl for GPUs and gloo for the
-CPU (only gloo has been run here: no GPU was available).
+CPU (only gloo has been run with several processes; one process on one GPU has been run).
 """
 
 from __future__ import annotations
