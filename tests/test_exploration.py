@@ -480,3 +480,72 @@ def test_bond_stretch_scan_moves_the_whole_side_of_a_heavy_atom_bond():
     for kind in ("model", "reference"):
         slope = (rows[3][f"{kind}_energy"] - rows[1][f"{kind}_energy"]) / (2 * h)
         assert rows[2][f"{kind}_force"] == pytest.approx(-slope, abs=0.02 + 0.02 * abs(slope)), kind
+
+
+class _ShiftedModelLabeller:
+    """A reference that is the model itself, with +0.1 eV/Å on every atom's x force, +5 eV/Å on
+    the caps (which the comparison must leave out) and +1 eV per call on the energy."""
+
+    method = "shifted model"
+
+    def __init__(self, model, own: int):
+        self.model, self.own, self.calls = model, own, 0
+
+    def label(self, structure):
+        from openmmml_e2former.train.batching import predict, to_sample
+
+        energy, forces = predict(self.model, [to_sample(structure)])
+        forces = forces[0].detach().numpy().astype(np.float64)
+        forces[:, 0] += 0.1
+        forces[self.own :, 0] += 5.0
+        self.calls += 1
+        structure.energy, structure.forces = float(energy[0].detach()) + self.calls, forces
+        return structure
+
+
+def test_piece_along_frames_compares_own_atoms_and_relative_energies():
+    """A piece of a capped peptide in two frames, against a reference equal to the model but for
+    known shifts: the force MAE is 0.1/3 (the caps' +5 eV/Å left out), energies are relative to
+    the first frame (reference = model + 1 eV in the second)."""
+    import torch
+    from model_helpers import seeded_model
+
+    from openmmml_e2former.data.exploration import piece_along_frames
+    from openmmml_e2former.data.generators import _atom_charges
+    from openmmml_e2former.data.peptides import build_capped_peptide
+    from openmmml_e2former.fragments import fragment_ids_from_topology
+
+    topology, positions = build_capped_peptide(["GLY", "LYS", "GLY", "ALA"])
+    charges, fragments = _atom_charges(topology), fragment_ids_from_topology(topology)
+    frame = np.asarray(positions, dtype=np.float64)
+    moved = frame + np.random.default_rng(0).normal(0.0, 0.05, frame.shape)
+    piece = list(topology.residues())[2:4]  # LYS, GLY: both ends cut and capped
+    own = sum(1 for r in piece for _ in r.atoms())
+    model = seeded_model(torch.float32)
+    labeller = _ShiftedModelLabeller(model, own)
+    rows = piece_along_frames(model, labeller, topology, [frame, moved], charges, fragments, piece)
+    assert [r["frame"] for r in rows] == [0, 1]
+    assert rows[0]["model_energy"] == rows[0]["reference_energy"] == 0.0
+    assert rows[1]["reference_energy"] == pytest.approx(rows[1]["model_energy"] + 1.0, abs=1e-4)
+    assert rows[1]["model_energy"] != 0.0
+    for kind in ("model_energy", "reference_energy"):
+        assert rows[1][kind + "_absolute"] - rows[0][kind + "_absolute"] == pytest.approx(rows[1][kind])
+    for row in rows:
+        assert row["force_mae"] == pytest.approx(0.1 / 3, abs=1e-5)
+        assert row["force_max_error"] == pytest.approx(0.1, abs=1e-5)
+
+
+def test_track_piece_frame_times_match_the_analysis_report():
+    """scripts/track_piece.py dates saved frames from the protocol in run.json; the analysis report
+    (mdtraj, written by ``e2former analyze``) dates them independently."""
+    import csv
+    import sys
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    sys.path.insert(0, os.path.join(root, "scripts"))
+    from track_piece import frame_times
+
+    folder = os.path.join(root, "stability", "villin-20ps-hcons-run")
+    with open(os.path.join(folder, "analysis", "frames.csv")) as handle:
+        expected = [float(r["time_ps"]) for r in csv.DictReader(handle)]
+    assert frame_times(folder, "02-nvt", len(expected)) == pytest.approx(expected)

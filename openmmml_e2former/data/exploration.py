@@ -384,11 +384,7 @@ def bond_stretch_scan(
                 "reference_force": float(np.asarray(ref.forces)[side].sum(axis=0) @ direction),
             }
         )
-    for key in ("model_energy", "reference_energy"):
-        first = rows[0][key]
-        for row in rows:
-            row[key] -= first
-    return rows
+    return _relative_to_first(rows)
 
 
 def bond_side(topology, moved: int, fixed: int, allowed: set[int]) -> list[int]:
@@ -414,3 +410,51 @@ def bond_side(topology, moved: int, fixed: int, allowed: set[int]) -> list[int]:
     if not side <= allowed:
         raise ValueError("the moved side of the bond reaches outside the chosen residues")
     return sorted(side)
+
+
+def piece_along_frames(
+    model, labeller, topology, frames, charges, fragments, residues: list, on_frame=None
+) -> list[dict]:
+    """Model vs reference ``labeller`` on one piece of a protein (``residues``, H-capped as in
+    :func:`.generators.cut_window`) in each of ``frames`` (Å): does the potential follow its
+    reference along the path a run took (an unfolding helix, say)?
+
+    Rows: ``model_energy`` and ``reference_energy`` (eV, relative to the first frame; the
+    ``*_absolute`` ones compare pieces of two runs of one protein), and the force MAE / largest
+    error (eV/Å) over the piece's own atoms (the caps excluded).
+    ``on_frame(row)``, if given, sees each row as it is done (absolute energies)."""
+    from ..train.batching import predict, to_sample
+    from .generators import cut_window
+
+    own = sum(1 for r in residues for _ in r.atoms())
+    rows = []
+    for f, frame in enumerate(frames):
+        numbers, coords, frag, charge = cut_window(topology, frame, residues, charges, fragments)
+        s = Structure(f"piece/f{f}", "piece", numbers, coords, frag, charge, energy=0.0, forces=0 * coords)
+        energy, forces = predict(model, [to_sample(s)])
+        ref = labeller.label(s)
+        error = np.abs(forces[0].detach().cpu().numpy()[:own] - np.asarray(ref.forces)[:own])
+        rows.append(
+            {
+                "frame": f,
+                "model_energy": float(energy[0].detach()),
+                "reference_energy": float(ref.energy),
+                "force_mae": float(error.mean()),
+                "force_max_error": float(error.max()),
+            }
+        )
+        if on_frame:
+            on_frame(rows[-1])
+    return _relative_to_first(rows, keep_absolute=True)
+
+
+def _relative_to_first(rows: list[dict], keep_absolute: bool = False) -> list[dict]:
+    """Model and reference energies relative to the first row (the absolute ones kept as
+    ``*_absolute`` if asked)."""
+    for key in ("model_energy", "reference_energy"):
+        first = rows[0][key]
+        for row in rows:
+            if keep_absolute:
+                row[key + "_absolute"] = row[key]
+            row[key] -= first
+    return rows

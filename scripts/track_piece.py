@@ -1,0 +1,136 @@
+"""Does the shipped potential follow GFN2-xTB along the path a run took?
+
+``python scripts/track_piece.py stability/villin-20ps-hcons-run --piece 1-12 --every 2 --out stability/fold``
+cuts residues ``first-last`` (1-based positions in the protein, H-capped) from every ``--every``-th
+saved frame of the run folder's MD stage and computes the piece's energy and forces with the
+potential and with GFN2-xTB (tblite). It writes ``track-<run>-<piece>.json`` (per frame: time,
+both energies relative to the first frame, force MAE and largest error over the piece's own atoms)
+and ``track-<run>-<piece>.png`` into ``--out``.
+
+If the two energies rise and fall together while the piece changes shape (a helix unravelling),
+the potential reproduces its reference on that path, and the change is the reference's (or the
+ML/MM embedding's); if they part, the potential drives it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+
+def frame_times(folder: str, stage: str, count: int) -> list[float]:
+    """Times (ps) of a run folder's saved frames of ``stage`` (``02-nvt``): the first frame is
+    written after one trajectory interval."""
+    with open(os.path.join(folder, "run.json")) as handle:
+        stages = json.load(handle)["protocol"]["stages"]
+    spec = next(s for s in stages if stage.endswith("-" + s["name"]))
+    step_ps = spec["trajectory_interval"] * spec["timestep_fs"] / 1000.0
+    return [step_ps * (f + 1) for f in range(count)]
+
+
+def track(folder: str, piece: str, every: int, model_path: str | None) -> dict:
+    import torch
+
+    from openmmml_e2former.checkpoints import file_sha256, load_checkpoint
+    from openmmml_e2former.data.exploration import piece_along_frames, run_folder_frames
+    from openmmml_e2former.data.labellers import XTBLabeller
+    from openmmml_e2former.potential import default_weights
+
+    torch.set_num_threads(2)
+    weights = model_path or default_weights("e2former-lsr")
+    model = load_checkpoint(weights)[0].float().eval()
+    top, charges, fragments, frames, stage, _ = run_folder_frames(folder)
+    first, last = (int(v) for v in piece.split("-"))
+    residues = list(top.residues())[first - 1 : last]
+    if not residues or last > top.getNumResidues() or first < 1:
+        raise SystemExit(f"--piece {piece}: the protein has residues 1-{top.getNumResidues()}")
+    chosen = list(range(0, len(frames), every))
+    times = frame_times(folder, stage, len(frames))
+    labeller = XTBLabeller()
+    start = time.perf_counter()
+    atoms = sum(1 for r in residues for _ in r.atoms())
+    print(f"{len(chosen)} frames of {stage}, residues {piece} ({atoms} atoms), model and GFN2-xTB on each")
+
+    def progress(row):
+        print(f"  frame {chosen[row['frame']]} ({times[chosen[row['frame']]]:.1f} ps): force MAE "
+              f"{row['force_mae']:.3f} eV/Å, {time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
+
+    frames = [frames[f] for f in chosen]
+    rows = piece_along_frames(model, labeller, top, frames, charges, fragments, residues, progress)
+    for row, f in zip(rows, chosen, strict=True):
+        row["frame"], row["time_ps"] = f, times[f]
+        print(
+            f"{row['time_ps']:6.1f} ps  E model {row['model_energy']:7.3f}  E GFN2-xTB "
+            f"{row['reference_energy']:7.3f} eV  force MAE {row['force_mae']:.3f} eV/Å"
+        )
+    names = "".join(f"{r.name}{first + i} " for i, r in enumerate(residues)).strip()
+    return {
+        "folder": folder, "stage": stage, "residues": piece, "names": names, "reference": labeller.method,
+        "weights_sha256": file_sha256(weights), "seconds": time.perf_counter() - start,
+        "summary": summarise(rows), "rows": rows,
+    }  # fmt: skip
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Agreement of the energy changes (MAE, correlation) and the mean force MAE."""
+    model = np.array([r["model_energy"] for r in rows])
+    reference = np.array([r["reference_energy"] for r in rows])
+    return {
+        "energy_change_mae": float(np.abs(model - reference).mean()),
+        "energy_change_correlation": float(np.corrcoef(model, reference)[0, 1]) if len(rows) > 2 else None,
+        "reference_energy_range": float(reference.max() - reference.min()),
+        "force_mae_mean": float(np.mean([r["force_mae"] for r in rows])),
+        "force_mae_max": float(np.max([r["force_mae"] for r in rows])),
+    }
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [r["time_ps"] for r in result["rows"]]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    top.plot(t, [r["reference_energy"] for r in result["rows"]], "o-", label=result["reference"])
+    top.plot(t, [r["model_energy"] for r in result["rows"]], "s--", label="E2Former-LSR (shipped)")
+    top.set_ylabel("E - E(first frame) (eV)")
+    top.set_title(f"residues {result['residues']} of {os.path.basename(result['folder'])}", fontsize=9)
+    top.legend(fontsize=8)
+    bottom.plot(t, [r["force_mae"] for r in result["rows"]], "o-")
+    bottom.set_ylabel("force MAE (eV/Å)")
+    bottom.set_xlabel("time (ps)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folder", help="an e2former run folder")
+    parser.add_argument("--piece", required=True, help="residues first-last (1-based) of the cut piece")
+    parser.add_argument("--every", type=int, default=1, help="every N-th saved frame")
+    parser.add_argument("--out", default="runs/stability")
+    parser.add_argument("--model-path", default=None, help="checkpoint (default: the shipped potential)")
+    args = parser.parse_args()
+    result = track(args.folder, args.piece, args.every, args.model_path)
+    result["command"] = (
+        f"python scripts/track_piece.py {args.folder} --piece {args.piece} --every {args.every} "
+        f"--out {args.out}" + (f" --model-path {args.model_path}" if args.model_path else "")
+    )
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"track-{os.path.basename(os.path.normpath(args.folder))}-{args.piece}")
+    with open(stem + ".json", "w") as handle:
+        json.dump(result, handle, indent=1)
+    plot(result, stem + ".png")
+    print(json.dumps(result["summary"], indent=1))
+    print(f"wrote {stem}.json, {stem}.png")
+
+
+if __name__ == "__main__":
+    main()
