@@ -549,3 +549,36 @@ def test_track_piece_frame_times_match_the_analysis_report():
     with open(os.path.join(folder, "analysis", "frames.csv")) as handle:
         expected = [float(r["time_ps"]) for r in csv.DictReader(handle)]
     assert frame_times(folder, "02-nvt", len(expected)) == pytest.approx(expected)
+
+
+def test_torsion_scan_torques_are_minus_the_slope_and_a_full_turn_changes_nothing():
+    """Twisting the ALA-NME peptide bond of ACE-ALA-NME: for the model and for GFN2-xTB the torque
+    the scan reports equals minus the finite-difference slope of its energies (per radian), a full
+    turn gives back the energy of no turn, and a bond outside the piece is refused."""
+    from openmmml_e2former.checkpoints import load_checkpoint
+    from openmmml_e2former.data.exploration import torsion_scan
+    from openmmml_e2former.data.generators import _atom_charges
+    from openmmml_e2former.data.labellers import XTBLabeller
+    from openmmml_e2former.data.peptides import build_capped_peptide
+    from openmmml_e2former.fragments import fragment_ids_from_topology
+    from openmmml_e2former.potential import default_weights
+
+    topology, positions = build_capped_peptide(["ALA"])
+    atoms = {(a.residue.name, a.name): a.index for a in topology.atoms()}
+    c, n = atoms[("ALA", "C")], atoms[("NME", "N")]
+    charges, fragments = _atom_charges(topology), fragment_ids_from_topology(topology)
+    model, _ = load_checkpoint(default_weights("e2former-lsr"))
+    residues = list(topology.residues())
+    frame = np.asarray(positions, dtype=np.float64)
+    h = 0.5  # degrees
+    rows = torsion_scan(
+        model.eval(), XTBLabeller(), topology, frame, charges, fragments, residues, n, c,
+        [0.0, 30.0 - h, 30.0, 30.0 + h, 360.0],
+    )  # fmt: skip
+    for kind in ("model", "reference"):
+        assert rows[4][f"{kind}_energy"] == pytest.approx(0.0, abs=2e-4), kind
+        assert abs(rows[2][f"{kind}_energy"]) > 0.01, kind  # the twist costs energy
+        slope = (rows[3][f"{kind}_energy"] - rows[1][f"{kind}_energy"]) / np.radians(2 * h)
+        assert rows[2][f"{kind}_torque"] == pytest.approx(-slope, abs=0.01 + 0.02 * abs(slope)), kind
+    with pytest.raises(ValueError, match="must lie in the chosen residues"):
+        torsion_scan(model, XTBLabeller(), topology, frame, charges, fragments, residues[:2], n, c, [0.0])

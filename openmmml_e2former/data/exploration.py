@@ -458,3 +458,58 @@ def _relative_to_first(rows: list[dict], keep_absolute: bool = False) -> list[di
                 row[key + "_absolute"] = row[key]
             row[key] -= first
     return rows
+
+
+def torsion_scan(
+    model, labeller, topology, positions: np.ndarray, charges, fragments, residues: list, moved, fixed, angles
+) -> list[dict]:
+    """Energy and torque for a twist about one bond, by ``model`` and by a reference ``labeller``:
+    is the potential as stiff as its reference against, say, twisting a peptide bond out of plane?
+
+    The side of the ``fixed``-``moved`` bond that holds ``moved`` (:func:`bond_side`; topology
+    indices) is rotated rigidly about the bond axis by each of ``angles`` (degrees, right-handed
+    about ``fixed`` -> ``moved``) in the H-capped piece ``residues``. Rows: ``angle``,
+    ``model_energy`` / ``reference_energy`` (eV, relative to the first angle) and ``model_torque`` /
+    ``reference_torque`` (eV/rad about the axis, the sum over the rotated side; minus the slope of
+    the energy)."""
+    from ..train.batching import predict, to_sample
+    from .generators import cut_window
+
+    inside = sorted(a.index for r in residues for a in r.atoms())
+    if moved not in inside or fixed not in inside:
+        raise ValueError("both atoms of the twisted bond must lie in the chosen residues")
+    side = [inside.index(i) for i in bond_side(topology, moved, fixed, set(inside))]
+    numbers, coords, frag, charge = cut_window(topology, positions, residues, charges, fragments)
+    origin = coords[inside.index(fixed)]
+    axis = coords[inside.index(moved)] - origin
+    axis /= np.linalg.norm(axis)
+    rows = []
+    for angle in angles:
+        twisted = coords.copy()
+        twisted[side] = origin + _rotate(coords[side] - origin, axis, np.radians(angle))
+        s = Structure(
+            f"twist/{angle:g}", "twist", numbers, twisted, frag, charge, energy=0.0, forces=0 * twisted
+        )
+        energy, forces = predict(model, [to_sample(s)])
+        ref = labeller.label(s)
+        arm = twisted[side] - origin
+        torque = {
+            "model": np.cross(arm, forces[0][side].detach().cpu().numpy()).sum(axis=0) @ axis,
+            "reference": np.cross(arm, np.asarray(ref.forces)[side]).sum(axis=0) @ axis,
+        }
+        rows.append(
+            {
+                "angle": float(angle),
+                "model_energy": float(energy[0].detach()),
+                "reference_energy": float(ref.energy),
+                "model_torque": float(torque["model"]),
+                "reference_torque": float(torque["reference"]),
+            }
+        )
+    return _relative_to_first(rows)
+
+
+def _rotate(vectors: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues' rotation of ``vectors`` [N, 3] by ``angle`` (rad) about the unit ``axis``."""
+    cos, sin = np.cos(angle), np.sin(angle)
+    return vectors * cos + np.cross(axis, vectors) * sin + np.outer(vectors @ axis, axis) * (1 - cos)
