@@ -5,7 +5,9 @@ cuts residues ``first-last`` (1-based positions in the protein, H-capped) from e
 saved frame of the run folder's MD stage and computes the piece's energy and forces with the
 potential and with GFN2-xTB (tblite). It writes ``track-<run>-<piece>.json`` (per frame: time,
 both energies relative to the first frame, force MAE and largest error over the piece's own atoms)
-and ``track-<run>-<piece>.png`` into ``--out``.
+and ``track-<run>-<piece>.png`` into ``--out``. ``python scripts/track_piece.py --compare A.json
+B.json --out stability/fold`` draws the same piece in two runs of one protein on one energy scale
+(both relative to the first frame of A) into ``compare-<piece>.png``.
 
 If the two energies rise and fall together while the piece changes shape (a helix unravelling),
 the potential reproduces its reference on that path, and the change is the reference's (or the
@@ -108,16 +110,53 @@ def plot(result: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def compare_plot(paths: list[str], out: str) -> str:
+    """One piece in several runs: absolute energies relative to the first run's first frame."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [json.load(open(path)) for path in paths]
+    if len({r["residues"] for r in results}) != 1:
+        raise SystemExit("--compare: the files track different pieces")
+    zero = {k: results[0]["rows"][0][k + "_energy_absolute"] for k in ("model", "reference")}
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    for r, colour in zip(results, ["C0", "C1", "C2", "C3"], strict=False):
+        run = os.path.basename(os.path.normpath(r["folder"]))
+        t = [row["time_ps"] for row in r["rows"]]
+        for kind, style, label in (("reference", "o-", r["reference"]), ("model", "s--", "potential")):
+            e = [row[kind + "_energy_absolute"] - zero[kind] for row in r["rows"]]
+            top.plot(t, e, style, color=colour, ms=4, label=f"{run}: {label}")
+        bottom.plot(t, [row["force_mae"] for row in r["rows"]], "o-", color=colour, ms=4, label=run)
+    top.set_ylabel("E - E(first frame of the first run) (eV)")
+    top.set_title(f"residues {results[0]['residues']}", fontsize=9)
+    top.legend(fontsize=7)
+    bottom.set_ylabel("force MAE (eV/Å)")
+    bottom.set_xlabel("time (ps)")
+    bottom.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out, f"compare-{results[0]['residues']}.png")
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("folder", help="an e2former run folder")
-    parser.add_argument("--piece", required=True, help="residues first-last (1-based) of the cut piece")
+    parser.add_argument("folder", nargs="?", help="an e2former run folder")
+    parser.add_argument("--piece", help="residues first-last (1-based) of the cut piece")
+    parser.add_argument("--compare", nargs="+", help="track-*.json files of one piece in several runs")
     parser.add_argument("--every", type=int, default=1, help="every N-th saved frame")
     parser.add_argument("--out", default="runs/stability")
     parser.add_argument("--model-path", default=None, help="checkpoint (default: the shipped potential)")
     args = parser.parse_args()
+    if args.compare:
+        print(f"wrote {compare_plot(args.compare, args.out)}")
+        return
+    if not (args.folder and args.piece):
+        parser.error("give a run folder and --piece (or --compare JSON...)")
     result = track(args.folder, args.piece, args.every, args.model_path)
     result["command"] = (
         f"python scripts/track_piece.py {args.folder} --piece {args.piece} --every {args.every} "
