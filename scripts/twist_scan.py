@@ -1,12 +1,14 @@
 """Is the shipped potential as stiff as GFN2-xTB against twisting a peptide bond out of plane?
 
-``python scripts/twist_scan.py --out stability/fold`` builds ACE-ALA-ALA-NME (the builder's
-geometry), rotates the C-terminal side of its central ALA-ALA peptide bond rigidly about the C-N
-axis (``exploration.torsion_scan``; -90 to +90 degrees) and writes the energies and torques of the
-potential and of GFN2-xTB to ``twist-ala-ala.json`` and ``twist-ala-ala.png`` in ``--out``.
+``python scripts/twist_scan.py --sequence ALA,ALA --out stability/fold`` builds ACE-ALA-ALA-NME
+(the builder's extended geometry), rotates the C-terminal side of its central peptide bond rigidly
+about the C-N axis (``exploration.torsion_scan``; -90 to +90 degrees) and writes the energies and
+torques of the potential and of GFN2-xTB to ``twist-ala-ala.json`` in ``--out``; ``twist.png``
+there draws every ``twist-*.json`` of the folder.
 
 Villin ML/MM runs with the shipped potential have peptide bonds further from planar than AMBER14's
-(mean |omega - 180| 13-16 degrees against 8, single bonds up to 60), so this checks the rigid twist.
+(`scripts/run_geometry.py`: bonds next to charged residues twisted by 25-40 degrees on average, up
+to 87; none beyond 40 with AMBER14), so this checks the rigid twist, also between charged residues.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 ANGLES = [0, 15, 30, 45, 60, 75, 90, -15, -30, -45, -60, -75, -90]
 
 
-def scan(model_path: str | None) -> dict:
+def scan(sequence: list[str], model_path: str | None) -> dict:
     import torch
 
     from openmmml_e2former.checkpoints import file_sha256, load_checkpoint
@@ -34,7 +36,9 @@ def scan(model_path: str | None) -> dict:
     torch.set_num_threads(2)
     weights = model_path or default_weights("e2former-lsr")
     model = load_checkpoint(weights)[0].float().eval()
-    topology, positions = build_capped_peptide(["ALA", "ALA"])
+    if len(sequence) != 2:
+        raise SystemExit("--sequence: two residues, e.g. GLU,ASP")
+    topology, positions = build_capped_peptide(sequence)
     residues = list(topology.residues())
     c = next(a.index for a in residues[1].atoms() if a.name == "C")
     n = next(a.index for a in residues[2].atoms() if a.name == "N")
@@ -50,46 +54,57 @@ def scan(model_path: str | None) -> dict:
             f"E GFN2-xTB {r['reference_energy']:6.3f} eV"
         )
     return {
-        "molecule": "ACE-ALA-ALA-NME", "bond": "ALA2:C-ALA3:N (C-terminal side rotated)",
+        "molecule": "ACE-" + "-".join(sequence) + "-NME",
+        "bond": f"{sequence[0]}2:C-{sequence[1]}3:N (C-terminal side rotated)",
         "reference": labeller.method, "weights_sha256": file_sha256(weights), "rows": rows,
     }  # fmt: skip
 
 
-def plot(result: dict, path: str) -> None:
+def plot_all(folder: str) -> str:
+    """One panel per ``twist-*.json`` in ``folder`` into ``twist.png``."""
+    import glob
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    angles = [r["angle"] for r in result["rows"]]
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.plot(angles, [r["reference_energy"] for r in result["rows"]], "o-", label=result["reference"])
-    ax.plot(angles, [r["model_energy"] for r in result["rows"]], "s--", label="E2Former-LSR (shipped)")
-    ax.set_xlabel("rigid twist of the peptide bond (degrees)")
-    ax.set_ylabel("E - E(no twist) (eV)")
-    ax.set_title(result["molecule"], fontsize=9)
-    ax.legend(fontsize=8)
+    paths = sorted(glob.glob(os.path.join(folder, "twist-*.json")))
+    fig, axes = plt.subplots(1, len(paths), figsize=(3.3 * len(paths), 3.2), squeeze=False, sharey=True)
+    for ax, path in zip(axes[0], paths, strict=True):
+        with open(path) as handle:
+            result = json.load(handle)
+        angles = [r["angle"] for r in result["rows"]]
+        ax.plot(angles, [r["reference_energy"] for r in result["rows"]], "o-", label=result["reference"])
+        ax.plot(angles, [r["model_energy"] for r in result["rows"]], "s--", label="E2Former-LSR (shipped)")
+        ax.set_title(result["molecule"], fontsize=9)
+        ax.set_xlabel("rigid peptide-bond twist (deg)")
+    axes[0][0].set_ylabel("E - E(no twist) (eV)")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    out = os.path.join(folder, "twist.png")
+    fig.savefig(out, dpi=110)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--sequence", default="ALA,ALA", help="the two residues of the twisted bond")
     parser.add_argument("--out", default="runs/stability")
     parser.add_argument("--model-path", default=None, help="checkpoint (default: the shipped potential)")
     args = parser.parse_args()
-    result = scan(args.model_path)
-    result["command"] = f"python scripts/twist_scan.py --out {args.out}" + (
+    sequence = args.sequence.upper().split(",")
+    result = scan(sequence, args.model_path)
+    result["command"] = f"python scripts/twist_scan.py --sequence {args.sequence} --out {args.out}" + (
         f" --model-path {args.model_path}" if args.model_path else ""
     )
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, "twist-ala-ala")
+    stem = os.path.join(args.out, "twist-" + "-".join(sequence).lower())
     with open(stem + ".json", "w") as handle:
         json.dump(result, handle, indent=1)
-    plot(result, stem + ".png")
-    print(f"wrote {stem}.json, {stem}.png")
+    print(f"wrote {stem}.json and {plot_all(args.out)} (every twist-*.json in {args.out})")
 
 
 if __name__ == "__main__":

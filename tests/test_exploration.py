@@ -582,3 +582,53 @@ def test_torsion_scan_torques_are_minus_the_slope_and_a_full_turn_changes_nothin
         assert rows[2][f"{kind}_torque"] == pytest.approx(-slope, abs=0.01 + 0.02 * abs(slope)), kind
     with pytest.raises(ValueError, match="must lie in the chosen residues"):
         torsion_scan(model, XTBLabeller(), topology, frame, charges, fragments, residues[:2], n, c, [0.0])
+
+
+def test_run_geometry_measures_a_known_peptide_bond_twist():
+    """scripts/run_geometry.py on a two-frame trajectory of ACE-ALA-ALA-NME: the prepared
+    structure itself (no change) and the central peptide bond's C-terminal side rotated by 30
+    degrees about the C-N axis: that bond's |omega - 180| grows by 30 degrees, bond lengths stay."""
+    import sys
+
+    import mdtraj
+
+    from openmmml_e2former.data.exploration import _rotate
+    from openmmml_e2former.data.peptides import build_capped_peptide
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    sys.path.insert(0, os.path.join(root, "scripts"))
+    from run_geometry import frame_geometry, most_twisted
+
+    topology, positions = build_capped_peptide(["ALA", "ALA"])
+    frame = np.asarray(positions, dtype=np.float64)
+    residues = list(topology.residues())
+    c = next(a.index for a in residues[1].atoms() if a.name == "C")
+    n = next(a.index for a in residues[2].atoms() if a.name == "N")
+    side = [a.index for r in residues[2:] for a in r.atoms()]  # ALA3 and NME
+    axis = (frame[n] - frame[c]) / np.linalg.norm(frame[n] - frame[c])
+    twisted = frame.copy()
+    twisted[side] = frame[c] + _rotate(frame[side] - frame[c], axis, np.radians(30.0))
+    top = mdtraj.Topology.from_openmm(topology)
+    traj = mdtraj.Trajectory(np.stack([frame, twisted]) / 10.0, top)
+    reference = mdtraj.Trajectory(frame[None] / 10.0, top)
+    rows = frame_geometry(traj, reference)
+    assert rows[0]["bond_change_angstrom"] == pytest.approx(0.0, abs=1e-5)
+    assert rows[1]["bond_change_angstrom"] == pytest.approx(0.0, abs=1e-5)  # a rigid rotation
+    assert rows[1]["angle_change_degrees"] == pytest.approx(0.0, abs=1e-3)  # about a bond: angles kept
+    (worst, *_) = most_twisted(traj)
+    assert worst["bond"] == "ALA2-ALA3"
+    ca2 = next(a.index for a in residues[1].atoms() if a.name == "CA")
+    ca3 = next(a.index for a in residues[2].atoms() if a.name == "CA")
+    omega = [_dihedral(x[ca2], x[c], x[n], x[ca3]) for x in (frame, twisted)]
+    assert (omega[1] - omega[0]) % 360 == pytest.approx(30.0, abs=0.01)
+    twists = [180.0 - abs(w) for w in omega]
+    assert worst["max_degrees"] == pytest.approx(max(twists), abs=0.01)
+    assert worst["mean_degrees"] == pytest.approx(np.mean(twists), abs=0.01)
+
+
+def _dihedral(a, b, c, d) -> float:
+    """The a-b-c-d dihedral (degrees, -180..180), from the textbook formula."""
+    b0, b1, b2 = a - b, c - b, d - c
+    b1 = b1 / np.linalg.norm(b1)
+    v, w = b0 - (b0 @ b1) * b1, b2 - (b2 @ b1) * b1
+    return float(np.degrees(np.arctan2(np.cross(b1, v) @ w, v @ w)))
