@@ -426,7 +426,7 @@ def test_bond_stretch_scan_forces_are_minus_the_slope_of_its_energies():
     residues = list(topology.residues())
     h = 0.005
     rows = bond_stretch_scan(
-        model.eval(), XTBLabeller(), topology, frame, charges, fragments, residues, hz1, nz,
+        model.double().eval(), XTBLabeller(), topology, frame, charges, fragments, residues, hz1, nz,
         [bond, 1.2 - h, 1.2, 1.2 + h],
     )  # fmt: skip
     assert rows[0]["model_energy"] == rows[0]["reference_energy"] == 0.0
@@ -474,7 +474,8 @@ def test_bond_stretch_scan_moves_the_whole_side_of_a_heavy_atom_bond():
     charges, fragments = _atom_charges(topology), fragment_ids_from_topology(topology)
     h = 0.005
     rows = bond_stretch_scan(
-        model.eval(), XTBLabeller(), topology, frame, charges, fragments, list(topology.residues()), cg, cb,
+        model.double().eval(), XTBLabeller(), topology, frame, charges, fragments,
+        list(topology.residues()), cg, cb,
         [1.52, 1.65 - h, 1.65, 1.65 + h],
     )  # fmt: skip
     for kind in ("model", "reference"):
@@ -572,7 +573,7 @@ def test_torsion_scan_torques_are_minus_the_slope_and_a_full_turn_changes_nothin
     frame = np.asarray(positions, dtype=np.float64)
     h = 0.5  # degrees
     rows = torsion_scan(
-        model.eval(), XTBLabeller(), topology, frame, charges, fragments, residues, n, c,
+        model.double().eval(), XTBLabeller(), topology, frame, charges, fragments, residues, n, c,
         [0.0, 30.0 - h, 30.0, 30.0 + h, 360.0],
     )  # fmt: skip
     for kind in ("model", "reference"):

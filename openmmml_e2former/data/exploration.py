@@ -355,7 +355,6 @@ def bond_stretch_scan(
     (Å). Rows: ``distance``, ``model_energy`` and ``reference_energy`` (eV, relative to the first
     distance) and ``model_force`` / ``reference_force`` (eV/Å, the total force on the moved side
     along the stretch: positive pushes it further out)."""
-    from ..train.batching import predict, to_sample
     from .generators import cut_window
 
     inside = sorted(a.index for r in residues for a in r.atoms())
@@ -369,19 +368,16 @@ def bond_stretch_scan(
     for d in distances:
         moved_coords = coords.copy()
         moved_coords[side] += coords[x] + d * direction - coords[m]
-        s = Structure(
-            f"stretch/{d:.3f}", "stretch", numbers, moved_coords, frag, charge, energy=0.0,
-            forces=0 * moved_coords,
-        )  # fmt: skip
-        energy, forces = predict(model, [to_sample(s)])
-        ref = labeller.label(s)
+        energy, forces, ref_energy, ref_forces = _model_and_reference(
+            model, labeller, Structure(f"stretch/{d:.3f}", "stretch", numbers, moved_coords, frag, charge)
+        )
         rows.append(
             {
                 "distance": float(d),
-                "model_energy": float(energy[0].detach()),
-                "model_force": float(forces[0][side].detach().cpu().numpy().sum(axis=0) @ direction),
-                "reference_energy": float(ref.energy),
-                "reference_force": float(np.asarray(ref.forces)[side].sum(axis=0) @ direction),
+                "model_energy": energy,
+                "model_force": float(forces[side].sum(axis=0) @ direction),
+                "reference_energy": ref_energy,
+                "reference_force": float(ref_forces[side].sum(axis=0) @ direction),
             }
         )
     return _relative_to_first(rows)
@@ -423,22 +419,21 @@ def piece_along_frames(
     ``*_absolute`` ones compare pieces of two runs of one protein), and the force MAE / largest
     error (eV/Å) over the piece's own atoms (the caps excluded).
     ``on_frame(row)``, if given, sees each row as it is done (absolute energies)."""
-    from ..train.batching import predict, to_sample
     from .generators import cut_window
 
     own = sum(1 for r in residues for _ in r.atoms())
     rows = []
     for f, frame in enumerate(frames):
         numbers, coords, frag, charge = cut_window(topology, frame, residues, charges, fragments)
-        s = Structure(f"piece/f{f}", "piece", numbers, coords, frag, charge, energy=0.0, forces=0 * coords)
-        energy, forces = predict(model, [to_sample(s)])
-        ref = labeller.label(s)
-        error = np.abs(forces[0].detach().cpu().numpy()[:own] - np.asarray(ref.forces)[:own])
+        energy, forces, ref_energy, ref_forces = _model_and_reference(
+            model, labeller, Structure(f"piece/f{f}", "piece", numbers, coords, frag, charge)
+        )
+        error = np.abs(forces[:own] - ref_forces[:own])
         rows.append(
             {
                 "frame": f,
-                "model_energy": float(energy[0].detach()),
-                "reference_energy": float(ref.energy),
+                "model_energy": energy,
+                "reference_energy": ref_energy,
                 "force_mae": float(error.mean()),
                 "force_max_error": float(error.max()),
             }
@@ -472,7 +467,6 @@ def torsion_scan(
     ``model_energy`` / ``reference_energy`` (eV, relative to the first angle) and ``model_torque`` /
     ``reference_torque`` (eV/rad about the axis, the sum over the rotated side; minus the slope of
     the energy)."""
-    from ..train.batching import predict, to_sample
     from .generators import cut_window
 
     inside = sorted(a.index for r in residues for a in r.atoms())
@@ -487,21 +481,19 @@ def torsion_scan(
     for angle in angles:
         twisted = coords.copy()
         twisted[side] = origin + _rotate(coords[side] - origin, axis, np.radians(angle))
-        s = Structure(
-            f"twist/{angle:g}", "twist", numbers, twisted, frag, charge, energy=0.0, forces=0 * twisted
+        energy, forces, ref_energy, ref_forces = _model_and_reference(
+            model, labeller, Structure(f"twist/{angle:g}", "twist", numbers, twisted, frag, charge)
         )
-        energy, forces = predict(model, [to_sample(s)])
-        ref = labeller.label(s)
         arm = twisted[side] - origin
         torque = {
-            "model": np.cross(arm, forces[0][side].detach().cpu().numpy()).sum(axis=0) @ axis,
-            "reference": np.cross(arm, np.asarray(ref.forces)[side]).sum(axis=0) @ axis,
+            "model": np.cross(arm, forces[side]).sum(axis=0) @ axis,
+            "reference": np.cross(arm, ref_forces[side]).sum(axis=0) @ axis,
         }
         rows.append(
             {
                 "angle": float(angle),
-                "model_energy": float(energy[0].detach()),
-                "reference_energy": float(ref.energy),
+                "model_energy": energy,
+                "reference_energy": ref_energy,
                 "model_torque": float(torque["model"]),
                 "reference_torque": float(torque["reference"]),
             }
@@ -513,3 +505,21 @@ def _rotate(vectors: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
     """Rodrigues' rotation of ``vectors`` [N, 3] by ``angle`` (rad) about the unit ``axis``."""
     cos, sin = np.cos(angle), np.sin(angle)
     return vectors * cos + np.cross(axis, vectors) * sin + np.outer(vectors @ axis, axis) * (1 - cos)
+
+
+def _model_and_reference(model, labeller, structure: Structure):
+    """(model energy eV, model forces eV/Å, reference energy, reference forces) of an unlabelled
+    structure, the model run in its own floating-point precision (float64 for finite-difference
+    checks: float32 energies of a few thousand eV resolve only ~1e-4 eV)."""
+    from ..train.batching import predict, to_sample
+
+    dtype = next(model.parameters()).dtype
+    structure.energy, structure.forces = 0.0, np.zeros_like(structure.positions)
+    energy, forces = predict(model, [to_sample(structure, dtype=dtype)])
+    ref = labeller.label(structure)
+    return (
+        float(energy[0].detach()),
+        forces[0].detach().cpu().numpy().astype(np.float64),
+        float(ref.energy),
+        np.asarray(ref.forces, dtype=np.float64),
+    )
