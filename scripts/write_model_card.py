@@ -180,7 +180,8 @@ def _mm_reference(folder: str) -> str:
     if not os.path.exists(os.path.join(folder, "analysis", "summary.json")):
         return f"* Classical baseline (`{folder}`): not run."
     return (
-        f"* **Classical baseline**: the same protocol, seed and prepared system with no ML region "
+        f"* **Classical baseline**: the same protocol and seed with no ML region (the same protein, "
+        f"water and ions placed anew) "
         f"(`e2former run stability/villin-20ps-hcons.yaml --pdb stability/villin_protein.pdb --ml none "
         f"-o {folder} --analyze`), AMBER14 for the protein." + _fold(folder)
     )
