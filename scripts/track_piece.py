@@ -117,12 +117,16 @@ def compare_plot(paths: list[str], out: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = [json.load(open(path)) for path in paths]
+    results = []
+    for path in paths:
+        with open(path) as handle:
+            results.append(json.load(handle))
     if len({r["residues"] for r in results}) != 1:
         raise SystemExit("--compare: the files track different pieces")
     zero = {k: results[0]["rows"][0][k + "_energy_absolute"] for k in ("model", "reference")}
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
-    for r, colour in zip(results, ["C0", "C1", "C2", "C3"], strict=False):
+    for i, r in enumerate(results):
+        colour = f"C{i % 10}"
         run = os.path.basename(os.path.normpath(r["folder"]))
         t = [row["time_ps"] for row in r["rows"]]
         for kind, style, label in (("reference", "o-", r["reference"]), ("model", "s--", "potential")):
