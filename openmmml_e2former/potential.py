@@ -164,6 +164,15 @@ def default_weights(name: str) -> str:
         raise ValueError(f"{NO_WEIGHTS_MESSAGE.format(name=name)} ({exc})") from exc
 
 
+def load_network(model_path: str | None = None, name: str = "e2former-lsr"):
+    """(float32 network in eval mode, its file) from ``model_path`` or, without it, the default
+    weights of ``name``: for checks that call the network directly, outside OpenMM."""
+    from .checkpoints import load_checkpoint
+
+    path = model_path or default_weights(name)
+    return load_checkpoint(path)[0].float().eval(), path
+
+
 def has_default_weights(name: str) -> bool:
     """True when :func:`default_weights` finds a file without downloading anything."""
     import os

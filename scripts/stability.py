@@ -253,12 +253,11 @@ def locality(folder: str, model_path: str | None, radius: float) -> dict:
     (``exploration.locality_gaps``), eV/Å."""
     import torch
 
-    from openmmml_e2former.checkpoints import load_checkpoint
     from openmmml_e2former.data.exploration import locality_gaps, run_folder_frames
-    from openmmml_e2former.potential import default_weights
+    from openmmml_e2former.potential import load_network
 
     torch.set_num_threads(2)
-    model = load_checkpoint(model_path or default_weights("e2former-lsr"))[0].float().eval()
+    model, _ = load_network(model_path)
     top, charges, fragments, frames, stage, _ = run_folder_frames(folder)
     names = [f"{r.name}{r.index + 1}" for r in top.residues()]
     rows = []
@@ -290,13 +289,12 @@ def stretch(folder: str, model_path: str | None, bond: str, piece: str, frame: i
     ``piece`` is a residue range ``first-last``."""
     import torch
 
-    from openmmml_e2former.checkpoints import load_checkpoint
     from openmmml_e2former.data.exploration import bond_stretch_scan, run_folder_frames
     from openmmml_e2former.data.labellers import XTBLabeller
-    from openmmml_e2former.potential import default_weights
+    from openmmml_e2former.potential import load_network
 
     torch.set_num_threads(2)
-    model = load_checkpoint(model_path or default_weights("e2former-lsr"))[0].float().eval()
+    model, _ = load_network(model_path)
     top, charges, fragments, frames, stage, _ = run_folder_frames(folder)
     residues = list(top.residues())
     position, names = bond.split(":")

@@ -37,14 +37,13 @@ def frame_times(folder: str, stage: str, count: int) -> list[float]:
 def track(folder: str, piece: str, every: int, model_path: str | None) -> dict:
     import torch
 
-    from openmmml_e2former.checkpoints import file_sha256, load_checkpoint
+    from openmmml_e2former.checkpoints import file_sha256
     from openmmml_e2former.data.exploration import piece_along_frames, run_folder_frames
     from openmmml_e2former.data.labellers import XTBLabeller
-    from openmmml_e2former.potential import default_weights
+    from openmmml_e2former.potential import load_network
 
     torch.set_num_threads(2)
-    weights = model_path or default_weights("e2former-lsr")
-    model = load_checkpoint(weights)[0].float().eval()
+    model, weights = load_network(model_path)
     top, charges, fragments, frames, stage, _ = run_folder_frames(folder)
     first, last = (int(v) for v in piece.split("-"))
     residues = list(top.residues())[first - 1 : last]

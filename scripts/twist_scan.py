@@ -25,17 +25,16 @@ ANGLES = [0, 15, 30, 45, 60, 75, 90, -15, -30, -45, -60, -75, -90]
 def scan(sequence: list[str], model_path: str | None) -> dict:
     import torch
 
-    from openmmml_e2former.checkpoints import file_sha256, load_checkpoint
+    from openmmml_e2former.checkpoints import file_sha256
     from openmmml_e2former.data.exploration import torsion_scan
     from openmmml_e2former.data.generators import _atom_charges
     from openmmml_e2former.data.labellers import XTBLabeller
     from openmmml_e2former.data.peptides import build_capped_peptide
     from openmmml_e2former.fragments import fragment_ids_from_topology
-    from openmmml_e2former.potential import default_weights
+    from openmmml_e2former.potential import load_network
 
     torch.set_num_threads(2)
-    weights = model_path or default_weights("e2former-lsr")
-    model = load_checkpoint(weights)[0].float().eval()
+    model, weights = load_network(model_path)
     if len(sequence) != 2:
         raise SystemExit("--sequence: two residues, e.g. GLU,ASP")
     topology, positions = build_capped_peptide(sequence)

@@ -221,3 +221,20 @@ def test_evaluate_command_selects_a_split_side_and_reports_each_molecule(tmp_pat
         assert row["force_mae"] == pytest.approx(mae, abs=TOLERANCE)
     split.write_text(json.dumps({"train": [], "val": [], "test": ["no-such-id"]}))
     assert main(args) == 2
+
+
+def test_load_network_gives_the_shipped_or_the_named_weights(tmp_path):
+    """``potential.load_network`` (used by the stability scripts): without a path, the shipped file
+    as a float32 network in eval mode; with one, that file (a float64 copy comes back float32)."""
+    import torch
+
+    from openmmml_e2former.checkpoints import save_checkpoint
+    from openmmml_e2former.potential import load_network
+
+    model, path = load_network()
+    assert path == find_shipped_potential("e2former-lsr")
+    assert not model.training and next(model.parameters()).dtype == torch.float32
+    copy = str(tmp_path / "copy.pt")
+    save_checkpoint(load_checkpoint(path)[0].double(), copy)
+    other, other_path = load_network(copy)
+    assert other_path == copy and next(other.parameters()).dtype == torch.float32
