@@ -210,6 +210,7 @@ def main() -> None:
     }
 
     from openmmml_e2former.fragments import fragment_ids_from_topology
+    from openmmml_e2former.model.graph import fragment_centroids
 
     pdb = vc.villin_pdb()
     top = pdb.topology
@@ -289,11 +290,14 @@ def main() -> None:
         """Both energies with the local stage (identical in the two models) computed once."""
         x = path(t)
         m = models["lsr"]
-        short = m.norm_local(m.local_stage(x, z, None, m.embed(z, charge, {}, False), {}, False))
+        short = m.norm_local(m.local_stage(z, m.local_graph(x, None), m.embed(z, charge, {}, False), {}, False))
+        num_fragments = int(fid.max()) + 1
+        centres = fragment_centroids(x, fid, num_fragments, None)
         out = []
         for v in ["topk", "lsr"]:
             mv = models[v]
-            long = mv.long_stage(x, z, fid, None, None, short, {}, False)
+            graph = mv.long_graph(x, centres, fid, None)
+            long = mv.long_stage(z, fid, num_fragments, graph, short, {}, False)
             feats = mv.final_linear(torch.cat([mv.norm_output(short), mv.norm_output(long)], dim=-1))
             per_atom = mv.energy_head(feats[:, 0]).squeeze(-1) + mv.reference_energies[z].to(feats.dtype)
             out.append(float(per_atom.sum()))

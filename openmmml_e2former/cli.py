@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "openmmml_e2former.cli_train",  # label, train, evaluate
     "openmmml_e2former.cli_simulate",  # run, prepare, analyze, protocols
     "openmmml_e2former.cli_checkpoints",  # convert, eval
+    "openmmml_e2former.cli_bench",  # bench speed
 ]
 
 # What a Ctrl-C leaves behind, for the commands that resume.

@@ -10,7 +10,9 @@ referenceEnergies  True: add the energy head's known per-element reference energ
 randomInit     True: a seeded random network (tests and timing only), with ``seed``
 preset         size of the random network: 'small' (default) or 'paper'
 precision      'single' (default) or 'double'
-backend        'torchforce' (default) or 'pythonforce'
+backend        'torchforce' (default) or 'pythonforce' (the network runs in Python)
+device         pythonforce: 'auto' (default: CUDA when torch sees a GPU), 'cpu' or 'cuda'
+compile        pythonforce: True runs the network through torch.compile (CUDA graphs on a GPU)
 charge         total charge of the ML region (default: rounded sum of the MM charges of
                the ML atoms when the System has a NonbondedForce, else 0)
 fragmentIds    explicit fragment id per ML atom (default: from the topology)
@@ -107,12 +109,15 @@ class E2FormerPotentialImpl:
         if periodic:
             _check_periodic_box(topology, system, model.config.max_cutoff)
         module = OpenMMModule(model, numbers, fragments, charge, indices, caps, periodic, dtype)
-        scripted = torch.jit.script(module.eval())
         backend = options.get("backend", "torchforce")
         if backend == "torchforce":
-            return _torch_force(scripted, periodic, options.get("useCUDAGraphs", False))
+            scripted = torch.jit.script(module.eval())
+            return _torch_force(scripted, periodic, bool(options.get("useCUDAGraphs", False)))
         if backend == "pythonforce":
-            force = openmm.PythonForce(TorchComputation(scripted, periodic))
+            computation = TorchComputation(
+                module.eval(), periodic, options.get("device", "auto"), bool(options.get("compile", False))
+            )
+            force = openmm.PythonForce(computation)
             force.setUsesPeriodicBoundaryConditions(periodic)
             return force
         raise ValueError(f"backend must be 'torchforce' or 'pythonforce', not {backend!r}")
@@ -190,39 +195,102 @@ def _random_model(preset, overrides):
 
 
 class TorchComputation:
-    """PythonForce callback around a scripted :class:`OpenMMModule`; picklable, so a
-    System holding it survives XmlSerializer and deepcopy."""
+    """PythonForce callback around an :class:`~openmmml_e2former.export.OpenMMModule`.
 
-    def __init__(self, module, periodic: bool):
+    ``device``: 'auto' (CUDA when torch sees a GPU, else the CPU), 'cpu' or 'cuda[:k]' —
+    where the network runs, whatever OpenMM's platform.  ``compile``: run the module through
+    ``torch.compile(fullgraph=True, dynamic=False)`` (mode 'reduce-overhead', i.e. CUDA
+    graphs, on a GPU), as openmm-ml 1.8 does for its own models.  The graph plan is made
+    eagerly on the first call; when a step reports that a graph outgrew it (the energy comes
+    back NaN with the module's ``overflow`` flag set, read after the call, when the result is
+    on the host anyway), the module re-plans and the step is recomputed.  Picklable, so a
+    System holding it survives XmlSerializer and deepcopy.
+    """
+
+    def __init__(self, module, periodic: bool, device: str = "auto", compile: bool = False):
         self.module = module
         self.periodic = periodic
+        self.device_name = device
+        self.compile = compile
+        self._setup()
+
+    def _setup(self) -> None:
+        import torch
+
+        name = self.device_name
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(name)
+        self.module = self.module.to(self.device)
+        self.static = bool(getattr(self.module, "static", False))
+        if self.static:
+            self.module.host_checks = False
+        self._compiled = None
+
+    def _runner(self):
+        import torch
+
+        if not self.compile:
+            return self.module
+        if self._compiled is None:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._compiled = torch.compile(self.module, fullgraph=True, dynamic=False, mode=mode)
+        return self._compiled
+
+    def _evaluate(self, positions, box):
+        import torch
+
+        x = positions.detach().requires_grad_(True)
+        energy = self._runner()(x, box)
+        (gradient,) = torch.autograd.grad(energy, x)
+        return energy.detach(), gradient
 
     def __call__(self, state):
         import torch
 
         positions = torch.tensor(
             state.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer), dtype=torch.float64
-        ).requires_grad_(True)
+        ).to(self.device)
         box = None
         if self.periodic:
             vectors = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(openmm.unit.nanometer)
-            box = torch.tensor(vectors, dtype=torch.float64)
-        energy = self.module(positions, box)
-        (gradient,) = torch.autograd.grad(energy, positions)
-        return float(energy.detach()), -gradient.numpy()
+            box = torch.tensor(vectors, dtype=torch.float64).to(self.device)
+        if self.static and not self.module.planned:
+            self.module.plan(positions, box)
+        energy, gradient = self._evaluate(positions, box)
+        value = float(energy)
+        if self.static and bool(self.module.overflow):
+            self.module.plan(positions, box)  # grow: shapes change, torch.compile recompiles
+            energy, gradient = self._evaluate(positions, box)
+            value = float(energy)
+        return value, -gradient.cpu().numpy()
 
     def __getstate__(self):
         import torch
 
         buffer = io.BytesIO()
-        torch.jit.save(self.module, buffer)
-        return {"module": buffer.getvalue(), "periodic": self.periodic}
+        torch.save(self.module.cpu(), buffer)
+        self.module.to(self.device)
+        return {
+            "module": buffer.getvalue(),
+            "periodic": self.periodic,
+            "device": self.device_name,
+            "compile": self.compile,
+        }
 
     def __setstate__(self, state):
         import torch
 
-        self.module = torch.jit.load(io.BytesIO(state["module"]))
+        try:
+            module = torch.load(io.BytesIO(state["module"]), weights_only=False)
+            module.planned = False  # plan again for the positions of the new Context
+        except Exception:  # a System saved before 0.2: the module was stored as TorchScript
+            module = torch.jit.load(io.BytesIO(state["module"]))
+        self.module = module
         self.periodic = state["periodic"]
+        self.device_name = state.get("device", "auto")
+        self.compile = state.get("compile", False)
+        self._setup()
 
 
 def ensure_torch_plugins() -> None:

@@ -186,7 +186,9 @@ def test_locality_long_range_acts_only_through_long_blocks():
         _, without_b = model.features(pos[sub], z[sub], frag[sub], torch.tensor(0.0), None, None, True)
     parts = isolated_energy(model, pos, z, frag, [0, 1, 2, 3]) + isolated_energy(model, pos, z, frag, [4])
     assert abs(total - parts) > 1e-8
-    assert torch.equal(with_b["norm_final_out"][:4], without_b["norm_final_out"])
+    # equal to float64 rounding (node-wise matmuls of 4 or 5 rows may round differently);
+    # any coupling through the local stage would be many orders of magnitude larger
+    torch.testing.assert_close(with_b["norm_final_out"][:4], without_b["norm_final_out"], rtol=0, atol=1e-13)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

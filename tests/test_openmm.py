@@ -716,6 +716,61 @@ def test_cuda_matches_reference(dipeptide, dipeptide_reference, backend):
     assert_forces_close(forces, dipeptide_reference[1], 1e-5)
 
 
+def _cuda_ready():
+    if _cuda_platform() is None or not torch.cuda.is_available():
+        pytest.skip("needs the OpenMM CUDA platform and a CUDA device for PyTorch")
+
+
+def _after_steps(system, positions, steps: int):
+    """(positions nm, energy, forces) after ``steps`` Verlet steps on the CUDA platform."""
+    integrator = openmm.VerletIntegrator(0.0002)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CUDA"))
+    try:
+        context.setPositions(positions)
+        integrator.step(steps)
+        state = context.getState(getEnergy=True, getForces=True, getPositions=True)
+        return (
+            state.getPositions(asNumpy=True),
+            state.getPotentialEnergy().value_in_unit(KJ),
+            np.asarray(state.getForces(asNumpy=True).value_in_unit(KJ_NM)),
+        )
+    finally:
+        del context
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["double", "single"])
+def test_cuda_graphs_match_network_after_capture(dipeptide, precision):
+    """useCUDAGraphs: after openmm-torch's 10 warm-up calls the step is a replayed graph; the
+    energy and forces at the positions it reached equal the float64 network's there."""
+    _cuda_ready()
+    system = lsr_potential().createSystem(
+        dipeptide.topology, precision=precision, backend="torchforce", useCUDAGraphs=True
+    )
+    positions, energy, forces = _after_steps(system, dipeptide.positions, 25)
+    ref_energy, ref_forces = network_reference(dipeptide.topology, positions)
+    tolerance = 1e-5 if precision == "double" else 2e-3
+    assert_energy_close(energy, ref_energy, tolerance)
+    assert_forces_close(forces, ref_forces, tolerance)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compile_module", [False, True])
+def test_pythonforce_runs_network_on_cuda(dipeptide, compile_module):
+    """The Python-side backend computes on the GPU (device='cuda'), eager or torch.compile'd
+    (CUDA graphs through mode='reduce-overhead'), and matches the float64 network."""
+    _cuda_ready()
+    system = lsr_potential().createSystem(
+        dipeptide.topology, precision="double", backend="pythonforce", device="cuda", compile=compile_module
+    )
+    computation = [f for f in system.getForces() if isinstance(f, openmm.PythonForce)]
+    assert computation, "no PythonForce in the System"
+    positions, energy, forces = _after_steps(system, dipeptide.positions, 5)
+    ref_energy, ref_forces = network_reference(dipeptide.topology, positions)
+    assert_energy_close(energy, ref_energy, 1e-5)
+    assert_forces_close(forces, ref_forces, 1e-5)
+
+
 # ------------------------------------------------------------------ 9. local-only 'e2former'
 
 

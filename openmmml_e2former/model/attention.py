@@ -9,7 +9,6 @@ degrees l <= lmax through :class:`VectorTensorProduct`.
 from __future__ import annotations
 
 import torch
-from e3nn import o3
 from torch import nn
 
 from .config import E2FormerConfig
@@ -20,6 +19,7 @@ from .layers import (
     mlp,
     polynomial_envelope,
 )
+from .so3 import SphericalHarmonics
 from .tensor_product import VectorTensorProduct
 
 MAX_SCORE = 60.0  # clamp of unshifted float64 attention scores (exp(60) ~ 1e26)
@@ -58,6 +58,28 @@ def segment_softmax(
     denom = torch.zeros((num_nodes, s.shape[1]), dtype=s.dtype, device=s.device)
     denom = denom.index_add(0, receivers, weight) + eps
     return (weight / denom[receivers]).to(scores.dtype)
+
+
+def split_linear(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    rbf: torch.Tensor,
+    receiver_nodes: torch.Tensor,
+    receivers: torch.Tensor,
+    sender_nodes: torch.Tensor,
+    senders: torch.Tensor,
+) -> torch.Tensor:
+    """``Linear(cat[rbf, receiver_nodes[receivers], sender_nodes[senders]])`` without building
+    the concatenated edge features: the node parts are multiplied once per node and gathered.
+
+    ``weight`` ``[out, nb + R + S]`` and ``bias`` ``[out]`` are those of the ``Linear``;
+    ``rbf`` ``[E, nb]``, ``receiver_nodes`` ``[N, R]``, ``sender_nodes`` ``[M, S]``.
+    """
+    nb = rbf.shape[1]
+    nr = receiver_nodes.shape[1]
+    out = torch.matmul(rbf, weight[:, :nb].t()) + bias
+    out = out + torch.matmul(receiver_nodes, weight[:, nb : nb + nr].t())[receivers]
+    return out + torch.matmul(sender_nodes, weight[:, nb + nr :].t())[senders]
 
 
 class EquivariantAttention(nn.Module):
@@ -108,13 +130,25 @@ class EquivariantAttention(nn.Module):
         """
         n = x.shape[0]
         rbf = self.basis(distances) * inside.unsqueeze(1).to(x.dtype)
-        edge = torch.cat(
-            [rbf, self.target_embedding(atomic_numbers)[receivers], sender_scalars[senders]], dim=-1
+        targets = self.target_embedding(atomic_numbers)
+        first = self.score_mlp[0]
+        score_hidden = split_linear(
+            first.weight, first.bias, rbf, targets, receivers, sender_scalars, senders
         )
+        first = self.channel_mlp[0]
+        channel_hidden = split_linear(
+            first.weight, first.bias, rbf, targets, receivers, sender_scalars, senders
+        )
+        for i, layer in enumerate(self.score_mlp):
+            if i > 0:
+                score_hidden = layer(score_hidden)
+        for i, layer in enumerate(self.channel_mlp):
+            if i > 0:
+                channel_hidden = layer(channel_hidden)
         q = self.query(x).view(n, self.num_heads, self.head_dim)[receivers]
         k = self.key(senders_x).view(-1, self.num_heads, self.head_dim)[senders]
         dot = (q * k).sum(dim=-1) / (self.head_dim**0.5)
-        scores = smooth_leaky_relu(self.score_mlp(edge) * dot)
+        scores = smooth_leaky_relu(score_hidden * dot)
         alpha = segment_softmax(
             scores,
             polynomial_envelope(distances, self.cutoff),
@@ -124,7 +158,7 @@ class EquivariantAttention(nn.Module):
             self.eps,
             shift_by_max,
         )
-        per_channel = self.channel_mlp(edge).view(-1, self.num_heads, self.channels // self.num_heads)
+        per_channel = channel_hidden.view(-1, self.num_heads, self.channels // self.num_heads)
         weights = (alpha.unsqueeze(-1) * per_channel).reshape(-1, self.channels)
         weights = weights / (distances.unsqueeze(1) + 1e-8)
         values = self.value(senders_x)[senders]
@@ -148,9 +182,7 @@ class EdgeDegreeEmbedding(nn.Module):
         self.radial = nn.ModuleList(
             [mlp([3 * nb, hidden, hidden, config.channels]) for _ in range(config.lmax + 1)]
         )
-        self.harmonics = o3.SphericalHarmonics(
-            list(range(config.lmax + 1)), normalize=True, normalization="norm"
-        )
+        self.harmonics = SphericalHarmonics(config.lmax)
 
     def forward(
         self,
@@ -163,21 +195,20 @@ class EdgeDegreeEmbedding(nn.Module):
         inside: torch.Tensor,
     ) -> torch.Tensor:
         n = atomic_numbers.shape[0]
-        edge = torch.cat(
-            [
-                rbf,
-                self.target_embedding(atomic_numbers)[receivers],
-                self.source_embedding(atomic_numbers)[senders],
-            ],
-            dim=-1,
-        )
+        targets = self.target_embedding(atomic_numbers)
+        sources = self.source_embedding(atomic_numbers)
         gate = inside.to(rbf.dtype)
         if self.smooth:
             gate = gate * polynomial_envelope(distances, self.cutoff)
         sh = self.harmonics(vectors)
         parts = []
         for l, radial in enumerate(self.radial):
-            f = radial(edge) * gate.unsqueeze(1)
+            first = radial[0]
+            f = split_linear(first.weight, first.bias, rbf, targets, receivers, sources, senders)
+            for i, layer in enumerate(radial):
+                if i > 0:
+                    f = layer(f)
+            f = f * gate.unsqueeze(1)
             parts.append(sh[:, l * l : (l + 1) * (l + 1)].unsqueeze(-1) * f.unsqueeze(1))
         per_edge = torch.cat(parts, dim=1)
         out = torch.zeros((n, per_edge.shape[1], per_edge.shape[2]), dtype=rbf.dtype, device=rbf.device)

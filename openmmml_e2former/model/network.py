@@ -12,6 +12,7 @@ from torch import nn
 from .attention import EdgeDegreeEmbedding, EquivariantAttention
 from .config import E2FormerConfig
 from .graph import (
+    Graph,
     check_box,
     fragment_centroids,
     fragment_graph,
@@ -179,6 +180,22 @@ class E2FormerLSR(nn.Module):
         learned = self.energy_head(features[:, 0]).squeeze(-1)
         return learned + self.reference_energies[atomic_numbers].to(learned.dtype)
 
+    def energy_from_graphs(
+        self,
+        atomic_numbers: torch.Tensor,
+        fragment_ids: torch.Tensor,
+        num_fragments: int,
+        charge: torch.Tensor,
+        local_graph: Graph,
+        long_graph: Graph | None,
+    ) -> torch.Tensor:
+        """Total energy ``[]`` in eV on given graphs (see :meth:`features_from_graphs`)."""
+        features, _ = self.features_from_graphs(
+            atomic_numbers, fragment_ids, num_fragments, charge, local_graph, long_graph, False
+        )
+        learned = self.energy_head(features[:, 0]).squeeze(-1)
+        return (learned + self.reference_energies[atomic_numbers].to(learned.dtype)).sum()
+
     def features(
         self,
         positions: torch.Tensor,
@@ -191,16 +208,42 @@ class E2FormerLSR(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Output features ``[N, (lmax+1)^2, C]`` and, when ``collect``, named intermediates."""
         self.check_inputs(positions, atomic_numbers, fragment_ids, box)
+        local_graph = self.local_graph(positions, box)
+        long_graph: Graph | None = None
+        num_fragments = 0
+        if len(self.long_blocks) > 0:
+            num_fragments = int(fragment_ids.max()) + 1
+            centres = fragment_centres
+            if centres is None:
+                centres = fragment_centroids(positions, fragment_ids, num_fragments, box)
+            long_graph = self.long_graph(positions, centres, fragment_ids, box)
+        return self.features_from_graphs(
+            atomic_numbers, fragment_ids, num_fragments, charge, local_graph, long_graph, collect
+        )
+
+    def features_from_graphs(
+        self,
+        atomic_numbers: torch.Tensor,
+        fragment_ids: torch.Tensor,
+        num_fragments: int,
+        charge: torch.Tensor,
+        local_graph: Graph,
+        long_graph: Graph | None,
+        collect: bool,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The network on given graphs (``graph.py`` layout): the atom graph within the local
+        cutoff and, for LSR models, the (atom, fragment) graph within the long cutoff.  Padded
+        graphs (``inside`` False slots) give the same result as packed ones."""
         stages: dict[str, torch.Tensor] = {}
         h = self.embed(atomic_numbers, charge, stages, collect)
-        h = self.local_stage(positions, atomic_numbers, box, h, stages, collect)
+        h = self.local_stage(atomic_numbers, local_graph, h, stages, collect)
         short = self.norm_local(h)
         if collect:
             stages["norm_final_out"] = short
-        if len(self.long_blocks) == 0:
+        if long_graph is None or len(self.long_blocks) == 0:
             return short, stages
         long = self.long_stage(
-            positions, atomic_numbers, fragment_ids, box, fragment_centres, short, stages, collect
+            atomic_numbers, fragment_ids, num_fragments, long_graph, short, stages, collect
         )
         out = self.final_linear(torch.cat([self.norm_output(short), self.norm_output(long)], dim=-1))
         if collect:
@@ -231,17 +274,29 @@ class E2FormerLSR(nn.Module):
             return slot_graph(positions, positions, self.local_cutoff, self.max_neighbors, box, None, True)
         return radius_graph(positions, self.local_cutoff, box)
 
-    def local_stage(
+    def long_graph(
         self,
         positions: torch.Tensor,
-        atomic_numbers: torch.Tensor,
+        centres: torch.Tensor,
+        fragment_ids: torch.Tensor,
         box: torch.Tensor | None,
+    ) -> Graph:
+        if self.topk_fragments:
+            return slot_graph(
+                positions, centres, self.long_cutoff, self.max_fragments, box, fragment_ids, False
+            )
+        return fragment_graph(positions, centres, fragment_ids, self.long_cutoff, box)
+
+    def local_stage(
+        self,
+        atomic_numbers: torch.Tensor,
+        graph: Graph,
         atoms: torch.Tensor,
         stages: dict[str, torch.Tensor],
         collect: bool,
     ) -> torch.Tensor:
-        receivers, senders, vectors, distances, inside = self.local_graph(positions, box)
-        rbf = self.local_basis(distances) * inside.unsqueeze(1).to(positions.dtype)
+        receivers, senders, vectors, distances, inside = graph
+        rbf = self.local_basis(distances) * inside.unsqueeze(1).to(vectors.dtype)
         h = self.edge_degree(rbf, atomic_numbers, receivers, senders, vectors, distances, inside)
         if collect:
             stages["edge_degree_embedding"] = h
@@ -256,25 +311,14 @@ class E2FormerLSR(nn.Module):
 
     def long_stage(
         self,
-        positions: torch.Tensor,
         atomic_numbers: torch.Tensor,
         fragment_ids: torch.Tensor,
-        box: torch.Tensor | None,
-        fragment_centres: torch.Tensor | None,
+        num_fragments: int,
+        graph: Graph,
         h: torch.Tensor,
         stages: dict[str, torch.Tensor],
         collect: bool,
     ) -> torch.Tensor:
-        num_fragments = int(fragment_ids.max()) + 1
-        centres = fragment_centres
-        if centres is None:
-            centres = fragment_centroids(positions, fragment_ids, num_fragments, box)
-        if self.topk_fragments:
-            graph = slot_graph(
-                positions, centres, self.long_cutoff, self.max_fragments, box, fragment_ids, False
-            )
-        else:
-            graph = fragment_graph(positions, centres, fragment_ids, self.long_cutoff, box)
         receivers, senders, vectors, distances, inside = graph
         for i, block in enumerate(self.long_blocks):
             if collect:

@@ -5,9 +5,10 @@ edge vector (the raw Cartesian vector in e3nn's (x, y, z) order) into every l_ou
 by the triangle rule and lmax.  Each path has its own channel-mixing matrix W[u, w].
 
 The authors evaluate the same sum node-wise from absolute positions (the "Wigner-6j"
-factorisation); here the geometry is contracted per edge first (cheap: no channel
-mixing), summed onto the receiving atom, and the channel mixing is done once per atom.
-Both orders give the same function.
+factorisation).  Here each edge only scales the gathered sender values by
+``weight x vector component`` (three scalars per channel), the three sums are taken onto
+the receiving atom, and the Clebsch-Gordan contraction and the channel mixing run once per
+atom.  Both orders give the same function.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from __future__ import annotations
 import math
 
 import torch
-from e3nn import o3
 from torch import nn
+
+from .so3 import wigner_3j
 
 
 def message_paths(lmax: int) -> list[tuple[int, int]]:
@@ -42,7 +44,7 @@ class VectorTensorProduct(nn.Module):
         row = 0
         for l1, lo in self.paths:
             # component normalisation: every path scaled by sqrt(2 l_out + 1)
-            cg = o3.wigner_3j(l1, 1, lo) * math.sqrt(2 * lo + 1)
+            cg = wigner_3j(l1, 1, lo, dtype=torch.get_default_dtype()) * math.sqrt(2 * lo + 1)
             geometry[l1 * l1 : (l1 + 1) ** 2, :, row : row + 2 * lo + 1] = cg
             row += 2 * lo + 1
         self.register_buffer("geometry", geometry, persistent=False)
@@ -74,14 +76,17 @@ class VectorTensorProduct(nn.Module):
         Returns:
             ``[num_nodes, (lmax+1)^2, C]``.
         """
-        geometry = torch.einsum("iko,ek->eio", self.geometry.to(vectors.dtype), vectors)
-        coupled = torch.bmm(geometry.transpose(1, 2), values * weights.unsqueeze(1))
-        summed = torch.zeros(
-            (num_nodes, coupled.shape[1], coupled.shape[2]),
-            dtype=coupled.dtype,
-            device=coupled.device,
-        )
-        summed = summed.index_add(0, receivers, coupled)
+        # TP(v, u) is linear in u: sum_e TP(w_e v_e, u_e) = sum_k G_k (sum_e u_ek w_e v_e), so
+        # the edges only scale gathered values by scalars and the Clebsch-Gordan contraction
+        # runs once per node (no [E, rows, C] tensor per edge).
+        dim = values.shape[1]
+        parts: list[torch.Tensor] = []
+        for k in range(3):
+            scaled = values * (weights * vectors[:, k : k + 1]).unsqueeze(1)
+            acc = torch.zeros((num_nodes, dim, values.shape[2]), dtype=values.dtype, device=values.device)
+            parts.append(acc.index_add(0, receivers, scaled))
+        stacked = torch.stack(parts, dim=1)  # [N, 3, (lmax+1)^2, C]
+        summed = torch.einsum("iko,nkic->noc", self.geometry.to(values.dtype), stacked)
         return self.mix(summed)
 
     def mix(self, summed: torch.Tensor) -> torch.Tensor:
