@@ -290,7 +290,9 @@ def main() -> None:
         """Both energies with the local stage (identical in the two models) computed once."""
         x = path(t)
         m = models["lsr"]
-        short = m.norm_local(m.local_stage(z, m.local_graph(x, None), m.embed(z, charge, {}, False), {}, False))
+        short = m.norm_local(
+            m.local_stage(z, m.local_graph(x, None), m.embed(z, charge, {}, False), {}, False)
+        )
         num_fragments = int(fid.max()) + 1
         centres = fragment_centroids(x, fid, num_fragments, None)
         out = []

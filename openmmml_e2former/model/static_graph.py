@@ -76,16 +76,17 @@ def cell_coordinates(
     ``(r - origin) / width``; atoms beyond the last cell are clamped into it, which keeps
     every pair within ``width`` in the same or adjacent cells.
     """
-    sizes = torch.tensor(grid, dtype=positions.dtype, device=positions.device)
+    # per-axis Python numbers only: a tensor made from a list would be a host-to-device
+    # copy, which a CUDA graph cannot capture
     if box is not None:
         frac = fractional(positions, box)
         frac = frac - torch.floor(frac)
-        scaled = frac * sizes
+        scaled = torch.stack([frac[:, 0] * grid[0], frac[:, 1] * grid[1], frac[:, 2] * grid[2]], dim=1)
     else:
         scaled = (positions - origin) / width
     scaled = torch.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
     cells = torch.floor(scaled).clamp(min=0.0)
-    cells = torch.minimum(cells, sizes - 1.0)
+    cells = torch.stack([cells[:, k].clamp(max=float(grid[k] - 1)) for k in range(3)], dim=1)
     return cells.to(torch.long)
 
 
@@ -142,23 +143,34 @@ def cell_candidates(
     overflow = counts.max() > slots if nt > 0 else torch.zeros((), dtype=torch.bool, device=device)
 
     query_cells = cell_coordinates(queries.detach(), origin, box, grid, width)
-    offsets = torch.tensor(neighbour_offsets(grid, periodic), dtype=torch.long, device=device)
-    sizes = torch.tensor(grid, dtype=torch.long, device=device)
+    axes: list[torch.Tensor] = []
+    for size in grid:
+        if periodic and size < 3:
+            axes.append(torch.zeros(1, dtype=torch.long, device=device))
+        else:
+            axes.append(torch.arange(-1, 2, dtype=torch.long, device=device))
+    offsets = torch.cartesian_prod(axes[0], axes[1], axes[2])  # [K, 3], as neighbour_offsets()
     around = query_cells.unsqueeze(1) + offsets.unsqueeze(0)  # [nq, K, 3]
-    if box is not None:
-        around = torch.remainder(around, sizes)
-        outside = torch.zeros(around.shape[:2], dtype=torch.bool, device=device)
-    else:
-        outside = ((around < 0) | (around >= sizes)).any(dim=2)
-    around = around.clamp(min=0)
-    around = torch.minimum(around, sizes - 1)
+    columns: list[torch.Tensor] = []
+    outside = torch.zeros(around.shape[:2], dtype=torch.bool, device=device)
+    for k in range(3):
+        column = around[..., k]
+        if box is not None:
+            column = torch.remainder(column, grid[k])
+        else:
+            outside = outside | (column < 0) | (column >= grid[k])
+            column = column.clamp(min=0, max=grid[k] - 1)
+        columns.append(column)
+    around = torch.stack(columns, dim=2)
     around_flat = (around[..., 0] * grid[1] + around[..., 1]) * grid[2] + around[..., 2]
     around_flat = torch.where(outside, torch.full_like(around_flat, ncell), around_flat)
     target_index = table[around_flat].reshape(nq, -1)  # [nq, K * slots]
     query_index = torch.arange(nq, device=device).unsqueeze(1).expand_as(target_index)
     if box is not None:
-        too_narrow = (plane_spacings(box) / sizes.to(box.dtype) < width) & (sizes >= 3)
-        overflow = overflow | too_narrow.any()
+        spacing = plane_spacings(box)
+        for k in range(3):
+            if grid[k] >= 3:
+                overflow = overflow | (spacing[k] / grid[k] < width)
     return query_index.reshape(-1), target_index.reshape(-1), overflow
 
 
