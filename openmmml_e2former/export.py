@@ -162,7 +162,13 @@ class OpenMMModule(nn.Module):
         # a NaN atom would drop out of every graph and leave a finite energy
         overflow = overflow | ~torch.isfinite(coords).all()
         energy = self.model.energy_from_graphs(
-            self.atomic_numbers, self.fragment_ids, self.num_fragments, self.charge, local, long_graph
+            self.atomic_numbers,
+            self.fragment_ids,
+            self.num_fragments,
+            self.charge,
+            local,
+            long_graph,
+            self.long_plan[0] == "dense",
         )
         return energy, overflow
 

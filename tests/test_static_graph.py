@@ -132,6 +132,22 @@ def test_static_module_matches_dynamic_graphs(long_range, periodic):
     torch.testing.assert_close(f_sta, f_dyn, rtol=1e-10, atol=1e-9)
 
 
+def test_long_range_cell_layout_matches_dense_layout():
+    """The (atom, fragment) graph as a packed cell-list edge list (many fragments) and as the
+    dense atom x fragment grid (few fragments) give the same energy and forces."""
+    dynamic, static, positions, _ = module_pair(True, False)
+    static.plan(positions)
+    assert static.long_plan[0] == "dense"
+    e_dense, f_dense = energy_and_forces(static, positions, None)
+    coords, _ = static.coordinates(positions, None)
+    centres = fragment_centroids(coords, static.fragment_ids, static.num_fragments, None)
+    static.long_plan = plan_graph(coords, centres, 18.0, None, static.fragment_ids, False, allow_dense=False)
+    assert static.long_plan[0] == "cells"
+    e_cells, f_cells = energy_and_forces(static, positions, None)
+    torch.testing.assert_close(e_cells, e_dense, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(f_cells, f_dense, rtol=1e-10, atol=1e-9)
+
+
 def test_scripted_static_module_matches_eager():
     _, static, positions, _ = module_pair(True, False)
     scripted = torch.jit.script(static)

@@ -17,7 +17,6 @@ from .layers import (
     InvariantProjection,
     SO3Linear,
     mlp,
-    polynomial_envelope,
 )
 from .so3 import SphericalHarmonics
 from .tensor_product import VectorTensorProduct
@@ -38,14 +37,15 @@ def segment_softmax(
     eps: float,
     shift_by_max: bool,
 ) -> torch.Tensor:
-    """Smooth softmax over each receiver's edges, in float64.
+    """Smooth softmax over each receiver's edges (float64 with ``shift_by_max``, else in the
+    scores' dtype: see docs/speed.md for the float32 error).
 
     w_e = env_e exp(s_e - m) / (sum over the receiver's edges of env exp(s - m) + eps).
     With ``shift_by_max`` m is the maximum score over all of the receiver's edges (masked
     slots included), as in the authors' code; otherwise m = 0 (scores clamped at
     ``MAX_SCORE``), which keeps the weights continuous when edges enter or leave.
     """
-    s = scores.to(torch.float64)
+    s = scores.to(torch.float64) if shift_by_max else scores
     if shift_by_max:
         index = receivers.unsqueeze(1).expand_as(s)
         top = torch.full((num_nodes, s.shape[1]), -1.0e300, dtype=s.dtype, device=s.device)
@@ -53,7 +53,7 @@ def segment_softmax(
         s = s - top[receivers]
     else:
         s = s.clamp(max=60.0)  # MAX_SCORE
-    weight = torch.exp(s) * envelope.to(torch.float64).unsqueeze(1)
+    weight = torch.exp(s) * envelope.to(s.dtype).unsqueeze(1)
     weight = torch.where(inside.unsqueeze(1), weight, torch.zeros_like(weight))
     denom = torch.zeros((num_nodes, s.shape[1]), dtype=s.dtype, device=s.device)
     denom = denom.index_add(0, receivers, weight) + eps
@@ -119,39 +119,57 @@ class EquivariantAttention(nn.Module):
         vectors: torch.Tensor,
         distances: torch.Tensor,
         inside: torch.Tensor,
+        rbf: torch.Tensor,
+        envelope: torch.Tensor,
         shift_by_max: bool,
+        dense: bool = False,
     ) -> torch.Tensor:
         """Attention message ``[N, (lmax+1)^2, C]`` for receivers with features ``x``.
 
         ``senders_x`` holds the sender features (atoms for the local stage, fragment
         means for the long-range stage) and ``sender_scalars`` ``[S, D]`` the invariant
         sender descriptor that enters the edge features (an element embedding for atoms,
-        the l = 0 features for fragments); the graph tensors are those of ``graph.py``.
+        the l = 0 features for fragments); the graph tensors are those of ``graph.py``;
+        ``rbf`` ``[E, num_basis]`` (zero on masked slots) and ``envelope`` ``[E]`` are this
+        layer's radial basis and cutoff envelope, computed once per stage by the caller.
+        ``dense``: the graph holds every (receiver, sender) pair, receiver-major (padded
+        with ``inside`` False), so the message is summed by matrix products instead of
+        gathering sender features per edge.
         """
         n = x.shape[0]
-        rbf = self.basis(distances) * inside.unsqueeze(1).to(x.dtype)
         targets = self.target_embedding(atomic_numbers)
-        first = self.score_mlp[0]
-        score_hidden = split_linear(
-            first.weight, first.bias, rbf, targets, receivers, sender_scalars, senders
+        # the score and channel MLPs read the same edge features: one first layer for both
+        first_score = self.score_mlp[0]
+        first_channel = self.channel_mlp[0]
+        hidden = split_linear(
+            torch.cat([first_score.weight, first_channel.weight], dim=0),
+            torch.cat([first_score.bias, first_channel.bias], dim=0),
+            rbf,
+            targets,
+            receivers,
+            sender_scalars,
+            senders,
         )
-        first = self.channel_mlp[0]
-        channel_hidden = split_linear(
-            first.weight, first.bias, rbf, targets, receivers, sender_scalars, senders
-        )
+        width = first_score.weight.shape[0]
+        score_hidden = hidden[:, :width]
+        channel_hidden = hidden[:, width:]
         for i, layer in enumerate(self.score_mlp):
             if i > 0:
                 score_hidden = layer(score_hidden)
         for i, layer in enumerate(self.channel_mlp):
             if i > 0:
                 channel_hidden = layer(channel_hidden)
-        q = self.query(x).view(n, self.num_heads, self.head_dim)[receivers]
-        k = self.key(senders_x).view(-1, self.num_heads, self.head_dim)[senders]
-        dot = (q * k).sum(dim=-1) / (self.head_dim**0.5)
+        q = self.query(x).view(n, self.num_heads, self.head_dim)
+        k = self.key(senders_x).view(-1, self.num_heads, self.head_dim)
+        if dense:  # every (receiver, sender) pair: one batched product, no per-edge gathers
+            dot = torch.einsum("nhd,mhd->nmh", q, k).reshape(-1, self.num_heads)
+        else:
+            dot = (q[receivers] * k[senders]).sum(dim=-1)
+        dot = dot / (self.head_dim**0.5)
         scores = smooth_leaky_relu(score_hidden * dot)
         alpha = segment_softmax(
             scores,
-            polynomial_envelope(distances, self.cutoff),
+            envelope,
             inside,
             receivers,
             n,
@@ -161,8 +179,12 @@ class EquivariantAttention(nn.Module):
         per_channel = channel_hidden.view(-1, self.num_heads, self.channels // self.num_heads)
         weights = (alpha.unsqueeze(-1) * per_channel).reshape(-1, self.channels)
         weights = weights / (distances.unsqueeze(1) + 1e-8)
-        values = self.value(senders_x)[senders]
-        message = self.tensor_product(values, vectors, weights, receivers, n)
+        values = self.value(senders_x)
+        if dense:
+            m = senders_x.shape[0]
+            message = self.tensor_product.dense(values, vectors.view(n, m, 3), weights.view(n, m, -1))
+        else:
+            message = self.tensor_product(values[senders], vectors, weights, receivers, n)
         return self.output(message)
 
 
@@ -193,13 +215,15 @@ class EdgeDegreeEmbedding(nn.Module):
         vectors: torch.Tensor,
         distances: torch.Tensor,
         inside: torch.Tensor,
+        envelope: torch.Tensor,
     ) -> torch.Tensor:
+        """``envelope`` ``[E]``: the local cutoff envelope (used by the smooth variant)."""
         n = atomic_numbers.shape[0]
         targets = self.target_embedding(atomic_numbers)
         sources = self.source_embedding(atomic_numbers)
         gate = inside.to(rbf.dtype)
         if self.smooth:
-            gate = gate * polynomial_envelope(distances, self.cutoff)
+            gate = gate * envelope
         sh = self.harmonics(vectors)
         parts = []
         for l, radial in enumerate(self.radial):

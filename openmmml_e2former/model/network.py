@@ -20,7 +20,7 @@ from .graph import (
     radius_graph,
     slot_graph,
 )
-from .layers import EquivariantRMSNorm, GatedFeedForward, GaussianBasis, SO3Linear
+from .layers import EquivariantRMSNorm, GatedFeedForward, GaussianBasis, SO3Linear, polynomial_envelope
 
 
 class LocalBlock(nn.Module):
@@ -44,6 +44,8 @@ class LocalBlock(nn.Module):
         vectors: torch.Tensor,
         distances: torch.Tensor,
         inside: torch.Tensor,
+        rbf: torch.Tensor,
+        envelope: torch.Tensor,
         shift_by_max: bool,
     ) -> torch.Tensor:
         x = self.norm_attention(h)
@@ -57,6 +59,8 @@ class LocalBlock(nn.Module):
             vectors,
             distances,
             inside,
+            rbf,
+            envelope,
             shift_by_max,
         )
         return h + self.ffn(self.norm_ffn(h))
@@ -82,7 +86,10 @@ class LongRangeBlock(nn.Module):
         vectors: torch.Tensor,
         distances: torch.Tensor,
         inside: torch.Tensor,
+        rbf: torch.Tensor,
+        envelope: torch.Tensor,
         shift_by_max: bool,
+        dense: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (new features, attention message, features after the attention residual)."""
         means = fragment_means(h, fragment_ids, num_fragments)
@@ -96,7 +103,10 @@ class LongRangeBlock(nn.Module):
             vectors,
             distances,
             inside,
+            rbf,
+            envelope,
             shift_by_max,
+            dense,
         )
         mid = h + message
         return mid + self.ffn(self.norm_ffn(mid)), message, mid
@@ -188,10 +198,11 @@ class E2FormerLSR(nn.Module):
         charge: torch.Tensor,
         local_graph: Graph,
         long_graph: Graph | None,
+        long_dense: bool = False,
     ) -> torch.Tensor:
         """Total energy ``[]`` in eV on given graphs (see :meth:`features_from_graphs`)."""
         features, _ = self.features_from_graphs(
-            atomic_numbers, fragment_ids, num_fragments, charge, local_graph, long_graph, False
+            atomic_numbers, fragment_ids, num_fragments, charge, local_graph, long_graph, False, long_dense
         )
         learned = self.energy_head(features[:, 0]).squeeze(-1)
         return (learned + self.reference_energies[atomic_numbers].to(learned.dtype)).sum()
@@ -230,10 +241,12 @@ class E2FormerLSR(nn.Module):
         local_graph: Graph,
         long_graph: Graph | None,
         collect: bool,
+        long_dense: bool = False,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The network on given graphs (``graph.py`` layout): the atom graph within the local
         cutoff and, for LSR models, the (atom, fragment) graph within the long cutoff.  Padded
-        graphs (``inside`` False slots) give the same result as packed ones."""
+        graphs (``inside`` False slots) give the same result as packed ones; ``long_dense``
+        says the long-range graph holds every (atom, fragment) pair, atom-major."""
         stages: dict[str, torch.Tensor] = {}
         h = self.embed(atomic_numbers, charge, stages, collect)
         h = self.local_stage(atomic_numbers, local_graph, h, stages, collect)
@@ -243,7 +256,7 @@ class E2FormerLSR(nn.Module):
         if long_graph is None or len(self.long_blocks) == 0:
             return short, stages
         long = self.long_stage(
-            atomic_numbers, fragment_ids, num_fragments, long_graph, short, stages, collect
+            atomic_numbers, fragment_ids, num_fragments, long_graph, short, stages, collect, long_dense
         )
         out = self.final_linear(torch.cat([self.norm_output(short), self.norm_output(long)], dim=-1))
         if collect:
@@ -296,15 +309,28 @@ class E2FormerLSR(nn.Module):
         collect: bool,
     ) -> torch.Tensor:
         receivers, senders, vectors, distances, inside = graph
+        # radial basis and envelope once for the stage: every layer uses the same ones
         rbf = self.local_basis(distances) * inside.unsqueeze(1).to(vectors.dtype)
-        h = self.edge_degree(rbf, atomic_numbers, receivers, senders, vectors, distances, inside)
+        envelope = polynomial_envelope(distances, self.local_cutoff)
+        h = self.edge_degree(rbf, atomic_numbers, receivers, senders, vectors, distances, inside, envelope)
         if collect:
             stages["edge_degree_embedding"] = h
         h = torch.cat([h[:, :1] + 2.0 * atoms.unsqueeze(1), h[:, 1:]], dim=1)
         for i, block in enumerate(self.local_blocks):
             if collect:
                 stages["local_block_" + str(i) + "_in"] = h
-            h = block(h, atomic_numbers, receivers, senders, vectors, distances, inside, self.reference_local)
+            h = block(
+                h,
+                atomic_numbers,
+                receivers,
+                senders,
+                vectors,
+                distances,
+                inside,
+                rbf,
+                envelope,
+                self.reference_local,
+            )
             if collect:
                 stages["local_block_" + str(i) + "_out"] = h
         return h
@@ -318,9 +344,14 @@ class E2FormerLSR(nn.Module):
         h: torch.Tensor,
         stages: dict[str, torch.Tensor],
         collect: bool,
+        dense: bool = False,
     ) -> torch.Tensor:
         receivers, senders, vectors, distances, inside = graph
+        envelope = polynomial_envelope(distances, self.long_cutoff)
+        rbf = torch.zeros(0, dtype=vectors.dtype, device=vectors.device)
         for i, block in enumerate(self.long_blocks):
+            if i == 0:  # the same radial basis in every long-range layer (checkpoints.py)
+                rbf = block.attention.basis(distances) * inside.unsqueeze(1).to(vectors.dtype)
             if collect:
                 stages["cluster_attn_" + str(i) + "_in"] = h
             h, message, mid = block(
@@ -333,7 +364,10 @@ class E2FormerLSR(nn.Module):
                 vectors,
                 distances,
                 inside,
+                rbf,
+                envelope,
                 self.reference_local,
+                dense,
             )
             if collect:
                 stages["cluster_attn_" + str(i) + "_out"] = message

@@ -248,6 +248,7 @@ def plan_graph(
     exclude: torch.Tensor | None,
     drop_self: bool,
     growth: float = 1.3,
+    allow_dense: bool = True,
 ) -> Plan:
     """Sizes for :func:`build_graph` from one geometry, with head room ``growth`` so the
     graph keeps its shapes while the system moves (runs once, on the host).
@@ -288,7 +289,7 @@ def plan_graph(
     slots = int(math.ceil(growth * fullest)) + 4
     capacity = int(math.ceil(growth * pairs)) + 64
     candidates = nq * len(neighbour_offsets(grid, box is not None)) * slots
-    if nq * nt <= min(candidates, 2 * capacity):
+    if allow_dense and nq * nt <= min(candidates, 2 * capacity):
         return ("dense", grid, cutoff, slots, 0)
     return ("cells", grid, cutoff, slots, capacity)
 
