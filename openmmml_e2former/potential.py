@@ -21,7 +21,7 @@ ligandFragments  'residue' (one fragment per ligand residue; default for our wei
                default for the authors' weights)
 linkAtoms      cap bonds cut by the ML region with hydrogens (default True); False
                refuses such a selection
-useCUDAGraphs  passed to TorchForce
+useCUDAGraphs  passed to TorchForce (default False; the module is CUDA-graph safe: docs/speed.md)
 fragmentSelection  'all' (default, smooth) or 'topk' (authors' top-K cut)
 head           energy head of an authors' checkpoint with several
 """
