@@ -7,6 +7,7 @@ e3nn 0.6.0 values pins the basis, normalisation and sign conventions.
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 import math
 
@@ -232,15 +233,35 @@ def test_torchscript_and_compile():
     torch.testing.assert_close(compiled(v), SphericalHarmonics(MAX_LMAX)(v), rtol=0, atol=0)
 
 
-def test_matches_e3nn():
-    o3 = pytest.importorskip("e3nn.o3")
+def test_matches_installed_e3nn(monkeypatch):
+    """Against whichever e3nn is installed (mace-torch brings 0.4.4, which loads its tables with
+    torch.load and needs weights_only off under torch >= 2.6): the harmonics are equal; the 3j
+    tensors are equal for e3nn >= 0.5 and equal up to sign for 0.4.x (which flips e.g.
+    (1, 2, 2) and (2, 1, 2): the reason the network no longer reads them from e3nn)."""
+    try:
+        version = importlib.metadata.version("e3nn")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("e3nn is not installed; the frozen e3nn 0.6.0 values above stand in for it")
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    from e3nn import o3
+
+    exact = tuple(int(p) for p in version.split(".")[:2]) >= (0, 5)
     v = torch.randn(500, 3, dtype=torch.float64) * 2
     v = torch.cat([v, torch.eye(3, dtype=torch.float64), -torch.eye(3, dtype=torch.float64)])
     for lmax in range(MAX_LMAX + 1):
         ref = o3.SphericalHarmonics(list(range(lmax + 1)), normalize=True, normalization="norm")
         torch.testing.assert_close(SphericalHarmonics(lmax)(v), ref(v), rtol=0, atol=1e-12)
         torch.testing.assert_close(SphericalHarmonics(lmax)(v.float()), ref(v.float()), rtol=0, atol=1e-6)
+    flipped = []
     for l1, l2, l3 in itertools.product(range(5), repeat=3):
         if abs(l1 - l2) <= l3 <= l1 + l2:
             ref = o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
-            torch.testing.assert_close(wigner_3j(l1, l2, l3), ref, rtol=0, atol=1e-12)
+            ours = wigner_3j(l1, l2, l3)
+            if not exact and (ours + ref).abs().max() < 1e-12:
+                flipped.append((l1, l2, l3))
+                continue
+            torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    if exact:
+        assert not flipped
+    else:
+        assert (2, 1, 2) in flipped, flipped  # the known 0.4.x difference, on a path our l <= 2 model uses
