@@ -20,6 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch  # noqa: F401  (before openmmtorch, which the OpenMM scripts import)
 
+from openmmml_e2former.bench.systems import minimum_image as _minimum_image
+
+# the selections shared with the speed harness live in the package (one copy)
+from openmmml_e2former.bench.systems import protein_atoms, protein_plus_nearest  # noqa: F401
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
@@ -54,70 +59,9 @@ def positions_angstrom(pdb) -> np.ndarray:
     return np.array(pdb.positions.value_in_unit(unit.angstrom), dtype=np.float64)
 
 
-def protein_atoms(topology) -> list[int]:
-    """Indices of the amino-acid residues' atoms (582 for villin)."""
-    from openmmml_e2former.fragments import AMINO_ACID_RESIDUE_NAMES
-
-    return [a.index for a in topology.atoms() if a.residue.name.upper() in AMINO_ACID_RESIDUE_NAMES]
-
-
 def atomic_numbers(topology, atoms) -> np.ndarray:
     everything = list(topology.atoms())
     return np.array([everything[i].element.atomic_number for i in atoms], dtype=np.int64)
-
-
-def _minimum_image(delta: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Orthorhombic/triclinic minimum image of ``[..., 3]`` displacements (rows of ``box``
-    are lattice vectors in reduced form)."""
-    for k in (2, 1, 0):
-        delta = delta - np.round(delta[..., k : k + 1] / box[k, k]) * box[k]
-    return delta
-
-
-def protein_plus_nearest(
-    topology,
-    positions: np.ndarray,
-    box: np.ndarray,
-    n_atoms: int | None = None,
-    n_residues: int | None = None,
-) -> tuple[list[int], np.ndarray]:
-    """Protein + the whole non-protein residues (waters, ions) nearest to any protein atom.
-
-    Distances use the minimum image; each added residue is moved by whole box vectors to
-    the image nearest the protein, so the result is a compact, non-periodic cluster.  With
-    ``n_atoms`` residues are added in order of distance, skipping any that would overshoot,
-    until exactly ``n_atoms`` (or as close as possible); with ``n_residues`` that many
-    residues are added.  Returns (atom indices in topology order, unwrapped positions of
-    every atom of the topology [n_total, 3] Angstrom).
-    """
-    protein = protein_atoms(topology)
-    pset = set(protein)
-    ppos = positions[protein]
-    centre = ppos.mean(axis=0)
-    unwrapped = positions.copy()
-    candidates = []
-    for residue in topology.residues():
-        idx = [a.index for a in residue.atoms()]
-        if idx[0] in pset:
-            continue
-        shift = _minimum_image(positions[idx[0]] - centre, box) - (positions[idx[0]] - centre)
-        unwrapped[idx] = positions[idx] + shift
-        d = np.sqrt(((unwrapped[idx][:, None, :] - ppos[None, :, :]) ** 2).sum(-1)).min()
-        candidates.append((d, idx))
-    candidates.sort(key=lambda c: c[0])
-    chosen = list(protein)
-    added = 0
-    for _, idx in candidates:
-        if n_atoms is not None:
-            if len(chosen) >= n_atoms:
-                break
-            if len(chosen) + len(idx) > n_atoms:
-                continue
-        elif n_residues is not None and added >= n_residues:
-            break
-        chosen.extend(idx)
-        added += 1
-    return sorted(chosen), unwrapped
 
 
 def sphere_selection(

@@ -107,19 +107,29 @@ def first_residues(topology, n_atoms: int) -> list[int]:
     return sorted(chosen)
 
 
-def _minimum_image(delta: np.ndarray, box: np.ndarray) -> np.ndarray:
+def minimum_image(delta: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Minimum image of ``[..., 3]`` displacements (rows of ``box`` are reduced lattice vectors)."""
     for k in (2, 1, 0):
         delta = delta - np.round(delta[..., k : k + 1] / box[k, k]) * box[k]
     return delta
 
 
-def protein_plus_nearest(topology, positions: np.ndarray, box: np.ndarray, n_atoms: int):
-    """Protein + the whole non-protein residues nearest to any protein atom (minimum-image
-    distance), added in order of distance, skipping any that would overshoot, until exactly
-    ``n_atoms`` (or as close as possible). Each added residue is moved by whole box vectors to
-    its image nearest the protein centre, so the result is a compact non-periodic cluster.
-    Returns (sorted atom indices, positions of every atom with the chosen ones unwrapped)."""
+def protein_plus_nearest(
+    topology,
+    positions: np.ndarray,
+    box: np.ndarray,
+    n_atoms: int | None = None,
+    n_residues: int | None = None,
+) -> tuple[list[int], np.ndarray]:
+    """Protein + the whole non-protein residues (waters, ions) nearest to any protein atom.
+
+    Distances use the minimum image; each added residue is moved by whole box vectors to
+    the image nearest the protein, so the result is a compact, non-periodic cluster.  With
+    ``n_atoms`` residues are added in order of distance, skipping any that would overshoot,
+    until exactly ``n_atoms`` (or as close as possible); with ``n_residues`` that many
+    residues are added.  Returns (atom indices in topology order, unwrapped positions of
+    every atom of the topology [n_total, 3] Angstrom).
+    """
     protein = protein_atoms(topology)
     pset = set(protein)
     ppos = positions[protein]
@@ -130,18 +140,23 @@ def protein_plus_nearest(topology, positions: np.ndarray, box: np.ndarray, n_ato
         idx = [a.index for a in residue.atoms()]
         if idx[0] in pset:
             continue
-        shift = _minimum_image(positions[idx[0]] - centre, box) - (positions[idx[0]] - centre)
+        shift = minimum_image(positions[idx[0]] - centre, box) - (positions[idx[0]] - centre)
         unwrapped[idx] = positions[idx] + shift
         d = np.sqrt(((unwrapped[idx][:, None, :] - ppos[None, :, :]) ** 2).sum(-1)).min()
         candidates.append((d, idx))
     candidates.sort(key=lambda c: c[0])
     chosen = list(protein)
+    added = 0
     for _, idx in candidates:
-        if len(chosen) >= n_atoms:
+        if n_atoms is not None:
+            if len(chosen) >= n_atoms:
+                break
+            if len(chosen) + len(idx) > n_atoms:
+                continue
+        elif n_residues is not None and added >= n_residues:
             break
-        if len(chosen) + len(idx) > n_atoms:
-            continue
         chosen.extend(idx)
+        added += 1
     return sorted(chosen), unwrapped
 
 

@@ -32,9 +32,6 @@ from .graph import minimum_image
 
 Graph = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
-#: length of the constant vector given to unused edge slots (far outside any cutoff)
-PAD_DISTANCE = 1.0e3
-
 
 def fractional(positions: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     """Fractional coordinates ``[n, 3]`` in a lower-triangular box (no matrix inverse, which
@@ -230,7 +227,7 @@ def pack_edges(
             overflow = torch.zeros((), dtype=torch.bool, device=queries.device)
     raw = minimum_image(queries[receivers] - targets[senders], box)
     pad = torch.zeros_like(raw)
-    pad[:, 0] = 1.0e3  # PAD_DISTANCE
+    pad[:, 0] = 1.0e3  # unused slots: a constant vector 1000 A long, far outside any cutoff
     vectors = torch.where(inside.unsqueeze(1), raw, pad.to(dtype))
     distances = torch.linalg.vector_norm(vectors, dim=-1)
     return (receivers, senders, vectors, distances, inside), found, overflow
