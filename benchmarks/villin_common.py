@@ -28,8 +28,6 @@ from openmmml_e2former.bench.systems import protein_atoms, protein_plus_nearest 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
-# 1 eV in kJ/mol (same constant as openmmml_e2former.export)
-EV_TO_KJ_PER_MOL = 1.602176634e-19 * 6.02214076e23 / 1000.0
 KT_300K_EV = 8.617333262e-5 * 300.0
 LOAD_AT_START = list(os.getloadavg())  # when the script imported this module
 

@@ -559,7 +559,7 @@ def add_reference_energies(model: E2FormerLSR, head: str) -> dict[int, float]:
     Returns {atomic number: reference in the model's unit}. Elements without a reference in
     the authors' table keep 0.
     """
-    from .export import KJ_PER_MOL
+    from .units import KJ_PER_MOL
 
     if head not in REFERENCE_ENERGIES_KCAL:
         raise CheckpointError(

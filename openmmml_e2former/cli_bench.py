@@ -1,4 +1,6 @@
-"""``e2former bench speed``: the speed and memory harness (:mod:`openmmml_e2former.bench.speed`)."""
+"""``e2former bench speed`` (the speed and memory harness, :mod:`openmmml_e2former.bench.speed`) and
+``e2former bench scaling-set`` (the size-scaling benchmark set, :mod:`openmmml_e2former.data.scaling`)
+and ``e2former bench accuracy`` (error vs size, :mod:`openmmml_e2former.bench.accuracy`)."""
 
 from __future__ import annotations
 
@@ -16,8 +18,48 @@ def add_parser(sub) -> None:
     add_arguments(speed)
     speed.set_defaults(func=run_speed)
 
+    from .data.scaling import FAMILIES
+
+    scaling = kinds.add_parser(
+        "scaling-set",
+        help="generate the size-scaling set (segments, spheres, pairs, shells) with AMBER14 oracle labels",
+        description="Resumable: a family whose file exists is kept. GFN2-xTB labels: e2former label run.",
+    )
+    scaling.add_argument("--out", default="scaling", help="output folder (default: scaling)")
+    scaling.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    scaling.add_argument("--quick", action="store_true", help="a tiny set from villin (seconds; for tests)")
+    scaling.add_argument("--seed", type=int, default=0)
+    scaling.set_defaults(func=run_scaling_set)
+
+    accuracy = kinds.add_parser(
+        "accuracy",
+        help="force error vs size: local 5 Å, local 8 Å and LSR trained alike; decay curves; JSON + plots",
+        description="Builds the set if missing, trains the three models (resumable), evaluates every size.",
+    )
+    from .bench.accuracy import add_arguments as accuracy_arguments
+
+    accuracy_arguments(accuracy)
+    accuracy.set_defaults(func=run_accuracy)
+
 
 def run_speed(args) -> int:
     from .bench.speed import main_from_args
 
     return main_from_args(args)
+
+
+def run_scaling_set(args) -> int:
+    from .data.scaling import build_scaling_set
+
+    summary = build_scaling_set(args.out, args.families, quick=args.quick, seed=args.seed)
+    for family, counts in summary.items():
+        print(f"{family:<9} " + ", ".join(f"{role} {n}" for role, n in sorted(counts.items())))
+    return 0
+
+
+def run_accuracy(args) -> int:
+    import sys
+
+    from .bench.accuracy import main_from_args
+
+    return main_from_args(args, sys.argv[3:])

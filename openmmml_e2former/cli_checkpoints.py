@@ -75,7 +75,7 @@ def run_eval(args) -> None:
     import torch
 
     from .checkpoints import load_checkpoint
-    from .export import KJ_PER_MOL
+    from .units import KJ_PER_MOL
     from .weights import resolve_weights
 
     model, metadata = load_checkpoint(resolve_weights(args.model), args.head, args.reference_energies)

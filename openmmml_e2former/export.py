@@ -21,12 +21,8 @@ from torch import nn
 from .model import E2FormerLSR
 from .model.graph import check_box, fragment_centroids, minimum_image
 from .model.static_graph import build_graph, plan_graph
-
-NM_TO_ANGSTROM = 10.0
-# 1 eV in kJ/mol: elementary charge (C) x Avogadro constant / 1000 (exact since SI 2019).
-EV_TO_KJ_PER_MOL = 1.602176634e-19 * 6.02214076e23 / 1000.0
-# kJ/mol per unit of each energy unit a network may predict in (thermochemical calorie).
-KJ_PER_MOL = {"eV": EV_TO_KJ_PER_MOL, "kcal/mol": 4.184, "kJ/mol": 1.0}
+from .units import ANGSTROM_PER_NM as NM_TO_ANGSTROM
+from .units import KJ_PER_MOL
 
 # Bond lengths (Angstrom) of the hydrogen caps put on cut bonds, by element of the ML atom.
 CAP_BOND_LENGTH = {1: 0.74, 6: 1.09, 7: 1.01, 8: 0.96, 15: 1.42, 16: 1.34}
@@ -83,6 +79,12 @@ class OpenMMModule(nn.Module):
         self.register_buffer("cap_pairs", torch.tensor(pairs, dtype=torch.long).reshape(-1, 2))
         self.register_buffer("cap_lengths", torch.tensor(cap_lengths, dtype=dtype))
         self.register_buffer("overflow", torch.zeros((), dtype=torch.bool))
+        config = model.config
+        if periodic and config.electrostatics == "coulomb" and config.coulomb_cutoff <= 0.0:
+            raise ValueError(
+                "this model's Coulomb term has no cutoff (coulomb_cutoff 0): it cannot run with "
+                "periodic boundaries; use a non-periodic system or a model with coulomb_cutoff > 0"
+            )
         self.periodic = periodic
         self.has_caps = len(pairs) > 0
         self.energy_scale = KJ_PER_MOL[model.config.energy_unit]
@@ -169,6 +171,8 @@ class OpenMMModule(nn.Module):
             local,
             long_graph,
             self.long_plan[0] == "dense",
+            coords,
+            box,
         )
         return energy, overflow
 

@@ -27,10 +27,19 @@ def villin():
     return villin_protein()
 
 
+#: the architectures every symmetry test runs over (small_config() changes)
+VARIANTS = {
+    "lsr": {},
+    "local-only": {"num_long_layers": 0},
+    "lsr+coulomb": {"electrostatics": "coulomb"},
+    "local+coulomb-cutoff": {"num_long_layers": 0, "electrostatics": "coulomb", "coulomb_cutoff": 9.0},
+}
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("long_range", [True, False])
-def test_rotation_translation_invariance_and_force_equivariance(dtype, long_range):
-    model = seeded_model(dtype, num_long_layers=2 if long_range else 0)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_rotation_translation_invariance_and_force_equivariance(dtype, variant):
+    model = seeded_model(dtype, **VARIANTS[variant])
     pos, z, frag = random_molecule()
     pos = pos.to(dtype)
     e0, f0 = energy_forces(model, pos, z, frag)
@@ -54,8 +63,9 @@ def test_invariances_on_villin(villin):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_permutation_invariance(dtype):
-    model = seeded_model(dtype)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_permutation_invariance(dtype, variant):
+    model = seeded_model(dtype, **VARIANTS[variant])
     pos, z, frag = random_molecule(seed=3)
     pos = pos.to(dtype)
     e0, f0 = energy_forces(model, pos, z, frag)
@@ -67,9 +77,12 @@ def test_permutation_invariance(dtype):
     assert float((f1 - f0[perm]).abs().max()) <= TOL[dtype] * 10 * max(1.0, float(f0.abs().max()))
 
 
-@pytest.mark.parametrize("molecule", ["random", "villin"])
-def test_forces_match_central_finite_differences(molecule, villin):
-    model = seeded_model(torch.float64)
+@pytest.mark.parametrize(
+    ("molecule", "variant"),
+    [("random", v) for v in VARIANTS] + [("villin", "lsr"), ("villin", "lsr+coulomb")],
+)
+def test_forces_match_central_finite_differences(molecule, variant, villin):
+    model = seeded_model(torch.float64, **VARIANTS[variant])
     pos, z, frag = random_molecule(seed=7) if molecule == "random" else villin
     _, forces = energy_forces(model, pos, z, frag)
     h = 1e-5
@@ -192,8 +205,9 @@ def test_locality_long_range_acts_only_through_long_blocks():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_periodic_image_invariance(dtype):
-    model = seeded_model(dtype)
+@pytest.mark.parametrize("variant", ["lsr", "local+coulomb-cutoff"])
+def test_periodic_image_invariance(dtype, variant):
+    model = seeded_model(dtype, **VARIANTS[variant])
     pos, z, frag = random_molecule(n_atoms=16, n_fragments=4, spread=5.0, seed=11)
     pos = pos.to(dtype)
     box = torch.tensor([[40.0, 0.0, 0.0], [3.0, 39.0, 0.0], [-2.0, 4.0, 38.0]], dtype=dtype)
@@ -216,13 +230,15 @@ def test_box_too_small_is_refused():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_torchscript_matches_eager(dtype):
-    model = seeded_model(dtype)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_torchscript_matches_eager(dtype, variant):
+    model = seeded_model(dtype, **VARIANTS[variant])
     scripted = torch.jit.script(model)
     pos, z, frag = random_molecule(seed=2)
     pos = pos.to(dtype)
     box = torch.eye(3, dtype=dtype) * 40.0
-    for b in (None, box):
+    periodic_ok = not (model.electrostatic and model.coulomb_cutoff <= 0)
+    for b in (None, box) if periodic_ok else (None,):
         e_eager, f_eager = energy_forces(model, pos, z, frag, b)
         e_script, f_script = energy_forces(scripted, pos, z, frag, b)
         assert abs(float(e_eager - e_script)) <= TOL[dtype] * max(1.0, abs(float(e_eager)))

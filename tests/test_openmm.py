@@ -34,9 +34,10 @@ import openmmtorch
 from openmmml import MLPotential
 
 from openmmml_e2former.checkpoints import save_checkpoint
-from openmmml_e2former.export import EV_TO_KJ_PER_MOL, OpenMMModule, save_module
+from openmmml_e2former.export import OpenMMModule, save_module
 from openmmml_e2former.fragments import fragment_ids_from_topology
 from openmmml_e2former.model import E2FormerLSR, small_config
+from openmmml_e2former.units import EV_TO_KJ_PER_MOL
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 DIPEPTIDE_PDB = os.path.join(DATA, "ace_ala_nme.pdb")

@@ -18,7 +18,7 @@ from .structure import Structure
 #: CODATA 2018 conversions.
 HARTREE_TO_EV = 27.211386245988
 BOHR_TO_ANGSTROM = 0.529177210903
-KJ_PER_MOL_TO_EV = 1.0 / 96.48533212331002
+from ..units import KJ_PER_MOL_TO_EV  # noqa: E402
 
 
 @dataclass

@@ -50,6 +50,9 @@ class E2FormerConfig:
     num_embeddings: int = 256  # size of the atomic-number tables (authors use 256)
     edge_degree_embeddings: int = 300  # size of the edge-degree element tables
     energy_unit: str = "eV"  # unit of the predicted energy (forces: this unit per Angstrom)
+    electrostatics: str = "none"  # "none", or "coulomb": learned charges + screened Coulomb
+    coulomb_sigma: float = 2.0  # Angstrom: erf(r/sigma)/r screening of the Coulomb kernel
+    coulomb_cutoff: float = 0.0  # Angstrom; 0: every pair (non-periodic only)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -65,6 +68,10 @@ class E2FormerConfig:
             raise ValueError(f"fragment_selection must be 'all' or 'topk', not {self.fragment_selection!r}")
         if self.energy_unit not in ENERGY_UNITS:
             raise ValueError(f"energy_unit must be one of {ENERGY_UNITS}, not {self.energy_unit!r}")
+        if self.electrostatics not in ("none", "coulomb"):
+            raise ValueError(f"electrostatics must be 'none' or 'coulomb', not {self.electrostatics!r}")
+        if self.coulomb_sigma <= 0 or self.coulomb_cutoff < 0:
+            raise ValueError("coulomb_sigma must be positive and coulomb_cutoff >= 0")
         if self.local_cutoff <= 0 or self.long_cutoff <= 0:
             raise ValueError("cutoffs must be positive")
         if not self.elements:
@@ -75,9 +82,12 @@ class E2FormerConfig:
     @property
     def max_cutoff(self) -> float:
         """Largest interaction radius in Angstrom (sets the minimum periodic box)."""
+        cutoff = self.local_cutoff
         if self.num_long_layers > 0:
-            return max(self.local_cutoff, self.long_cutoff)
-        return self.local_cutoff
+            cutoff = max(cutoff, self.long_cutoff)
+        if self.electrostatics == "coulomb":
+            cutoff = max(cutoff, self.coulomb_cutoff)
+        return cutoff
 
     def replace(self, **changes) -> E2FormerConfig:
         return dataclasses.replace(self, **changes)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..units import COULOMB
 from .attention import EdgeDegreeEmbedding, EquivariantAttention
 from .config import E2FormerConfig
+from .electrostatics import coulomb_energies, total_charge_shift
 from .graph import (
     Graph,
     check_box,
@@ -156,6 +158,13 @@ class E2FormerLSR(nn.Module):
         self.norm_output = EquivariantRMSNorm(c, config.lmax)
         self.final_linear = SO3Linear(2 * c, c, config.lmax)
         self.energy_head = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))
+        # learned charges + screened Coulomb (electrostatics.py); absent from plain checkpoints
+        self.electrostatic = config.electrostatics == "coulomb"
+        heads = [nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))] if self.electrostatic else []
+        self.charge_heads = nn.ModuleList(heads)
+        self.coulomb_constant = COULOMB[config.energy_unit]
+        self.coulomb_sigma = config.coulomb_sigma
+        self.coulomb_cutoff = config.coulomb_cutoff
         self.register_buffer("reference_energies", torch.zeros(config.num_embeddings))
         supported = torch.zeros(config.num_embeddings, dtype=torch.bool)
         supported[torch.tensor(config.elements, dtype=torch.long)] = True
@@ -188,7 +197,25 @@ class E2FormerLSR(nn.Module):
             positions, atomic_numbers, fragment_ids, charge, box, fragment_centres, False
         )
         learned = self.energy_head(features[:, 0]).squeeze(-1)
+        learned = learned + self.electrostatic_energies(features, positions, charge, box)
         return learned + self.reference_energies[atomic_numbers].to(learned.dtype)
+
+    def atomic_charges(self, features: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
+        """Learned charges ``[N]`` (e) adding up to ``charge``; zeros without electrostatics."""
+        raw = torch.zeros_like(features[:, 0, 0])
+        for head in self.charge_heads:
+            raw = head(features[:, 0]).squeeze(-1)
+        return total_charge_shift(raw, charge)
+
+    def electrostatic_energies(
+        self, features: torch.Tensor, positions: torch.Tensor, charge: torch.Tensor, box: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Per-atom Coulomb energies ``[N]`` of the learned charges (zeros without electrostatics)."""
+        if not self.electrostatic:
+            return torch.zeros_like(features[:, 0, 0])
+        q = self.atomic_charges(features, charge)
+        k, sigma, cutoff = self.coulomb_constant, self.coulomb_sigma, self.coulomb_cutoff
+        return coulomb_energies(positions, q, box, k, sigma, cutoff)
 
     def energy_from_graphs(
         self,
@@ -199,12 +226,19 @@ class E2FormerLSR(nn.Module):
         local_graph: Graph,
         long_graph: Graph | None,
         long_dense: bool = False,
+        positions: torch.Tensor | None = None,
+        box: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Total energy ``[]`` in eV on given graphs (see :meth:`features_from_graphs`)."""
+        """Total energy ``[]`` in eV on given graphs (see :meth:`features_from_graphs`);
+        ``positions`` (Angstrom) and ``box`` are needed by models with electrostatics."""
         features, _ = self.features_from_graphs(
             atomic_numbers, fragment_ids, num_fragments, charge, local_graph, long_graph, False, long_dense
         )
         learned = self.energy_head(features[:, 0]).squeeze(-1)
+        if self.electrostatic:
+            if positions is None:
+                raise ValueError("E2Former-LSR: a model with electrostatics needs the positions")
+            learned = learned + self.electrostatic_energies(features, positions, charge, box)
         return (learned + self.reference_energies[atomic_numbers].to(learned.dtype)).sum()
 
     def features(
@@ -407,6 +441,11 @@ class E2FormerLSR(nn.Module):
             )
         if bool((fragment_ids < 0).any()):
             raise ValueError("E2Former-LSR: fragment ids must be >= 0")
+        if box is not None and self.electrostatic and self.coulomb_cutoff <= 0.0:
+            raise ValueError(
+                "E2Former-LSR: this model's Coulomb term has no cutoff (coulomb_cutoff 0), so it "
+                "cannot run with a periodic box; use a model trained with coulomb_cutoff > 0"
+            )
         if box is not None:
             check_box(box, self.max_cutoff)
 

@@ -5,7 +5,8 @@ its structures by total charge and, within a group, placing them side by side ``
 (more than the long-range cutoff, so no atom sees another structure's atoms or fragments), fragment
 ids offset so they never collide; per-atom energies are then summed per structure. The charge
 enters the network as ``charge * charge_embedding`` added to every atom, so each call must hold
-structures of a single total charge.
+structures of a single total charge. Models with a Coulomb term (``electrostatics``) see one
+structure per call: their charges add up per call and their Coulomb sum has no cutoff.
 """
 
 from __future__ import annotations
@@ -66,10 +67,16 @@ def predict(model, samples: list[Sample], gap: float = 40.0, create_graph: bool 
     """
     energies: list[torch.Tensor | None] = [None] * len(samples)
     forces: list[torch.Tensor | None] = [None] * len(samples)
-    by_charge: dict[float, list[int]] = {}
-    for i, s in enumerate(samples):
-        by_charge.setdefault(s.charge, []).append(i)
-    for charge, members in by_charge.items():
+    groups: list[tuple[float, list[int]]] = []
+    if getattr(model, "electrostatic", False):
+        # a Coulomb term has no cutoff and its charges add up per call: one structure per call
+        groups = [(s.charge, [i]) for i, s in enumerate(samples)]
+    else:
+        by_charge: dict[float, list[int]] = {}
+        for i, s in enumerate(samples):
+            by_charge.setdefault(s.charge, []).append(i)
+        groups = list(by_charge.items())
+    for charge, members in groups:
         pos, offset, frag_offset = [], 0.0, 0
         numbers, frags, owner = [], [], []
         for k, i in enumerate(members):

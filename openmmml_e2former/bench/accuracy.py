@@ -1,0 +1,452 @@
+"""``e2former bench accuracy``: force error vs system size for a local-only model at 5 Å, a
+local-only model at a longer cutoff and E2Former-LSR, trained alike on the small members of the
+size-scaling set (:mod:`openmmml_e2former.data.scaling`) and evaluated on every size.
+
+Steps (each resumable): build the set if missing; train the three models (same data, seed and
+number of epochs; runs in ``RUNS/<labels>-<model>``); evaluate every model on the evaluation
+members (force MAE and energy MAE per atom, by size) and on the charged-pair decay curves
+(interaction energy ``E(AB) - E(A) - E(B)`` against the reference's); time energy + forces of each
+architecture on villin (582 atoms) and the 2,000-atom villin cluster; write JSON and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+#: the architectures compared (small_config() changes); same data, seed and epochs for all.
+#: The first three are the paper's comparison; the last adds learned charges + Coulomb
+#: (model/electrostatics.py), this project's answer to what the first three miss.
+MODELS = {
+    "local-5A": {"num_long_layers": 0, "local_cutoff": 5.0},
+    "local-8A": {"num_long_layers": 0, "local_cutoff": 8.0},
+    "lsr-5A": {"local_cutoff": 5.0},
+    "lsr-5A+coulomb": {"local_cutoff": 5.0, "electrostatics": "coulomb"},
+}
+#: size bins (atoms) for the error-vs-size table; a bin is reported when it holds structures
+BIN_EDGES = (0, 80, 160, 320, 640, 1280, 2560)
+#: the training runs load structures up to this size (the training members are <= SMALL_ATOMS)
+MAX_TRAINING_ATOMS = 200
+#: the decay-curve error is reported beyond this charge-centre distance (Å)
+DECAY_BEYOND = 5.0
+TRAINING = {
+    "epochs": 12,
+    "batch_size": 8,
+    "lr": 5.0e-3,
+    "warmup_steps": 50,
+    "schedule": "cosine",
+    "min_lr_ratio": 0.02,
+    "energy_weight": 10.0,
+    "force_weight": 10.0,
+    "early_stopping_patience": 100,
+    "checkpoint_every_steps": 100,
+    "dtype": "float32",
+    "device": "cpu",
+    "num_threads": 1,
+    "tensorboard": False,
+}
+
+
+def label_paths(set_dir: str, labels: str) -> list[str]:
+    """Dataset files of one labelling of the set: ``oracle`` (AMBER14) or ``gfn2`` (folders of
+    chunks written by ``e2former label run``, ``SET/gfn2/<family>``)."""
+    root = os.path.join(set_dir, labels)
+    if labels == "oracle":
+        paths = sorted(str(p) for p in Path(root).glob("*.extxyz.gz"))
+    else:
+        paths = sorted(str(p) for p in Path(root).iterdir() if p.is_dir()) if os.path.isdir(root) else []
+    if not paths:
+        raise FileNotFoundError(f"no {labels} labels under {root}")
+    return paths
+
+
+def read_roles(set_dir: str) -> dict[str, str]:
+    path = os.path.join(set_dir, "roles.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} is missing: build the set with `e2former bench scaling-set --out {set_dir}`"
+        )
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def training_config(
+    name: str, set_dir: str, labels: str, runs: str, quick: bool = False, seed: int = 0
+) -> dict:
+    """The training configuration of model ``name`` (one of :data:`MODELS`); writes the split
+    (train/val ids present in this labelling) next to the run."""
+    from ..data.extxyz import read_structures
+
+    roles = read_roles(set_dir)
+    paths = label_paths(set_dir, labels)
+    present = {s.id for p in paths for s in read_structures(p) if s.num_atoms <= MAX_TRAINING_ATOMS}
+    split = {
+        side: sorted(i for i, r in roles.items() if r == side and i in present) for side in ("train", "val")
+    }
+    # every other small structure (held-out frames, decay curves) is the trainer's test side
+    split["test"] = sorted(i for i, r in roles.items() if r not in ("train", "val") and i in present)
+    output = os.path.join(runs, f"{labels}-{name}")
+    os.makedirs(output, exist_ok=True)
+    split_file = os.path.join(runs, f"{labels}-split.json")
+    with open(split_file, "w") as handle:
+        json.dump(split, handle)
+    training = dict(TRAINING, output=output, seed=seed, progress=False)
+    if quick:
+        training.update(epochs=1, max_steps_per_epoch=3, warmup_steps=1, checkpoint_every_steps=10)
+    return {
+        "data": {"paths": paths, "split_file": split_file, "max_atoms": MAX_TRAINING_ATOMS},
+        "model": {"preset": "small", "overrides": dict(MODELS[name])},
+        "training": training,
+    }
+
+
+def train_models(
+    set_dir: str, labels: str, runs: str, names, quick: bool = False, seed: int = 0, log=print
+) -> dict:
+    """Train each model unless its run finished (``final.json``); returns {name: best.pt path}."""
+    from ..train.config import merge_config
+    from ..train.run import run_training
+
+    out = {}
+    for name in names:
+        config = merge_config(training_config(name, set_dir, labels, runs, quick, seed))
+        output = config["training"]["output"]
+        if not os.path.exists(os.path.join(output, "final.json")):
+            log(f"training {name} on {labels} labels -> {output}")
+            start = time.time()
+            run_training(config)
+            log(f"{name}: trained in {time.time() - start:.0f} s")
+        out[name] = os.path.join(output, "best.pt")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation
+# ------------------------------------------------------------------------------------------------
+
+
+def family_of(structure_id: str) -> str:
+    head = structure_id.split(":", 1)[0]
+    if head.endswith("-seg"):
+        return "segments"
+    if head.endswith("-sphere"):
+        return "spheres"
+    return {"pair": "pairs", "shell": "shells"}.get(head, head)
+
+
+def predictions(checkpoint: str, structures, threads: int = 1) -> dict[str, tuple[float, np.ndarray]]:
+    """{id: (energy eV, forces eV/Å)} of a checkpoint on ``structures`` (one call per structure:
+    sizes differ by orders of magnitude)."""
+    import torch
+
+    from ..checkpoints import load_checkpoint
+    from ..train.batching import predict, to_sample
+
+    torch.set_num_threads(threads)
+    model, _ = load_checkpoint(checkpoint)
+    model = model.float()
+    out = {}
+    for s in structures:
+        energy, forces = predict(model, [to_sample(s)])
+        out[s.id] = (float(energy[0].detach()), forces[0].detach().double().numpy())
+    return out
+
+
+def error_rows(structures, predicted: dict) -> list[dict]:
+    rows = []
+    for s in structures:
+        energy, forces = predicted[s.id]
+        rows.append(
+            {
+                "id": s.id,
+                "family": family_of(s.id),
+                "atoms": int(s.num_atoms),
+                "charge": int(s.charge),
+                "force_mae": float(np.abs(forces - s.forces).mean()),
+                "energy_error_per_atom": float((energy - s.energy) / s.num_atoms),
+            }
+        )
+    return rows
+
+
+def size_table(rows: list[dict]) -> list[dict]:
+    """Per size bin: structures, mean atoms, force MAE (mean over structures), energy MAE/atom."""
+    table = []
+    for lo, hi in zip(BIN_EDGES, BIN_EDGES[1:], strict=False):
+        inside = [r for r in rows if lo < r["atoms"] <= hi]
+        if inside:
+            table.append(
+                {
+                    "bin": f"{lo + 1}-{hi}",
+                    "structures": len(inside),
+                    "mean_atoms": float(np.mean([r["atoms"] for r in inside])),
+                    "force_mae": float(np.mean([r["force_mae"] for r in inside])),
+                    "energy_mae_per_atom": float(np.mean([abs(r["energy_error_per_atom"]) for r in inside])),
+                }
+            )
+    return table
+
+
+def scaling_summary(rows: list[dict]) -> dict:
+    """Force MAE at the smallest and largest size bins, their ratio and the fitted exponent of
+    force MAE vs atoms (log-log slope over structures)."""
+    from .speed import fit_exponent
+
+    table = size_table(rows)
+    if not table:
+        return {"bins": []}
+    first, last = table[0], table[-1]
+    return {
+        "bins": table,
+        "smallest": first,
+        "largest": last,
+        "ratio_largest_to_smallest": last["force_mae"] / first["force_mae"],
+        "exponent": fit_exponent([r["atoms"] for r in rows], [r["force_mae"] for r in rows]),
+    }
+
+
+def decay_curves(structures, predicted: dict[str, dict]) -> list[dict]:
+    """Per charged pair: distances, reference interaction energies and each model's (eV), and
+    each model's MAE beyond :data:`DECAY_BEYOND` Å (meV)."""
+    by_id = {s.id: s for s in structures}
+    curves = []
+    pairs = sorted({i.split("/")[0] for i in by_id if i.startswith("pair:") and "/curve/" in i})
+    for pair in pairs:
+        mono = [f"{pair}/monomer-A", f"{pair}/monomer-B"]
+        if not all(m in by_id for m in mono):
+            continue
+        points = sorted((float(i.rsplit("/d", 1)[1]), i) for i in by_id if i.startswith(pair + "/curve/"))
+        ref_mono = sum(by_id[m].energy for m in mono)
+        curve = {
+            "pair": pair.split(":", 1)[1],
+            "distance": [d for d, _ in points],
+            "reference": [by_id[i].energy - ref_mono for _, i in points],
+            "models": {},
+        }
+        for model, pred in predicted.items():
+            if not all(i in pred for _, i in points) or not all(m in pred for m in mono):
+                continue
+            model_mono = sum(pred[m][0] for m in mono)
+            values = [pred[i][0] - model_mono for _, i in points]
+            far = [
+                abs(v - r)
+                for v, r, d in zip(values, curve["reference"], curve["distance"], strict=True)
+                if d > DECAY_BEYOND
+            ]
+            curve["models"][model] = {
+                "interaction": values,
+                "mae_beyond_meV": 1000 * float(np.mean(far)) if far else None,
+            }
+        curves.append(curve)
+    return curves
+
+
+def time_architecture(checkpoint: str, sizes=(582, 2000), repeats: int = 3, threads: int = 2) -> dict:
+    """Median seconds of energy + forces (float32, CPU) of the exported module on the villin
+    benchmark systems (:mod:`.systems`), after one warm-up call."""
+    import torch
+
+    from ..checkpoints import load_checkpoint
+    from ..export import OpenMMModule, cut_bonds
+    from ..fragments import fragment_ids_from_topology
+    from .systems import system_for_size
+
+    torch.set_num_threads(threads)
+    network, _ = load_checkpoint(checkpoint)
+    out = {}
+    for n in sizes:
+        system = system_for_size(n)
+        atoms = list(system.topology.atoms())
+        numbers = [atoms[i].element.atomic_number for i in system.ml_atoms]
+        fragments = fragment_ids_from_topology(system.topology, system.ml_atoms)
+        caps = cut_bonds(system.topology, system.ml_atoms)
+        module = OpenMMModule(
+            network.float(), numbers, fragments, 0.0, system.ml_atoms, caps, False, torch.float32
+        )
+        positions = torch.tensor(system.positions_nm, dtype=torch.float32)
+        times = []
+        for k in range(repeats + 1):
+            p = positions.clone().requires_grad_(True)
+            t0 = time.perf_counter()
+            energy = module(p)
+            torch.autograd.grad(energy, p)
+            if k:
+                times.append(time.perf_counter() - t0)
+        out[str(n)] = statistics.median(times)
+    return out
+
+
+def run(args) -> dict:
+    from ..data.extxyz import read_structures
+    from ..data.scaling import build_scaling_set
+
+    set_dir = args.set
+    if not os.path.exists(os.path.join(set_dir, "roles.json")) or args.quick:
+        build_scaling_set(set_dir, quick=args.quick, seed=args.seed)
+    roles = read_roles(set_dir)
+    checkpoints = train_models(set_dir, args.labels, args.runs, args.train, args.quick, args.seed)
+    for spec in args.models or []:
+        name, _, path = spec.partition("=")
+        if not path:
+            raise SystemExit(f"--models takes NAME=CHECKPOINT, not {spec!r}")
+        checkpoints[name] = path
+    wanted = ("eval", "curve", "monomer")
+    structures = [
+        s for p in label_paths(set_dir, args.labels) for s in read_structures(p) if roles.get(s.id) in wanted
+    ]
+    evaluated = [s for s in structures if roles[s.id] == "eval"]
+    result = {
+        "labels": args.labels,
+        "set": set_dir,
+        "commands": {"this": "e2former bench accuracy " + " ".join(args.argv)},
+        "training": {name: MODELS.get(name) for name in checkpoints},
+        "seed": args.seed,
+        "quick": bool(args.quick),
+        "models": {},
+    }
+    predicted_all = {}
+    for name, path in checkpoints.items():
+        print(f"evaluating {name} on {len(structures)} structures", flush=True)
+        predicted = predictions(path, structures, args.threads)
+        predicted_all[name] = predicted
+        rows = error_rows(evaluated, predicted)
+        families = sorted({r["family"] for r in rows})
+        entry = {
+            "checkpoint": path,
+            "overall": scaling_summary(rows),
+            "families": {f: scaling_summary([r for r in rows if r["family"] == f]) for f in families},
+            "structures": rows,
+        }
+        if not args.no_speed:
+            entry["seconds_energy_forces"] = time_architecture(path, args.speed_sizes, threads=args.threads)
+        result["models"][name] = entry
+    result["decay_curves"] = decay_curves(structures, predicted_all)
+    return result
+
+
+def report(result: dict) -> None:
+    print(f"\nforce MAE (eV/Å) by size, {result['labels']} labels")
+    for name, entry in result["models"].items():
+        overall = entry["overall"]
+        if not overall.get("bins"):
+            continue
+        cells = "  ".join(f"{b['bin']}: {b['force_mae']:.4f}" for b in overall["bins"])
+        exponent = overall["exponent"]
+        print(
+            f"  {name:<10} {cells}  largest/smallest {overall['ratio_largest_to_smallest']:.2f}"
+            + (f"  exponent {exponent:+.3f}" if exponent is not None else "")
+        )
+        if "seconds_energy_forces" in entry:
+            print(
+                "  "
+                + " " * 10
+                + " time "
+                + ", ".join(f"{n} atoms {t:.3f} s" for n, t in entry["seconds_energy_forces"].items())
+            )
+    for curve in result["decay_curves"]:
+        cells = ", ".join(
+            f"{m} {v['mae_beyond_meV']:.1f}"
+            for m, v in curve["models"].items()
+            if v["mae_beyond_meV"] is not None
+        )
+        print(f"  decay {curve['pair']}: interaction-energy MAE beyond {DECAY_BEYOND:g} Å (meV): {cells}")
+
+
+def plot(result: dict, path: str) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    families = sorted({f for e in result["models"].values() for f in e["families"]})
+    curves = result["decay_curves"]
+    cols = max(len(families), len(curves), 1)
+    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 7.5), squeeze=False)
+    colours = dict(zip(result["models"], plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    for ax, family in zip(axes[0], families, strict=False):
+        for name, entry in result["models"].items():
+            rows = [r for r in entry["structures"] if r["family"] == family]
+            if not rows:
+                continue
+            ax.scatter(
+                [r["atoms"] for r in rows],
+                [r["force_mae"] for r in rows],
+                s=9,
+                alpha=0.5,
+                color=colours[name],
+            )
+            bins = entry["families"][family]["bins"]
+            exp = entry["families"][family].get("exponent")
+            label = name + (f" (slope {exp:+.2f})" if exp is not None else "")
+            ax.plot(
+                [b["mean_atoms"] for b in bins],
+                [b["force_mae"] for b in bins],
+                "-o",
+                color=colours[name],
+                label=label,
+            )
+        ax.set(xscale="log", yscale="log", xlabel="atoms", ylabel="force MAE (eV/Å)", title=family)
+        ax.legend(fontsize=7)
+    for ax, curve in zip(axes[1], curves, strict=False):
+        ax.plot(curve["distance"], curve["reference"], "k-", lw=2, label="reference")
+        for name, values in curve["models"].items():
+            ax.plot(curve["distance"], values["interaction"], "--", color=colours.get(name), label=name)
+        ax.axvline(DECAY_BEYOND, color="grey", lw=0.5)
+        ax.set(xlabel="charge-centre distance (Å)", ylabel="interaction energy (eV)", title=curve["pair"])
+        ax.legend(fontsize=7)
+    for ax in list(axes[0][len(families) :]) + list(axes[1][len(curves) :]):
+        ax.axis("off")
+    fig.suptitle(f"size scaling and decay curves ({result['labels']} labels)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", default="scaling", help="the size-scaling set folder (built if missing)")
+    parser.add_argument("--labels", choices=("oracle", "gfn2"), default="oracle")
+    parser.add_argument("--runs", default="runs/accuracy", help="training runs folder")
+    parser.add_argument(
+        "--train", nargs="*", choices=list(MODELS), default=list(MODELS), help="models to train"
+    )
+    parser.add_argument(
+        "--models", nargs="*", metavar="NAME=CHECKPOINT", help="extra checkpoints to evaluate"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny set and 3 training steps (output format check)"
+    )
+    parser.add_argument("--no-speed", action="store_true", help="skip timing the architectures")
+    parser.add_argument("--speed-sizes", nargs="+", type=int, default=[582, 2000])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out", default=None, help="JSON path (default: benchmarks/results/accuracy_<labels>.json)"
+    )
+    parser.add_argument("--plot", default=None, help="PNG path (default: the JSON path with .png)")
+
+
+def main_from_args(args, argv=None) -> int:
+    args.argv = list(argv or [])
+    if args.quick:
+        args.speed_sizes = [100]
+    result = run(args)
+    out = args.out or f"benchmarks/results/accuracy_{args.labels}{'_quick' if args.quick else ''}.json"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as handle:
+        json.dump(
+            result, handle, indent=1, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v
+        )
+    report(result)
+    png = plot(result, args.plot or os.path.splitext(out)[0] + ".png")
+    print(f"\nwrote {out}" + (f" and {png}" if png else ""))
+    return 0

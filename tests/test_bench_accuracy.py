@@ -1,0 +1,65 @@
+"""``e2former bench accuracy --quick``: the whole pipeline (set, training, evaluation, decay curves,
+timing, JSON, plot) on a tiny set; checks the output is well formed, not the numbers."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from openmmml_e2former.bench import accuracy
+from openmmml_e2former.data.scaling import PAIRS
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("accuracy")
+    out = root / "acc.json"
+    cmd = [sys.executable, "-m", "openmmml_e2former.cli", "bench", "accuracy", "--quick"]
+    cmd += ["--set", str(root / "set"), "--runs", str(root / "runs"), "--out", str(out), "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text()), root, proc.stdout
+
+
+def test_quick_run_reports_every_model_family_and_pair(quick_run):
+    result, root, stdout = quick_run
+    assert set(result["models"]) == set(accuracy.MODELS)
+    for entry in result["models"].values():
+        assert os.path.exists(entry["checkpoint"])
+        assert set(entry["families"]) == {"segments", "spheres", "shells"}
+        bins = entry["overall"]["bins"]
+        assert bins and all(math.isfinite(b["force_mae"]) and b["structures"] > 0 for b in bins)
+        assert math.isfinite(entry["overall"]["ratio_largest_to_smallest"])
+        assert all(t > 0 for t in entry["seconds_energy_forces"].values())
+        assert {r["family"] for r in entry["structures"]} == set(entry["families"])
+    pairs = {c["pair"] for c in result["decay_curves"]}
+    assert pairs == {name for name, _, _ in PAIRS}
+    for curve in result["decay_curves"]:
+        assert len(curve["distance"]) == len(curve["reference"]) > 5
+        assert curve["distance"] == sorted(curve["distance"])
+        assert set(curve["models"]) == set(accuracy.MODELS)
+    assert (root / "acc.png").exists()
+    assert "largest/smallest" in stdout
+
+
+def test_family_of_ids():
+    assert accuracy.family_of("1bhl-seg:3-5/f4") == "segments"
+    assert accuracy.family_of("1bhl-sphere:LYS12/r5/f0") == "spheres"
+    assert accuracy.family_of("shell:ACE-LYS-NME/r3/f2") == "shells"
+    assert accuracy.family_of("pair:sodium-chloride/curve/d3.10") == "pairs"
+
+
+def test_size_table_and_ratio_from_known_rows():
+    rows = [
+        {"atoms": 50, "force_mae": 0.1, "energy_error_per_atom": 0.01},
+        {"atoms": 70, "force_mae": 0.3, "energy_error_per_atom": -0.03},
+        {"atoms": 1000, "force_mae": 0.4, "energy_error_per_atom": 0.0},
+    ]
+    summary = accuracy.scaling_summary(rows)
+    assert [b["bin"] for b in summary["bins"]] == ["1-80", "641-1280"]
+    assert summary["smallest"]["force_mae"] == pytest.approx(0.2)
+    assert summary["smallest"]["energy_mae_per_atom"] == pytest.approx(0.02)
+    assert summary["ratio_largest_to_smallest"] == pytest.approx(2.0)

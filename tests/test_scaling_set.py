@@ -1,0 +1,93 @@
+"""The size-scaling set (data/scaling.py): capped pieces AMBER14 can parametrise, and an oracle
+whose long-range part is checked against a direct Coulomb + Lennard-Jones sum."""
+
+import numpy as np
+import pytest
+
+from openmmml_e2former.data import scaling
+from openmmml_e2former.data.generators import _protein_only, villin_topology
+
+CHARGED = {"LYS": 1, "ARG": 1, "HIP": 1, "ASP": -1, "GLU": -1}
+
+
+@pytest.fixture(scope="module")
+def villin():
+    return _protein_only(*villin_topology()[:2])
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    return scaling.AmberOracle()
+
+
+def test_capped_piece_has_ace_nme_caps_and_the_residues_charge(villin, oracle):
+    top, pos = villin
+    piece, xyz = scaling.capped_piece(top, pos, range(4, 9))  # residues 5-9, cut on both sides
+    names = [r.name for r in piece.residues()]
+    assert names[0] == "ACE" and names[-1] == "NME" and len(names) == 7
+    original = [r.name for r in list(top.residues())[4:9]]
+    assert names[1:-1] == original
+    expected = sum(CHARGED.get(n, 0) for n in original)
+    assert oracle.charge(piece) == expected
+    atoms = list(piece.atoms())
+    for residue in (list(piece.residues())[0], list(piece.residues())[-1]):
+        carbon = next(a for a in residue.atoms() if a.name == ("CH3" if residue.name == "ACE" else "C"))
+        hs = [a for a in residue.atoms() if a.name in ("H1", "H2", "H3")]
+        d = [np.linalg.norm(xyz[h.index] - xyz[carbon.index]) for h in hs]
+        assert d == pytest.approx([scaling.CH_BOND] * 3)
+    assert len(atoms) == len(xyz)
+
+
+def test_pieces_with_gaps_become_capped_runs_and_single_gaps_are_filled(villin):
+    top, _ = villin
+    runs = scaling.residue_runs(top, [2, 3, 5, 10, 11])
+    assert [[r.index for r in run] for run in runs] == [[2, 3, 4, 5], [10, 11]]
+
+
+def test_oracle_interaction_at_long_range_is_plain_coulomb_plus_lennard_jones(oracle):
+    """E(AB) - E(A) - E(B) of a charged pair 20 Å apart equals a direct sum over the AMBER charges
+    and LJ parameters of the two molecules (no cutoff, no screening)."""
+    import openmm
+    import openmm.app as app
+
+    made = scaling.charged_pairs(oracle, seed=0, train_per_pair=0)
+    by_id = {s.id: s for s, _ in made}
+    name = "ammonium-carboxylate"
+    far = max((s for s in by_id.values() if s.id.startswith(f"pair:{name}/curve/")), key=lambda s: s.id)
+    mono = [by_id[f"pair:{name}/monomer-A"], by_id[f"pair:{name}/monomer-B"]]
+    inter = far.energy - mono[0].energy - mono[1].energy
+    # independent sum from the force-field parameters
+    from openmmml_e2former.data.peptides import build_capped_peptide
+
+    ff = app.ForceField("amber14-all.xml")
+    params = []
+    for residue in ("LYS", "ASP"):
+        top, _ = build_capped_peptide([residue])
+        system = ff.createSystem(top, nonbondedMethod=app.NoCutoff)
+        nb = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+        params.append([nb.getParticleParameters(i) for i in range(system.getNumParticles())])
+    na = len(params[0])
+    xyz = far.positions
+    total = 0.0
+    for i, (qi, si, ei) in enumerate(params[0]):
+        for j, (qj, sj, ej) in enumerate(params[1]):
+            r = np.linalg.norm(xyz[i] - xyz[na + j]) / 10.0  # nm
+            sigma = 0.5 * (si._value + sj._value)
+            eps = np.sqrt(ei._value * ej._value)
+            total += 138.935458 * qi._value * qj._value / r + 4 * eps * ((sigma / r) ** 12 - (sigma / r) ** 6)
+    assert inter == pytest.approx(total / 96.48533212331002, rel=1e-5)
+    assert inter < -0.5  # about -14.4/20 eV: the long-range signal the benchmark is about
+
+
+def test_roles_small_members_train_and_held_out_frames_evaluate(villin, oracle):
+    top, pos = villin
+    frames = [pos, pos + 0.01, pos - 0.01, pos + 0.02]
+    made = scaling.segments(
+        oracle, top, frames, "villin", (3, 12), train_frames=2, train_stride=16, eval_starts=2
+    )
+    roles = {}
+    for s, role in made:
+        roles.setdefault(role, []).append(s.num_atoms)
+    assert max(roles["train"]) <= scaling.SMALL_ATOMS and max(roles["val"]) <= scaling.SMALL_ATOMS
+    assert max(roles["eval"]) > scaling.SMALL_ATOMS  # every size is evaluated
+    assert all(s.id.endswith("/f3") for s, r in made if r == "eval")
