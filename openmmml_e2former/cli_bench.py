@@ -25,10 +25,21 @@ def add_parser(sub) -> None:
         help="generate the size-scaling set (segments, spheres, pairs, shells) with AMBER14 oracle labels",
         description="Resumable: a family whose file exists is kept. GFN2-xTB labels: e2former label run.",
     )
-    scaling.add_argument("--out", default="scaling", help="output folder (default: scaling)")
+    scaling.add_argument(
+        "--out", default="datasets/scaling", help="output folder (default: datasets/scaling)"
+    )
     scaling.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     scaling.add_argument("--quick", action="store_true", help="a tiny set from villin (seconds; for tests)")
     scaling.add_argument("--seed", type=int, default=0)
+    scaling.add_argument(
+        "--label-gfn2",
+        action="store_true",
+        help="then label the set with GFN2-xTB into OUT/gfn2/all (resumable; evaluation members first)",
+    )
+    scaling.add_argument(
+        "--max-atoms", type=int, default=650, help="largest structure to label with GFN2-xTB"
+    )
+    scaling.add_argument("--workers", type=int, default=1, help="GFN2-xTB labelling processes")
     scaling.set_defaults(func=run_scaling_set)
 
     accuracy = kinds.add_parser(
@@ -54,6 +65,16 @@ def run_scaling_set(args) -> int:
     summary = build_scaling_set(args.out, args.families, quick=args.quick, seed=args.seed)
     for family, counts in summary.items():
         print(f"{family:<9} " + ", ".join(f"{role} {n}" for role, n in sorted(counts.items())))
+    if args.label_gfn2:
+        import os
+
+        from .data.labelling import label_dataset
+        from .data.scaling import gfn2_queue
+
+        queue = gfn2_queue(args.out, args.max_atoms)
+        print(f"GFN2-xTB: {len(queue)} structures of <= {args.max_atoms} atoms -> {args.out}/gfn2/all")
+        summary = label_dataset(queue, os.path.join(args.out, "gfn2", "all"), "gfn2", workers=args.workers)
+        print(summary)
     return 0
 
 

@@ -95,8 +95,10 @@ def training_config(
     output = os.path.join(runs, f"{labels}-{name}")
     os.makedirs(output, exist_ok=True)
     split_file = os.path.join(runs, f"{labels}-split.json")
-    with open(split_file, "w") as handle:
+    tmp = f"{split_file}.tmp-{os.getpid()}"  # two training processes may write it at once
+    with open(tmp, "w") as handle:
         json.dump(split, handle)
+    os.replace(tmp, split_file)
     training = dict(TRAINING, output=output, seed=seed, progress=False)
     if quick:
         training.update(epochs=1, max_steps_per_epoch=3, warmup_steps=1, checkpoint_every_steps=10)
@@ -292,6 +294,8 @@ def run(args) -> dict:
         build_scaling_set(set_dir, quick=args.quick, seed=args.seed)
     roles = read_roles(set_dir)
     checkpoints = train_models(set_dir, args.labels, args.runs, args.train, args.quick, args.seed)
+    if args.train_only:
+        return {}
     for spec in args.models or []:
         name, _, path = spec.partition("=")
         if not path:
@@ -413,7 +417,9 @@ def plot(result: dict, path: str) -> str | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", default="scaling", help="the size-scaling set folder (built if missing)")
+    parser.add_argument(
+        "--set", default="datasets/scaling", help="the size-scaling set folder (built if missing)"
+    )
     parser.add_argument("--labels", choices=("oracle", "gfn2"), default="oracle")
     parser.add_argument("--runs", default="runs/accuracy", help="training runs folder")
     parser.add_argument(
@@ -426,6 +432,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="tiny set and 3 training steps (output format check)"
     )
     parser.add_argument("--no-speed", action="store_true", help="skip timing the architectures")
+    parser.add_argument(
+        "--train-only", action="store_true", help="train (e.g. some models per process), do not evaluate"
+    )
     parser.add_argument("--speed-sizes", nargs="+", type=int, default=[582, 2000])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -440,6 +449,8 @@ def main_from_args(args, argv=None) -> int:
     if args.quick:
         args.speed_sizes = [100]
     result = run(args)
+    if args.train_only:
+        return 0
     out = args.out or f"benchmarks/results/accuracy_{args.labels}{'_quick' if args.quick else ''}.json"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as handle:

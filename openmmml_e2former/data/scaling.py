@@ -293,7 +293,9 @@ def prepared_1bhl(path: str):
     return pdb.topology, np.array(pdb.positions.value_in_unit(unit.angstrom))
 
 
-def protein_frames(topology, positions, num_frames: int, seed: int, interval: int = 500) -> list[np.ndarray]:
+def protein_frames(
+    topology, positions, num_frames: int, seed: int, interval: int = 500, threads: int = 2
+) -> list[np.ndarray]:
     """The structure itself and ``num_frames - 1`` frames of AMBER14/OBC2 Langevin MD at 350 K
     (1 fs, no constraints; GB and nonbonded cut at 1.2 nm to keep a 2,000-atom protein cheap --
     this only samples conformations, the labels are the oracle's)."""
@@ -310,7 +312,8 @@ def protein_frames(topology, positions, num_frames: int, seed: int, interval: in
     )
     integrator = openmm.LangevinMiddleIntegrator(350 * unit.kelvin, 5 / unit.picosecond, 1 * unit.femtosecond)
     integrator.setRandomNumberSeed(seed + 1)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    platform = openmm.Platform.getPlatformByName("CPU")
+    context = openmm.Context(system, integrator, platform, {"Threads": str(threads)})
     context.setPositions(positions * 0.1)
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, 100)
     context.setVelocitiesToTemperature(350 * unit.kelvin, seed + 1)
@@ -651,7 +654,7 @@ def build_family(family: str, out: str, quick: bool = False, seed: int = 0) -> l
     if os.path.exists(cache):  # segments and spheres share the frames
         frames = list(np.load(cache))
     else:
-        frames = protein_frames(topology, positions, train + 3, seed, interval=20 if quick else 2000)
+        frames = protein_frames(topology, positions, train + 3, seed, interval=20 if quick else 1000)
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         with open(f"{cache}.tmp", "wb") as handle:
             np.save(handle, np.array(frames))
@@ -667,6 +670,32 @@ def build_family(family: str, out: str, quick: bool = False, seed: int = 0) -> l
         evals = spheres(oracle, topology, frames, name, radii, picks, train)
         return train_set + [(s, r) for s, r in evals if r == "eval"]
     raise ValueError(f"unknown family {family!r}; use one of {FAMILIES}")
+
+
+#: order of GFN2-xTB labelling: what the benchmark evaluates first, training members last
+LABEL_ORDER = ("eval", "curve", "monomer", "val", "train")
+
+
+def gfn2_queue(out: str, max_atoms: int = 650) -> list[Structure]:
+    """The set's structures up to ``max_atoms`` in labelling order (:data:`LABEL_ORDER`, then
+    size), without their oracle labels."""
+    import json
+
+    from .extxyz import read_structures
+
+    with open(os.path.join(out, "roles.json")) as handle:
+        roles = json.load(handle)
+    structures = [
+        s
+        for family in FAMILIES
+        if os.path.exists(os.path.join(out, "oracle", f"{family}.extxyz.gz"))
+        for s in read_structures(os.path.join(out, "oracle", f"{family}.extxyz.gz"))
+        if s.num_atoms <= max_atoms and roles.get(s.id) in LABEL_ORDER
+    ]
+    structures.sort(key=lambda s: (LABEL_ORDER.index(roles[s.id]), s.num_atoms, s.id))
+    for s in structures:
+        s.energy, s.forces, s.labels = None, None, {}
+    return structures
 
 
 def build_scaling_set(
