@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo lint
+.PHONY: setup test demo lint chromium
 
 setup: $(STAMP)
 
@@ -14,7 +14,11 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -e '.[dev]'
 	touch $(STAMP)
 
-test: setup
+# The report-rendering test needs headless Chromium: installed here if missing (Debian/apt).
+chromium:
+	bash tools/ensure-chromium
+
+test: setup chromium
 	$(VPY) -m pytest -q
 
 demo: setup

@@ -72,11 +72,12 @@ def run_prepare(args) -> None:
     from .simulate.prepare import format_report, prepare_structure
     from .simulate.protocol import load_protocol
     from .simulate.restart import atomic_write_json, atomic_write_text
-    from .simulate.system import forcefield_files, load_forcefield
+    from .simulate.system import forcefield_files, load_forcefield, resolve_min_box
 
     protocol = load_protocol(args.protocol)
     forcefield = load_forcefield(forcefield_files(protocol.system, protocol.prepare["water_model"]))
-    topology, positions, report = prepare_structure(args.pdb, protocol.prepare, forcefield)
+    options = resolve_min_box(protocol.prepare, protocol.potential, ml_selected=True)
+    topology, positions, report = prepare_structure(args.pdb, options, forcefield)
     os.makedirs(args.output, exist_ok=True)
     lines = format_report(report)
     atomic_write_json(os.path.join(args.output, "prepare.json"), report)

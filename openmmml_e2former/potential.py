@@ -153,6 +153,13 @@ class E2FormerPotentialImpl:
         return model
 
 
+def model_max_cutoff(name: str, **options) -> float:
+    """The largest cutoff (Å) of the network ``MLPotential(name, **options)`` loads: a periodic
+    box must be at least twice as wide."""
+    impl = E2FormerPotentialImpl(name, long_range=name != "e2former", **options)
+    return float(impl._load_model(options).config.max_cutoff)
+
+
 def default_weights(name: str) -> str:
     """Weights used without ``modelPath``: the shipped checkpoint ``potentials/<name>.pt``, else
     ``<name>.pt`` in the weights cache (``openmmml_e2former.weights``; downloaded when a URL is

@@ -68,10 +68,24 @@ def test_element_the_potential_does_not_support(tmp_path, peptide):
 
 
 def test_box_too_small_for_the_model(tmp_path, peptide):
-    data = small_protocol([MINIMIZE], padding_nm=0.6)
+    """With the automatic minimum box switched off, a small padding is refused before any step."""
+    data = small_protocol([MINIMIZE], padding_nm=0.6, min_box_nm=0)
     with pytest.raises(ValueError, match="periodic box too small"):
         _run(tmp_path, peptide, "resid 0 to 1", protocol=data)
     assert _nothing_ran(tmp_path)
+
+
+def test_small_padding_is_raised_to_fit_the_model(tmp_path, peptide):
+    """The same padding with the default ``min_box_nm: auto``: preparation widens the box to
+    twice the LSR model's 18 Å cutoff (+5 %) and says so; the run goes on."""
+    import json
+
+    _run(tmp_path, peptide, "resid 0 to 1", protocol=small_protocol([MINIMIZE], padding_nm=0.6))
+    report = json.load(open(tmp_path / "run" / "prepare.json"))
+    assert report["padding_requested_nm"] == 0.6 and report["padding_nm"] > 0.6
+    assert report["min_box_nm"] == pytest.approx(2 * 1.8 * 1.05)
+    assert min(report["box_vectors_nm"][k][k] for k in range(3)) >= report["min_box_nm"]
+    assert "padding raised from 0.6" in open(tmp_path / "run" / "prepare.txt").read()
 
 
 def test_preparation_reports_what_it_changed(tmp_path, peptide):

@@ -132,7 +132,7 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
     import openmm.app as app
 
     from .prepare import format_report, prepare_structure
-    from .selection import format_ml_summary, ml_region_summary, select_atoms
+    from .selection import NONE_WORDS, format_ml_summary, ml_region_summary, select_atoms
     from .system import (
         RANDOM_WARNING,
         build_mixed_system,
@@ -142,6 +142,7 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
         forcefield_files,
         keep_ml_constraints,
         load_forcefield,
+        resolve_min_box,
         resolve_potential,
     )
 
@@ -149,7 +150,8 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
     prepared = os.path.join(folder, "prepared.pdb")
     if not os.path.isfile(prepared):
         say(f"preparing {structure} (pdbfixer: heterogens, missing atoms, hydrogens; solvent and ions)")
-        topology, positions, report = prepare_structure(structure, protocol.prepare, forcefield)
+        options = resolve_min_box(protocol.prepare, protocol.potential, str(selection).strip().lower() not in NONE_WORDS)
+        topology, positions, report = prepare_structure(structure, options, forcefield)
         lines = format_report(report)
         restart.atomic_write_json(os.path.join(folder, "prepare.json"), report)
         restart.atomic_write_text(os.path.join(folder, "prepare.txt"), "\n".join(lines) + "\n")

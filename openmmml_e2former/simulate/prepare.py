@@ -10,7 +10,10 @@ that :func:`format_report` turns into lines for the screen and ``prepare.json``.
 from __future__ import annotations
 
 import collections
+import math
 import os
+
+import numpy as np
 
 WATER_NAMES = {"HOH", "WAT", "H2O", "TIP3", "TIP", "SOL", "T3P", "SPC"}
 ION_NAMES = {"NA", "CL", "K", "MG", "CA", "ZN", "Na+", "Cl-", "K+", "Na", "Cl"}
@@ -169,15 +172,40 @@ def template_error(exc: Exception) -> ValueError:
     )
 
 
+#: smallest diagonal element of the reduced box vectors per unit width, for each of Modeller's
+#: box shapes (cube: 1; rhombic dodecahedron: c_z = w/sqrt(2); truncated octahedron: c_z = w*sqrt(6)/3)
+BOX_DIAGONAL_FRACTION = {"cube": 1.0, "dodecahedron": math.sqrt(0.5), "octahedron": math.sqrt(6.0) / 3.0}
+
+
+def padding_for_minimum_box(positions_nm, padding: float, minimum_box_nm: float, box_shape: str) -> float:
+    """The padding (nm) to give ``Modeller.addSolvent`` so that every diagonal element of the box
+    is at least ``minimum_box_nm``: ``padding`` itself when it already does. Modeller's width is
+    ``max(2 * radius + padding, 2 * padding)`` with ``radius`` that of the solute's bounding sphere
+    about the centre of its bounding box."""
+    if minimum_box_nm <= 0:
+        return padding
+    xyz = np.asarray(positions_nm, dtype=float).reshape(-1, 3)
+    center = 0.5 * (xyz.min(axis=0) + xyz.max(axis=0))
+    radius = float(np.linalg.norm(xyz - center, axis=1).max()) if len(xyz) else 0.0
+    width = minimum_box_nm / BOX_DIAGONAL_FRACTION[box_shape] + 1e-3
+    return max(padding, min(width - 2.0 * radius, width / 2.0))
+
+
 def _solvate(modeller, forcefield, options: dict) -> dict:
     import openmm.unit as unit
 
     before = collections.Counter(r.name for r in modeller.topology.residues())
+    requested = float(options["padding_nm"])
+    minimum = options.get("min_box_nm") or 0.0
+    if isinstance(minimum, str):
+        raise ValueError("prepare: resolve min_box_nm 'auto' first (simulate.system.resolve_min_box)")
+    positions = modeller.getPositions().value_in_unit(unit.nanometer)
+    padding = padding_for_minimum_box(positions, requested, minimum, options["box_shape"])
     try:
         modeller.addSolvent(
             forcefield,
             model=options["water_model"],
-            padding=float(options["padding_nm"]) * unit.nanometer,
+            padding=padding * unit.nanometer,
             boxShape=options["box_shape"],
             positiveIon=options["positive_ion"],
             negativeIon=options["negative_ion"],
@@ -193,7 +221,9 @@ def _solvate(modeller, forcefield, options: dict) -> dict:
     return {
         "water_model": options["water_model"],
         "box_shape": options["box_shape"],
-        "padding_nm": float(options["padding_nm"]),
+        "padding_nm": round(padding, 3),
+        "padding_requested_nm": requested,
+        "min_box_nm": minimum,
         "waters_added": waters,
         "ions_added": ions,
         "ionic_strength_molar": float(options["ionic_strength_molar"]),
@@ -215,6 +245,11 @@ def format_report(report: dict) -> list[str]:
     lines.append(f"solute: {report['solute_atoms']} atoms, net charge {report['solute_net_charge']:+d} e")
     if "waters_added" in report:
         ions = ", ".join(f"{n} {name}" for name, n in report["ions_added"].items()) or "none"
+        if report["padding_nm"] > report["padding_requested_nm"]:
+            lines.append(
+                f"padding raised from {report['padding_requested_nm']} to {report['padding_nm']} nm: "
+                f"the box must be at least {report['min_box_nm']:.2f} nm wide for the ML potential"
+            )
         lines.append(
             f"solvated ({report['box_shape']}, {report['padding_nm']} nm padding, {report['water_model']}): "
             f"{report['waters_added']} waters, ions {ions} "

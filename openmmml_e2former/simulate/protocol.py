@@ -23,6 +23,9 @@ PREPARE_DEFAULTS = {
     "ph": 7.0,
     "solvate": True,
     "padding_nm": 1.0,
+    # smallest box edge (nm): "auto" = what the ML potential needs (twice its largest cutoff,
+    # + 5 % for NPT), raising the padding where a small solute would get a smaller box; 0: none
+    "min_box_nm": "auto",
     "box_shape": "cube",  # cube | dodecahedron | octahedron
     "water_model": "tip3p",
     "ionic_strength_molar": 0.15,
@@ -302,6 +305,9 @@ def _check_values(protocol: Protocol, where: str) -> None:
         raise ValueError(f"{where} [prepare]: box_shape must be cube, dodecahedron or octahedron")
     if prep["solvate"] and float(prep["padding_nm"]) <= 0:
         raise ValueError(f"{where} [prepare]: padding_nm must be > 0")
+    box = prep["min_box_nm"]
+    if str(box).lower() != "auto" and (isinstance(box, bool) or not isinstance(box, (int, float)) or box < 0):
+        raise ValueError(f"{where} [prepare]: min_box_nm must be 'auto' or a number of nm >= 0, not {box!r}")
     if float(prep["ionic_strength_molar"]) < 0:
         raise ValueError(f"{where} [prepare]: ionic_strength_molar must be >= 0")
     if system["constraints"] not in ("none", "hbonds", "allbonds", "hangles"):

@@ -108,6 +108,25 @@ def resolve_potential(options: dict) -> tuple[str, dict, bool]:
     return name, kwargs, random
 
 
+#: headroom on the potential's minimum box edge: an NPT box shrinks a few % as fresh solvent settles
+NPT_BOX_MARGIN = 0.05
+
+
+def resolve_min_box(prepare: dict, potential: dict, ml_selected: bool) -> dict:
+    """``prepare`` with ``min_box_nm: auto`` replaced by a number: twice the largest cutoff of
+    the network the ``potential`` section loads, + :data:`NPT_BOX_MARGIN`, when there is an
+    ML region; 0 for a classical run."""
+    if str(prepare.get("min_box_nm", "auto")).lower() != "auto":
+        return prepare
+    minimum = 0.0
+    if ml_selected:
+        from ..potential import model_max_cutoff
+
+        name, kwargs, _ = resolve_potential(potential)
+        minimum = round(2.0 * model_max_cutoff(name, **kwargs) / 10.0 * (1.0 + NPT_BOX_MARGIN), 3)
+    return {**prepare, "min_box_nm": minimum}
+
+
 def build_mixed_system(
     topology, mm_system, ml_atoms: list[int], potential: dict, ml_constraints, metadata: dict | None = None
 ):
