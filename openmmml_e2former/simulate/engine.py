@@ -150,7 +150,8 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
     prepared = os.path.join(folder, "prepared.pdb")
     if not os.path.isfile(prepared):
         say(f"preparing {structure} (pdbfixer: heterogens, missing atoms, hydrogens; solvent and ions)")
-        options = resolve_min_box(protocol.prepare, protocol.potential, str(selection).strip().lower() not in NONE_WORDS)
+        has_ml = str(selection).strip().lower() not in NONE_WORDS
+        options = resolve_min_box(protocol.prepare, protocol.potential, has_ml)
         topology, positions, report = prepare_structure(structure, options, forcefield)
         lines = format_report(report)
         restart.atomic_write_json(os.path.join(folder, "prepare.json"), report)
