@@ -461,14 +461,17 @@ def formal_charge(topology, indices: Iterable[int]) -> int:
         atoms = [a for a in residue.atoms() if a.index in selected]
         if not atoms:
             continue
-        names = {a.name for a in residue.atoms()}
-        total += _residue_formal_charge(residue.name, names, list(residue.atoms()))
+        members = list(residue.atoms())
+        single = members[0].element.symbol if len(members) == 1 and members[0].element else None
+        total += residue_formal_charge(residue.name, {a.name for a in members}, single)
     return total
 
 
-def _residue_formal_charge(name: str, atom_names: set, atoms) -> int:
-    if len(atoms) == 1 and atoms[0].element is not None:
-        return _ION_CHARGES.get(atoms[0].element.symbol, 0)
+def residue_formal_charge(name: str, atom_names: set, single_element: str | None = None) -> int:
+    """Formal charge of one residue from its name and atom names (``single_element``: the
+    element symbol of a one-atom residue, e.g. an ion)."""
+    if single_element is not None:
+        return _ION_CHARGES.get(single_element, 0)
     charge = 0
     # Termini only for amino acids (CA present): NME's methyl H1/H2/H3 are no NH3+ group.
     if {"N", "CA", "H2", "H3"} <= atom_names:

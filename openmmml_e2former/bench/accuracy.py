@@ -37,7 +37,7 @@ MAX_TRAINING_ATOMS = 200
 #: the decay-curve error is reported beyond this charge-centre distance (Å)
 DECAY_BEYOND = 5.0
 TRAINING = {
-    "epochs": 12,
+    "epochs": 6,
     "batch_size": 8,
     "lr": 5.0e-3,
     "warmup_steps": 50,
