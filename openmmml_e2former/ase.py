@@ -75,7 +75,7 @@ def residue_groups(atoms) -> list[list[int]] | None:
 def residue_charge(atoms) -> int | None:
     """Sum of the residues' formal charges by the plug-in's rule (names of the protons present,
     termini, monatomic ions), or None without residue information."""
-    from .potential import residue_formal_charge
+    from .chemistry import residue_formal_charge
 
     groups = residue_groups(atoms)
     if groups is None or "atomtypes" not in atoms.arrays:

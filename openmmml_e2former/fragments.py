@@ -45,78 +45,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-#: Residue names treated as water: each such residue is one fragment.
-WATER_RESIDUE_NAMES = frozenset(
-    {
-        "HOH",
-        "WAT",
-        "SOL",
-        "H2O",
-        "DOD",
-        "TIP",
-        "TIP3",
-        "TIP3P",
-        "TIP4",
-        "TIP4P",
-        "TIP5",
-        "TIP5P",
-        "T3P",
-        "T4P",
-        "T4E",
-        "T5P",
-        "SPC",
-        "SPCE",
-        "SPC/E",
-        "OPC",
-        "OPC3",
-        "TP3",
-        "TP4",
-        "TP5",
-    }
-)
-
-#: Residue names of monatomic ions: every atom of such a residue is its own fragment.
-#: (Any one-atom residue is a fragment on its own anyway.)
-ION_RESIDUE_NAMES = frozenset(
-    {
-        "LI",
-        "NA",
-        "K",
-        "RB",
-        "CS",
-        "MG",
-        "CA",
-        "ZN",
-        "FE",
-        "FE2",
-        "CU",
-        "CU1",
-        "MN",
-        "NI",
-        "CO",
-        "CD",
-        "SR",
-        "BA",
-        "F",
-        "CL",
-        "BR",
-        "IOD",
-        "SOD",
-        "POT",
-        "CLA",
-        "CAL",
-        "CES",
-        "LIT",
-        "RUB",
-        "NA+",
-        "K+",
-        "CL-",
-        "LI+",
-        "MG2",
-        "ZN2",
-        "CA2",
-    }
-)
+from .chemistry import ION_RESIDUE_NAMES, WATER_RESIDUE_NAMES  # noqa: F401  (re-exported)
 
 #: Standard amino-acid residue names, including common protonation/naming variants.
 AMINO_ACID_RESIDUE_NAMES = frozenset(

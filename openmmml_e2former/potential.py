@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterable
 
 import openmm
+
+from .chemistry import formal_charge
 
 NO_WEIGHTS_MESSAGE = (
     "No trained weights were found for {name!r}. Pass modelPath= to MLPotential: an "
@@ -433,59 +434,6 @@ def _total_charge(system, topology, indices: list[int], charge: float | None) ->
                 )
             return float(round(total))
     return float(formal_charge(topology, indices))
-
-
-# Formal charge of a residue, decided by which hydrogens it carries.
-_ION_CHARGES = {
-    "Li": 1,
-    "Na": 1,
-    "K": 1,
-    "Rb": 1,
-    "Cs": 1,
-    "Mg": 2,
-    "Ca": 2,
-    "Zn": 2,
-    "F": -1,
-    "Cl": -1,
-    "Br": -1,
-    "I": -1,
-}
-
-
-def formal_charge(topology, indices: Iterable[int]) -> int:
-    """Sum of formal charges of the residues touched by ``indices`` (protein residues by
-    their protonation state, termini, monatomic ions); other residues count as neutral."""
-    selected = set(indices)
-    total = 0
-    for residue in topology.residues():
-        atoms = [a for a in residue.atoms() if a.index in selected]
-        if not atoms:
-            continue
-        members = list(residue.atoms())
-        single = members[0].element.symbol if len(members) == 1 and members[0].element else None
-        total += residue_formal_charge(residue.name, {a.name for a in members}, single)
-    return total
-
-
-def residue_formal_charge(name: str, atom_names: set, single_element: str | None = None) -> int:
-    """Formal charge of one residue from its name and atom names (``single_element``: the
-    element symbol of a one-atom residue, e.g. an ion)."""
-    if single_element is not None:
-        return _ION_CHARGES.get(single_element, 0)
-    charge = 0
-    # Termini only for amino acids (CA present): NME's methyl H1/H2/H3 are no NH3+ group.
-    if {"N", "CA", "H2", "H3"} <= atom_names:
-        charge += 1  # charged N-terminus
-    if {"CA", "OXT"} <= atom_names:
-        charge -= 1  # charged C-terminus
-    side = {
-        "ARG": 1 if "HH22" in atom_names else 0,
-        "LYS": 1 if "HZ3" in atom_names else 0,
-        "ASP": 0 if "HD2" in atom_names else -1,
-        "GLU": 0 if "HE2" in atom_names else -1,
-        "HIS": 1 if {"HD1", "HE2"} <= atom_names else 0,
-    }
-    return charge + side.get(name, 0)
 
 
 def _check_periodic_box(topology, system, cutoff_angstrom: float) -> None:

@@ -15,8 +15,7 @@ import os
 
 import numpy as np
 
-WATER_NAMES = {"HOH", "WAT", "H2O", "TIP3", "TIP", "SOL", "T3P", "SPC"}
-ION_NAMES = {"NA", "CL", "K", "MG", "CA", "ZN", "Na+", "Cl-", "K+", "Na", "Cl"}
+from ..chemistry import WATER_RESIDUE_NAMES as WATER_NAMES
 
 
 def load_fixer(path: str):
