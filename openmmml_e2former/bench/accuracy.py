@@ -374,7 +374,8 @@ def plot(result: dict, path: str) -> str | None:
     families = sorted({f for e in result["models"].values() for f in e["families"]})
     curves = result["decay_curves"]
     cols = max(len(families), len(curves), 1)
-    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 7.5), squeeze=False)
+    cols = max(cols, 3)
+    fig, axes = plt.subplots(3, cols, figsize=(4.2 * cols, 11.0), squeeze=False)
     colours = dict(zip(result["models"], plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     for ax, family in zip(axes[0], families, strict=False):
         for name, entry in result["models"].items():
@@ -407,13 +408,37 @@ def plot(result: dict, path: str) -> str | None:
         ax.axvline(DECAY_BEYOND, color="grey", lw=0.5)
         ax.set(xlabel="charge-centre distance (Å)", ylabel="interaction energy (eV)", title=curve["pair"])
         ax.legend(fontsize=7)
-    for ax in list(axes[0][len(families) :]) + list(axes[1][len(curves) :]):
+    _summary_row(axes[2], result, colours)
+    for ax in list(axes[0][len(families) :]) + list(axes[1][len(curves) :]) + list(axes[2][3:]):
         ax.axis("off")
     fig.suptitle(f"size scaling and decay curves ({result['labels']} labels)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _summary_row(axes, result: dict, colours: dict) -> None:
+    """All families together: force MAE and energy MAE per atom by size bin, and accuracy vs
+    cost (force MAE of the largest bin against seconds of energy + forces)."""
+    for name, entry in result["models"].items():
+        bins = entry["overall"].get("bins") or []
+        atoms = [b["mean_atoms"] for b in bins]
+        axes[0].plot(atoms, [b["force_mae"] for b in bins], "-o", color=colours[name], label=name)
+        energies = [1000 * b["energy_mae_per_atom"] for b in bins]
+        axes[1].plot(atoms, energies, "-o", color=colours[name], label=name)
+        seconds = entry.get("seconds_energy_forces") or {}
+        if bins and seconds:
+            size = max(seconds, key=int)
+            axes[2].scatter(seconds[size], bins[-1]["force_mae"], color=colours[name], s=40, label=name)
+            axes[2].set_xlabel(f"seconds, energy + forces, {size} atoms (CPU)")
+    log = {"xscale": "log", "yscale": "log", "xlabel": "atoms", "title": "all families"}
+    axes[0].set(ylabel="force MAE (eV/Å)", **log)
+    axes[1].set(ylabel="energy MAE (meV/atom)", **log)
+    axes[2].set(ylabel="force MAE, largest bin (eV/Å)", title="accuracy vs cost")
+    for ax in axes[:3]:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
