@@ -125,3 +125,21 @@ def test_static_openmm_module_matches_the_network():
     torch.testing.assert_close(-grad / 10.0, f_ref * kj, rtol=1e-8, atol=1e-8)
     with pytest.raises(ValueError, match="no cutoff"):
         OpenMMModule(model, z.tolist(), frag.tolist(), 1.0, list(range(len(z))), [], True, torch.float64)
+
+
+def test_sigmoid_weights_add_up_where_softmax_averages():
+    """k equal-score edges into one receiver: the softmax gives each ~1/k (the sum stays ~1, an
+    average), the sigmoid weights do not depend on k (the sum grows with k)."""
+    from openmmml_e2former.model.attention import segment_softmax, sigmoid_weights
+
+    for k in (2, 8, 32):
+        scores = torch.zeros((k, 1), dtype=torch.float64)
+        envelope = torch.ones(k, dtype=torch.float64)
+        inside = torch.ones(k, dtype=torch.bool)
+        receivers = torch.zeros(k, dtype=torch.long)
+        soft = segment_softmax(scores, envelope, inside, receivers, 1, 1e-3, False)
+        sig = sigmoid_weights(scores, envelope, inside)
+        assert float(soft.sum()) == pytest.approx(1.0, abs=1e-3)
+        assert float(sig.sum()) == pytest.approx(0.5 * k)
+    inside[0] = False  # a masked slot contributes nothing
+    assert float(sigmoid_weights(scores, envelope, inside)[0]) == 0.0

@@ -32,6 +32,7 @@ VARIANTS = {
     "lsr": {},
     "local-only": {"num_long_layers": 0},
     "lsr+coulomb": {"electrostatics": "coulomb"},
+    "lsr-sigmoid": {"long_attention": "sigmoid"},
     "local+coulomb-cutoff": {"num_long_layers": 0, "electrostatics": "coulomb", "coulomb_cutoff": 9.0},
 }
 

@@ -22,13 +22,15 @@ from pathlib import Path
 import numpy as np
 
 #: the architectures compared (small_config() changes); same data, seed and epochs for all.
-#: The first three are the paper's comparison; the last adds learned charges + Coulomb
-#: (model/electrostatics.py), this project's answer to what the first three miss.
+#: The first three are the paper's comparison; the last two are this project's answers to what
+#: they miss: learned charges + Coulomb (model/electrostatics.py), and fragment weights that can
+#: add up instead of averaging (long_attention="sigmoid").
 MODELS = {
     "local-5A": {"num_long_layers": 0, "local_cutoff": 5.0},
     "local-8A": {"num_long_layers": 0, "local_cutoff": 8.0},
     "lsr-5A": {"local_cutoff": 5.0},
     "lsr-5A+coulomb": {"local_cutoff": 5.0, "electrostatics": "coulomb"},
+    "lsr-5A-sigmoid": {"local_cutoff": 5.0, "long_attention": "sigmoid"},
 }
 #: size bins (atoms) for the error-vs-size table; a bin is reported when it holds structures
 BIN_EDGES = (0, 80, 160, 320, 640, 1280, 2560)

@@ -60,6 +60,14 @@ def segment_softmax(
     return (weight / denom[receivers]).to(scores.dtype)
 
 
+def sigmoid_weights(scores: torch.Tensor, envelope: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """Unnormalised edge weights ``env_e sigmoid(s_e)`` (0 outside the cutoff): unlike the
+    softmax they do not shrink as a receiver gains edges, so the messages of many far-away
+    fragments can add up (``long_attention="sigmoid"``; ``docs/electrostatics.md``)."""
+    weight = torch.sigmoid(scores) * envelope.to(scores.dtype).unsqueeze(1)
+    return torch.where(inside.unsqueeze(1), weight, torch.zeros_like(weight))
+
+
 def split_linear(
     weight: torch.Tensor,
     bias: torch.Tensor,
@@ -94,6 +102,7 @@ class EquivariantAttention(nn.Module):
         self.head_dim = config.head_dim
         self.channels = c
         self.eps = config.softmax_eps
+        self.sum_weights = long_range and config.long_attention == "sigmoid"
         self.basis = GaussianBasis(nb, cutoff)
         self.target_embedding = nn.Embedding(config.num_embeddings, config.edge_embed_dim)
         nn.init.uniform_(self.target_embedding.weight, -0.001, 0.001)
@@ -167,15 +176,10 @@ class EquivariantAttention(nn.Module):
             dot = (q[receivers] * k[senders]).sum(dim=-1)
         dot = dot / (self.head_dim**0.5)
         scores = smooth_leaky_relu(score_hidden * dot)
-        alpha = segment_softmax(
-            scores,
-            envelope,
-            inside,
-            receivers,
-            n,
-            self.eps,
-            shift_by_max,
-        )
+        if self.sum_weights:
+            alpha = sigmoid_weights(scores, envelope, inside)
+        else:
+            alpha = segment_softmax(scores, envelope, inside, receivers, n, self.eps, shift_by_max)
         per_channel = channel_hidden.view(-1, self.num_heads, self.channels // self.num_heads)
         weights = (alpha.unsqueeze(-1) * per_channel).reshape(-1, self.channels)
         weights = weights / (distances.unsqueeze(1) + 1e-8)

@@ -50,6 +50,9 @@ class E2FormerConfig:
     num_embeddings: int = 256  # size of the atomic-number tables (authors use 256)
     edge_degree_embeddings: int = 300  # size of the edge-degree element tables
     energy_unit: str = "eV"  # unit of the predicted energy (forces: this unit per Angstrom)
+    # long-range fragment weights: "softmax" (the authors': normalised over the fragments, an
+    # average) or "sigmoid" (each weight in (0, 1) on its own: contributions can add up)
+    long_attention: str = "softmax"
     electrostatics: str = "none"  # "none", or "coulomb": learned charges + screened Coulomb
     coulomb_sigma: float = 2.0  # Angstrom: erf(r/sigma)/r screening of the Coulomb kernel
     coulomb_cutoff: float = 0.0  # Angstrom; 0: every pair (non-periodic only)
@@ -68,6 +71,8 @@ class E2FormerConfig:
             raise ValueError(f"fragment_selection must be 'all' or 'topk', not {self.fragment_selection!r}")
         if self.energy_unit not in ENERGY_UNITS:
             raise ValueError(f"energy_unit must be one of {ENERGY_UNITS}, not {self.energy_unit!r}")
+        if self.long_attention not in ("softmax", "sigmoid"):
+            raise ValueError(f"long_attention must be 'softmax' or 'sigmoid', not {self.long_attention!r}")
         if self.electrostatics not in ("none", "coulomb"):
             raise ValueError(f"electrostatics must be 'none' or 'coulomb', not {self.electrostatics!r}")
         if self.coulomb_sigma <= 0 or self.coulomb_cutoff < 0:
