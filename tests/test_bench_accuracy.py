@@ -63,3 +63,29 @@ def test_size_table_and_ratio_from_known_rows():
     assert summary["smallest"]["force_mae"] == pytest.approx(0.2)
     assert summary["smallest"]["energy_mae_per_atom"] == pytest.approx(0.02)
     assert summary["ratio_largest_to_smallest"] == pytest.approx(2.0)
+
+
+def test_predictions_are_cached_per_checkpoint(tmp_path, monkeypatch):
+    """A second evaluation predicts only new structures; a changed checkpoint invalidates all."""
+    import numpy as np
+
+    calls = []
+
+    def fake(checkpoint, structures, threads=1):
+        calls.append([s.id for s in structures])
+        return {s.id: (1.0, np.zeros((2, 3))) for s in structures}
+
+    class S:
+        def __init__(self, i):
+            self.id = i
+
+    monkeypatch.setattr(accuracy, "predictions", fake)
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"one")
+    cache = str(tmp_path / "cache" / "p.pkl")
+    accuracy.cached_predictions(cache, str(ckpt), [S("a"), S("b")])
+    out = accuracy.cached_predictions(cache, str(ckpt), [S("a"), S("b"), S("c")])
+    assert calls == [["a", "b"], ["c"]] and set(out) == {"a", "b", "c"}
+    ckpt.write_bytes(b"two")
+    accuracy.cached_predictions(cache, str(ckpt), [S("a")])
+    assert calls[-1] == ["a"]

@@ -163,6 +163,31 @@ def predictions(checkpoint: str, structures, threads: int = 1) -> dict[str, tupl
     return out
 
 
+def cached_predictions(cache: str, checkpoint: str, structures, threads: int = 1) -> dict:
+    """:func:`predictions`, kept in ``cache`` (a pickle keyed by the checkpoint's SHA-256) so an
+    evaluation can run while other models still train, and a rerun only predicts what is new."""
+    import pickle
+
+    from ..checkpoints import file_sha256
+
+    sha = file_sha256(checkpoint)
+    stored: dict = {}
+    if os.path.exists(cache):
+        with open(cache, "rb") as handle:
+            payload = pickle.load(handle)
+        if payload.get("checkpoint_sha256") == sha:
+            stored = payload["predicted"]
+    missing = [s for s in structures if s.id not in stored]
+    if missing:
+        stored.update(predictions(checkpoint, missing, threads))
+        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+        tmp = f"{cache}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as handle:
+            pickle.dump({"checkpoint_sha256": sha, "predicted": stored}, handle)
+        os.replace(tmp, cache)
+    return {s.id: stored[s.id] for s in structures}
+
+
 def error_rows(structures, predicted: dict) -> list[dict]:
     rows = []
     for s in structures:
@@ -320,7 +345,8 @@ def run(args) -> dict:
     predicted_all = {}
     for name, path in checkpoints.items():
         print(f"evaluating {name} on {len(structures)} structures", flush=True)
-        predicted = predictions(path, structures, args.threads)
+        cache = os.path.join(args.runs, "predictions", f"{args.labels}-{name}.pkl")
+        predicted = cached_predictions(cache, path, structures, args.threads)
         predicted_all[name] = predicted
         rows = error_rows(evaluated, predicted)
         families = sorted({r["family"] for r in rows})
