@@ -36,6 +36,10 @@ MODELS = {
 BIN_EDGES = (0, 80, 160, 320, 640, 1280, 2560)
 #: the training runs load structures up to this size (the training members are <= SMALL_ATOMS)
 MAX_TRAINING_ATOMS = 200
+#: largest structure evaluated by default: the LSR model on the 2,664-atom water shell needs
+#: ~14 GB (atoms x ~890 water fragments) through the OpenMM module, more than a 2-core, 24 GB
+#: machine affords beside training runs; up to 2,100 atoms it stays under ~8 GB
+MAX_EVAL_ATOMS = 2100
 #: the decay-curve error is reported beyond this charge-centre distance (Å)
 DECAY_BEYOND = 5.0
 TRAINING = {
@@ -146,20 +150,30 @@ def family_of(structure_id: str) -> str:
 
 
 def predictions(checkpoint: str, structures, threads: int = 1) -> dict[str, tuple[float, np.ndarray]]:
-    """{id: (energy eV, forces eV/Å)} of a checkpoint on ``structures`` (one call per structure:
-    sizes differ by orders of magnitude)."""
+    """{id: (energy eV, forces eV/Å)} of a checkpoint on ``structures``, one structure per call
+    (sizes differ by orders of magnitude) through the module OpenMM runs (``export.OpenMMModule``:
+    static graphs, float32) -- the production path, and far leaner in memory than the training
+    path at 2,000 atoms."""
     import torch
 
     from ..checkpoints import load_checkpoint
-    from ..train.batching import predict, to_sample
+    from ..export import OpenMMModule
+    from ..units import ANGSTROM_PER_NM, KJ_PER_MOL_TO_EV
 
     torch.set_num_threads(threads)
     model, _ = load_checkpoint(checkpoint)
     model = model.float()
     out = {}
     for s in structures:
-        energy, forces = predict(model, [to_sample(s)])
-        out[s.id] = (float(energy[0].detach()), forces[0].detach().double().numpy())
+        module = OpenMMModule(
+            model, list(s.numbers), list(s.fragment_ids), float(s.charge), dtype=torch.float32
+        )
+        positions = torch.tensor(s.positions / ANGSTROM_PER_NM, dtype=torch.float32, requires_grad=True)
+        energy = module(positions)
+        (gradient,) = torch.autograd.grad(energy, positions)
+        forces = -gradient.double().numpy() * KJ_PER_MOL_TO_EV / ANGSTROM_PER_NM
+        out[s.id] = (float(energy.detach()) * KJ_PER_MOL_TO_EV, forces)
+        del module, energy, gradient
     return out
 
 
@@ -330,7 +344,10 @@ def run(args) -> dict:
         checkpoints[name] = path
     wanted = ("eval", "curve", "monomer")
     structures = [
-        s for p in label_paths(set_dir, args.labels) for s in read_structures(p) if roles.get(s.id) in wanted
+        s
+        for p in label_paths(set_dir, args.labels)
+        for s in read_structures(p)
+        if roles.get(s.id) in wanted and s.num_atoms <= args.max_atoms
     ]
     evaluated = [s for s in structures if roles[s.id] == "eval"]
     result = {
@@ -339,6 +356,7 @@ def run(args) -> dict:
         "commands": {"this": "e2former bench accuracy " + " ".join(args.argv)},
         "training": {name: MODELS.get(name) for name in checkpoints},
         "seed": args.seed,
+        "max_atoms": args.max_atoms,
         "quick": bool(args.quick),
         "models": {},
     }
@@ -487,6 +505,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-speed", action="store_true", help="skip timing the architectures")
     parser.add_argument(
         "--train-only", action="store_true", help="train (e.g. some models per process), do not evaluate"
+    )
+    parser.add_argument(
+        "--max-atoms",
+        type=int,
+        default=MAX_EVAL_ATOMS,
+        help=f"evaluate structures up to this size (default {MAX_EVAL_ATOMS}: memory, see docs/accuracy.md)",
     )
     parser.add_argument("--speed-sizes", nargs="+", type=int, default=[582, 2000])
     parser.add_argument("--threads", type=int, default=2)
