@@ -89,3 +89,23 @@ def test_predictions_are_cached_per_checkpoint(tmp_path, monkeypatch):
     ckpt.write_bytes(b"two")
     accuracy.cached_predictions(cache, str(ckpt), [S("a")])
     assert calls[-1] == ["a"]
+
+
+def test_decay_tail_shape_ignores_a_constant_offset():
+    """A model whose pair energies are the reference's + 0.5 eV everywhere: its interaction
+    energies are off by 0.5 eV (500 meV) but the tail's shape is exact (0 meV)."""
+
+    class S:
+        def __init__(self, i, energy):
+            self.id, self.energy = i, energy
+
+    pair = "pair:test"
+    distances = [3.0, 4.0, 6.0, 10.0, 20.0]
+    reference = {f"{pair}/curve/d{d:.2f}": -14.4 / d for d in distances}
+    structures = [S(i, e) for i, e in reference.items()]
+    structures += [S(f"{pair}/monomer-A", 0.0), S(f"{pair}/monomer-B", 0.0)]
+    model = {s.id: (s.energy + (0.5 if "curve" in s.id else 0.0), None) for s in structures}
+    (curve,) = accuracy.decay_curves(structures, {"m": model})
+    assert curve["distance"] == distances
+    assert curve["models"]["m"]["mae_beyond_meV"] == pytest.approx(500.0)
+    assert curve["models"]["m"]["tail_shape_mae_beyond_meV"] == pytest.approx(0.0, abs=1e-9)

@@ -283,9 +283,17 @@ def decay_curves(structures, predicted: dict[str, dict]) -> list[dict]:
                 for v, r, d in zip(values, curve["reference"], curve["distance"], strict=True)
                 if d > DECAY_BEYOND
             ]
+            # the tail's shape alone: each curve relative to its farthest point, which removes
+            # the monomers' energies (and their errors) from the comparison
+            tail = [
+                abs((v - values[-1]) - (r - curve["reference"][-1]))
+                for v, r, d in zip(values, curve["reference"], curve["distance"], strict=True)
+                if d > DECAY_BEYOND
+            ]
             curve["models"][model] = {
                 "interaction": values,
                 "mae_beyond_meV": 1000 * float(np.mean(far)) if far else None,
+                "tail_shape_mae_beyond_meV": 1000 * float(np.mean(tail)) if tail else None,
             }
         curves.append(curve)
     return curves
@@ -407,6 +415,12 @@ def report(result: dict) -> None:
             if v["mae_beyond_meV"] is not None
         )
         print(f"  decay {curve['pair']}: interaction-energy MAE beyond {DECAY_BEYOND:g} Å (meV): {cells}")
+        shape = ", ".join(
+            f"{m} {v['tail_shape_mae_beyond_meV']:.1f}"
+            for m, v in curve["models"].items()
+            if v.get("tail_shape_mae_beyond_meV") is not None
+        )
+        print(f"    the same relative to the farthest point (tail shape, no monomers): {shape}")
 
 
 def plot(result: dict, path: str) -> str | None:
