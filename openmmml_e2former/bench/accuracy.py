@@ -460,6 +460,7 @@ def plot(result: dict, path: str) -> str | None:
                 label=label,
             )
         ax.set(xscale="log", yscale="log", xlabel="atoms", ylabel="force MAE (eV/Å)", title=family)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded minor labels
         ax.legend(fontsize=7)
     for ax, curve in zip(axes[1], curves, strict=False):
         ax.plot(curve["distance"], curve["reference"], "k-", lw=2, label="reference")
