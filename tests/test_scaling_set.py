@@ -1,6 +1,8 @@
 """The size-scaling set (data/scaling.py): capped pieces AMBER14 can parametrise, and an oracle
 whose long-range part is checked against a direct Coulomb + Lennard-Jones sum."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,20 @@ def test_roles_small_members_train_and_held_out_frames_evaluate(villin, oracle):
     assert max(roles["train"]) <= scaling.SMALL_ATOMS and max(roles["val"]) <= scaling.SMALL_ATOMS
     assert max(roles["eval"]) > scaling.SMALL_ATOMS  # every size is evaluated
     assert all(s.id.endswith("/f3") for s, r in made if r == "eval")
+
+
+def test_gfn2_queue_orders_evaluation_first_and_drops_oracle_labels(tmp_path):
+    """The committed set's queue: evaluation members first (smallest first), then the curves,
+    monomers, validation and training members; no structure above max_atoms; no labels carried."""
+    import json
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets", "scaling")
+    roles = json.load(open(os.path.join(root, "roles.json")))
+    queue = scaling.gfn2_queue(root, max_atoms=300)
+    order = [scaling.LABEL_ORDER.index(roles[s.id]) for s in queue]
+    assert order == sorted(order) and order[0] == 0
+    evaluated = [s.num_atoms for s in queue if roles[s.id] == "eval"]
+    assert evaluated == sorted(evaluated) and max(s.num_atoms for s in queue) <= 300
+    assert all(s.energy is None and s.forces is None for s in queue)
+    assert len({s.id for s in queue}) == len(queue)
+    assert np.isfinite(queue[0].positions).all()
