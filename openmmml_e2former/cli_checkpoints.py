@@ -5,7 +5,7 @@
 unit, reference convention, source checksum).
 
 ``e2former eval MODEL INPUT`` prints (or writes) the energy and forces of every structure
-in INPUT: an extended-XYZ file (read with ASE; per-atom ``cluster_ids``/``fragment_ids``
+in INPUT: an extended-XYZ file (read with ASE; per-atom ``cluster_ids``/``fragment_ids``/``fragment_id``
 arrays and an ``info['charge']`` are used when present, otherwise BRICS fragments are made
 from bonds found in the coordinates) or an ``.npz`` with the reference fixture's keys:
 ``atomic_numbers`` [N] or [B, N], ``positions`` [N, 3] or [B, N, 3] in Angstrom,
@@ -257,7 +257,11 @@ def read_extxyz(path: str) -> list[dict]:
         numbers = atoms.get_atomic_numbers().astype(np.int64)
         positions = np.asarray(atoms.get_positions(), dtype=np.float64)
         charge = float(atoms.info.get("charge", atoms.info.get("total_charge", 0.0)))
-        ids = atoms.arrays.get("cluster_ids", atoms.arrays.get("fragment_ids"))
+        # the authors' key, a plural variant, and this project's datasets' key (data/extxyz.py)
+        ids = next(
+            (atoms.arrays[k] for k in ("cluster_ids", "fragment_ids", "fragment_id") if k in atoms.arrays),
+            None,
+        )
         ids = _brics_ids(numbers, positions, charge) if ids is None else normalize_fragment_ids(ids)
         structure = {"atomic_numbers": numbers, "positions": positions, "fragment_ids": ids, "charge": charge}
         if atoms.pbc.all():
