@@ -142,6 +142,7 @@ class OpenMMModule(nn.Module):
             coords, coords, self.local_cutoff, box, None, True, mode, grid, width, slots, capacity
         )
         long_graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        centres: torch.Tensor | None = None
         if self.long_range:
             centres = fragment_centroids(coords, self.fragment_ids, self.num_fragments, box)
             mode, grid, width, slots, capacity = self.long_plan
@@ -173,6 +174,7 @@ class OpenMMModule(nn.Module):
             self.long_plan[0] == "dense",
             coords,
             box,
+            centres,
         )
         return energy, overflow
 

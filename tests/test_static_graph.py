@@ -97,9 +97,10 @@ def test_overflow_is_flagged_when_atoms_crowd_together():
     assert len(edge_set(fresh)) > plan[4]  # more pairs than the old plan had slots
 
 
-def module_pair(long_range: bool, periodic: bool, dtype=torch.float64, host_checks=True):
+def module_pair(long_range: bool, periodic: bool, dtype=torch.float64, host_checks=True, **changes):
     positions, numbers, fragments = random_molecule(n_atoms=60, n_fragments=10, spread=7.0, seed=5)
-    changes = {} if long_range else {"num_long_layers": 0}
+    if not long_range:
+        changes["num_long_layers"] = 0
     model = seeded_model(dtype, **changes)
     args = (model, numbers.tolist(), fragments.tolist(), 1.0, None, None, periodic, dtype)
     dynamic = OpenMMModule(*args, static_graphs=False)
@@ -132,18 +133,28 @@ def test_static_module_matches_dynamic_graphs(long_range, periodic):
     torch.testing.assert_close(f_sta, f_dyn, rtol=1e-10, atol=1e-9)
 
 
-def test_long_range_cell_layout_matches_dense_layout():
+# the dense layout has its own code (attention.dense_forward): every softmax variant, and the
+# periodic case (edge vectors taken as given) besides the open one (one product over positions)
+@pytest.mark.parametrize(
+    "periodic, changes",
+    [
+        (False, {}),
+        (True, {}),
+        (False, {"long_attention": "sigmoid"}),
+    ],
+)
+def test_long_range_cell_layout_matches_dense_layout(periodic, changes):
     """The (atom, fragment) graph as a packed cell-list edge list (many fragments) and as the
     dense atom x fragment grid (few fragments) give the same energy and forces."""
-    dynamic, static, positions, _ = module_pair(True, False)
-    static.plan(positions)
+    dynamic, static, positions, box = module_pair(True, periodic, **changes)
+    static.plan(positions, box)
     assert static.long_plan[0] == "dense"
-    e_dense, f_dense = energy_and_forces(static, positions, None)
-    coords, _ = static.coordinates(positions, None)
-    centres = fragment_centroids(coords, static.fragment_ids, static.num_fragments, None)
-    static.long_plan = plan_graph(coords, centres, 18.0, None, static.fragment_ids, False, allow_dense=False)
+    e_dense, f_dense = energy_and_forces(static, positions, box)
+    coords, box_a = static.coordinates(positions, box)
+    centres = fragment_centroids(coords, static.fragment_ids, static.num_fragments, box_a)
+    static.long_plan = plan_graph(coords, centres, 18.0, box_a, static.fragment_ids, False, allow_dense=False)
     assert static.long_plan[0] == "cells"
-    e_cells, f_cells = energy_and_forces(static, positions, None)
+    e_cells, f_cells = energy_and_forces(static, positions, box)
     torch.testing.assert_close(e_cells, e_dense, rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(f_cells, f_dense, rtol=1e-10, atol=1e-9)
 

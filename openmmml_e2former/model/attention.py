@@ -132,6 +132,8 @@ class EquivariantAttention(nn.Module):
         envelope: torch.Tensor,
         shift_by_max: bool,
         dense: bool = False,
+        receiver_points: torch.Tensor | None = None,
+        sender_points: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attention message ``[N, (lmax+1)^2, C]`` for receivers with features ``x``.
 
@@ -143,10 +145,27 @@ class EquivariantAttention(nn.Module):
         layer's radial basis and cutoff envelope, computed once per stage by the caller.
         ``dense``: the graph holds every (receiver, sender) pair, receiver-major (padded
         with ``inside`` False), so the message is summed by matrix products instead of
-        gathering sender features per edge.
+        gathering sender features per edge (:meth:`dense_forward`; ``receiver_points``
+        ``[N, 3]`` and ``sender_points`` ``[M, 3]`` are the positions the non-periodic edge
+        vectors ``receiver - sender`` were taken from, or None).
         """
         n = x.shape[0]
         targets = self.target_embedding(atomic_numbers)
+        if dense:
+            return self.dense_forward(
+                x,
+                senders_x,
+                sender_scalars,
+                targets,
+                vectors,
+                distances,
+                inside,
+                rbf,
+                envelope,
+                shift_by_max,
+                receiver_points,
+                sender_points,
+            )
         # the score and channel MLPs read the same edge features: one first layer for both
         first_score = self.score_mlp[0]
         first_channel = self.channel_mlp[0]
@@ -170,10 +189,7 @@ class EquivariantAttention(nn.Module):
                 channel_hidden = layer(channel_hidden)
         q = self.query(x).view(n, self.num_heads, self.head_dim)
         k = self.key(senders_x).view(-1, self.num_heads, self.head_dim)
-        if dense:  # every (receiver, sender) pair: one batched product, no per-edge gathers
-            dot = torch.einsum("nhd,mhd->nmh", q, k).reshape(-1, self.num_heads)
-        else:
-            dot = (q[receivers] * k[senders]).sum(dim=-1)
+        dot = (q[receivers] * k[senders]).sum(dim=-1)
         dot = dot / (self.head_dim**0.5)
         scores = smooth_leaky_relu(score_hidden * dot)
         if self.sum_weights:
@@ -184,11 +200,90 @@ class EquivariantAttention(nn.Module):
         weights = (alpha.unsqueeze(-1) * per_channel).reshape(-1, self.channels)
         weights = weights / (distances.unsqueeze(1) + 1e-8)
         values = self.value(senders_x)
-        if dense:
-            m = senders_x.shape[0]
-            message = self.tensor_product.dense(values, vectors.view(n, m, 3), weights.view(n, m, -1))
+        message = self.tensor_product(values[senders], vectors, weights, receivers, n)
+        return self.output(message)
+
+    def dense_forward(
+        self,
+        x: torch.Tensor,
+        senders_x: torch.Tensor,
+        sender_scalars: torch.Tensor,
+        targets: torch.Tensor,
+        vectors: torch.Tensor,
+        distances: torch.Tensor,
+        inside: torch.Tensor,
+        rbf: torch.Tensor,
+        envelope: torch.Tensor,
+        shift_by_max: bool,
+        receiver_points: torch.Tensor | None,
+        sender_points: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """:meth:`forward` when the graph holds every (receiver, sender) pair, receiver-major.
+
+        The same function as the edge-list path, laid out for matrix products: node parts of
+        the edge MLPs are broadcast instead of gathered, the softmax sums over a tensor axis,
+        and the per-pair weights are made channel-major ``[C, N, M]`` so the sum over senders
+        is one batched product (``docs/speed.md``, "Dense (atom, fragment) layout").
+        """
+        n, m = x.shape[0], senders_x.shape[0]
+        heads = self.num_heads
+        first_score = self.score_mlp[0]
+        first_channel = self.channel_mlp[0]
+        nb = rbf.shape[1]
+        nt = targets.shape[1]
+        mlp_in: list[torch.Tensor] = []
+        for first in (first_score, first_channel):
+            w = first.weight
+            pair = torch.matmul(rbf, w[:, :nb].t()).view(n, m, -1)
+            node = torch.matmul(targets, w[:, nb : nb + nt].t()) + first.bias
+            sender = torch.matmul(sender_scalars, w[:, nb + nt :].t())
+            mlp_in.append(pair + node.unsqueeze(1) + sender.unsqueeze(0))
+        score_hidden = mlp_in[0]
+        channel_hidden = mlp_in[1]
+        for i, layer in enumerate(self.score_mlp):
+            if i > 0:
+                score_hidden = layer(score_hidden)
+        last = len(self.channel_mlp) - 1
+        for i, layer in enumerate(self.channel_mlp):
+            if 0 < i < last:
+                channel_hidden = layer(channel_hidden)
+        q = self.query(x).view(n, heads, self.head_dim)
+        k = self.key(senders_x).view(m, heads, self.head_dim)
+        dot = torch.einsum("nhd,mhd->nmh", q, k) / (self.head_dim**0.5)
+        scores = smooth_leaky_relu(score_hidden * dot)  # [N, M, H]
+        env = envelope.view(n, m, 1)
+        mask = inside.view(n, m, 1)
+        if self.sum_weights:
+            alpha = torch.where(mask, torch.sigmoid(scores) * env.to(scores.dtype), torch.zeros_like(scores))
         else:
-            message = self.tensor_product(values[senders], vectors, weights, receivers, n)
+            if shift_by_max:  # static (dense) graphs exist only for the smooth modes (export.py)
+                raise RuntimeError("the dense (atom, fragment) layout needs local_mode='smooth'")
+            weight = torch.exp(scores.clamp(max=60.0)) * env.to(scores.dtype)  # MAX_SCORE
+            weight = torch.where(mask, weight, torch.zeros_like(weight))
+            alpha = weight / (weight.sum(dim=1, keepdim=True) + self.eps)
+        # per-pair, per-channel weights, channel-major: [C, N, M]
+        alpha = alpha / (distances.view(n, m, 1) + 1e-8)
+        final = self.channel_mlp[-1]
+        flat = channel_hidden.view(n * m, -1)
+        per_channel = torch.matmul(final.weight, flat.t()) + final.bias.unsqueeze(1)  # [C, N*M]
+        c = self.channels
+        weights = per_channel.view(heads, c // heads, n, m) * alpha.permute(2, 0, 1).unsqueeze(1)
+        weights = weights.reshape(c, n, m)
+        values = self.value(senders_x).permute(2, 0, 1)  # [C, M, (lmax+1)^2]
+        if receiver_points is not None and sender_points is not None:
+            # u = r_n - c_m: sum_m w (r_n - c_m) v_m = r_n (sum_m w v_m) - sum_m w (c_m v_m), so one
+            # product over senders gives all three components (points centred: less rounding)
+            origin = receiver_points.detach().mean(dim=0)
+            r = (receiver_points - origin).to(values.dtype)
+            p = (sender_points - origin).to(values.dtype)
+            moments = torch.cat([values] + [values * p[:, j].view(1, m, 1) for j in range(3)], dim=2)
+            summed = torch.bmm(weights, moments).view(c, n, 4, -1)
+            stacked = r.view(1, n, 3, 1) * summed[:, :, :1] - summed[:, :, 1:]  # [C, N, 3, (lmax+1)^2]
+        else:
+            u = vectors.view(n, m, 3).permute(2, 0, 1)
+            parts = [torch.bmm(weights * u[j].unsqueeze(0), values) for j in range(3)]
+            stacked = torch.stack(parts, dim=2)
+        message = self.tensor_product.from_components(stacked)
         return self.output(message)
 
 

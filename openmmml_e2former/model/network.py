@@ -92,6 +92,8 @@ class LongRangeBlock(nn.Module):
         envelope: torch.Tensor,
         shift_by_max: bool,
         dense: bool = False,
+        points: torch.Tensor | None = None,
+        centres: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (new features, attention message, features after the attention residual)."""
         means = fragment_means(h, fragment_ids, num_fragments)
@@ -109,6 +111,8 @@ class LongRangeBlock(nn.Module):
             envelope,
             shift_by_max,
             dense,
+            points,
+            centres,
         )
         mid = h + message
         return mid + self.ffn(self.norm_ffn(mid)), message, mid
@@ -228,11 +232,26 @@ class E2FormerLSR(nn.Module):
         long_dense: bool = False,
         positions: torch.Tensor | None = None,
         box: torch.Tensor | None = None,
+        centres: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Total energy ``[]`` in eV on given graphs (see :meth:`features_from_graphs`);
-        ``positions`` (Angstrom) and ``box`` are needed by models with electrostatics."""
+        ``positions`` (Angstrom) and ``box`` are needed by models with electrostatics;
+        ``centres`` ``[F, 3]``, the fragment centres of a non-periodic dense long-range graph
+        (with ``positions``), let its sums over fragments run as one matrix product."""
+        points: torch.Tensor | None = None
+        if long_dense and box is None and centres is not None:
+            points = positions
         features, _ = self.features_from_graphs(
-            atomic_numbers, fragment_ids, num_fragments, charge, local_graph, long_graph, False, long_dense
+            atomic_numbers,
+            fragment_ids,
+            num_fragments,
+            charge,
+            local_graph,
+            long_graph,
+            False,
+            long_dense,
+            points,
+            centres,
         )
         learned = self.energy_head(features[:, 0]).squeeze(-1)
         if self.electrostatic:
@@ -276,6 +295,8 @@ class E2FormerLSR(nn.Module):
         long_graph: Graph | None,
         collect: bool,
         long_dense: bool = False,
+        points: torch.Tensor | None = None,
+        centres: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The network on given graphs (``graph.py`` layout): the atom graph within the local
         cutoff and, for LSR models, the (atom, fragment) graph within the long cutoff.  Padded
@@ -290,7 +311,16 @@ class E2FormerLSR(nn.Module):
         if long_graph is None or len(self.long_blocks) == 0:
             return short, stages
         long = self.long_stage(
-            atomic_numbers, fragment_ids, num_fragments, long_graph, short, stages, collect, long_dense
+            atomic_numbers,
+            fragment_ids,
+            num_fragments,
+            long_graph,
+            short,
+            stages,
+            collect,
+            long_dense,
+            points,
+            centres,
         )
         out = self.final_linear(torch.cat([self.norm_output(short), self.norm_output(long)], dim=-1))
         if collect:
@@ -379,7 +409,11 @@ class E2FormerLSR(nn.Module):
         stages: dict[str, torch.Tensor],
         collect: bool,
         dense: bool = False,
+        points: torch.Tensor | None = None,
+        centres: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``points`` ``[N, 3]`` and ``centres`` ``[F, 3]``: positions of a non-periodic dense
+        graph (its vectors are ``points[n] - centres[f]``), or None."""
         receivers, senders, vectors, distances, inside = graph
         envelope = polynomial_envelope(distances, self.long_cutoff)
         rbf = torch.zeros(0, dtype=vectors.dtype, device=vectors.device)
@@ -402,6 +436,8 @@ class E2FormerLSR(nn.Module):
                 envelope,
                 self.reference_local,
                 dense,
+                points,
+                centres,
             )
             if collect:
                 stages["cluster_attn_" + str(i) + "_out"] = message

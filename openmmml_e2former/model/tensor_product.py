@@ -89,22 +89,11 @@ class VectorTensorProduct(nn.Module):
         summed = torch.einsum("iko,nkic->noc", self.geometry.to(values.dtype), stacked)
         return self.mix(summed)
 
-    def dense(self, values: torch.Tensor, vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """The same message when every (receiver, sender) pair is an edge.
-
-        Args:
-            values: ``[M, (lmax+1)^2, C]`` sender features (not gathered).
-            vectors: ``[N, M, 3]`` edge vectors.
-            weights: ``[N, M, C]`` per-edge, per-channel weights (zero for absent pairs).
-        Returns:
-            ``[N, (lmax+1)^2, C]``; the sums over senders are batched matrix products, so no
-            ``[N, M, (lmax+1)^2, C]`` tensor is formed.
-        """
-        parts: list[torch.Tensor] = []
-        for k in range(3):
-            parts.append(torch.einsum("nmc,mic->nic", weights * vectors[..., k : k + 1], values))
-        stacked = torch.stack(parts, dim=1)
-        summed = torch.einsum("iko,nkic->noc", self.geometry.to(values.dtype), stacked)
+    def from_components(self, stacked: torch.Tensor) -> torch.Tensor:
+        """The message from its per-component sums ``stacked`` ``[C, N, 3, (lmax+1)^2]``:
+        ``stacked[c, n, k, i] = sum_e w_ec u_ek v_ei,c`` over node n's edges (the dense layout's
+        channel-major order); returns ``[N, (lmax+1)^2, C]``."""
+        summed = torch.einsum("iko,cnki->noc", self.geometry.to(stacked.dtype), stacked)
         return self.mix(summed)
 
     def mix(self, summed: torch.Tensor) -> torch.Tensor:
