@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .host_memory import retain_freed_memory
 from .model import E2FormerLSR
 from .model.graph import check_box, fragment_centroids, minimum_image
 from .model.static_graph import build_graph, plan_graph
@@ -61,6 +62,7 @@ class OpenMMModule(nn.Module):
         growth: float = 1.3,
     ):
         super().__init__()
+        retain_freed_memory()  # CPU calls: reuse freed pages (host_memory.py)
         self.model = model.to(dtype)
         n = len(atomic_numbers)
         indices = list(range(n)) if atom_indices is None else list(atom_indices)

@@ -368,8 +368,17 @@ def run_worker(case: dict, result_file: str | None, threads: int, mem_gib: float
 
     torch.set_num_threads(threads)
     import openmmml_e2former  # noqa: F401  (vesin-torch operators, openmm-torch plug-ins)
+    from openmmml_e2former.host_memory import retain_freed_memory
 
-    rec.update(rss_after_imports_mib=_rss_mib(), torch_threads=torch.get_num_threads(), phase="setup")
+    # every case alike, peers included: our OpenMM module sets this for its users, so the
+    # peers get it too (E2FORMER_RETAIN_FREED_MEMORY=0 measures all with glibc's defaults)
+    retained = retain_freed_memory()
+    rec.update(
+        rss_after_imports_mib=_rss_mib(),
+        torch_threads=torch.get_num_threads(),
+        retain_freed_memory=retained,
+        phase="setup",
+    )
     if case["device"] == "cpu" and mem_gib > 0:
         _limit_address_space(mem_gib)
         rec.update(memory_cap_gib=mem_gib)
@@ -1398,6 +1407,7 @@ def main_from_args(args) -> int:
         "wall_s": time.monotonic() - t0,
         "budget_s": args.budget_s,
         "timeout_per_case_s": args.timeout_per_case,
+        "retain_freed_memory": os.environ.get("E2FORMER_RETAIN_FREED_MEMORY", "1"),
         "mace_off23": {
             "sizes": MACE_OFF23,
             "common": MACE_OFF23_COMMON,
