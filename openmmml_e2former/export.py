@@ -42,7 +42,8 @@ class OpenMMModule(nn.Module):
     has no host synchronisation and suits CUDA graphs and ``torch.compile``; a graph that
     outgrows its plan makes the energy (and so the forces) NaN.  ``host_checks`` lets the
     module look at that flag when it runs on the CPU (where reading it costs nothing) and
-    re-plan instead; on a GPU the flag is never read inside the call (CUDA graphs), and
+    re-plan instead, so there the plan's head room is ``host_growth``, not ``growth``; on a
+    GPU the flag is never read inside the call (CUDA graphs), and
     callers that can afford it read ``overflow`` afterwards.  ``docs/speed.md`` explains the
     choices.
     """
@@ -60,6 +61,7 @@ class OpenMMModule(nn.Module):
         static_graphs: bool = True,
         host_checks: bool = True,
         growth: float = 1.3,
+        host_growth: float = 1.05,
     ):
         super().__init__()
         retain_freed_memory()  # CPU calls: reuse freed pages (host_memory.py)
@@ -99,6 +101,7 @@ class OpenMMModule(nn.Module):
         self.static = self.static and model.config.fragment_selection == "all"
         self.host_checks = bool(host_checks)
         self.growth = float(growth)
+        self.host_growth = float(host_growth)
         self.planned = False
         self.local_plan: tuple[str, list[int], float, int, int] = ("dense", [1, 1, 1], 1.0, 1, 0)
         self.long_plan: tuple[str, list[int], float, int, int] = ("dense", [1, 1, 1], 1.0, 1, 0)
@@ -127,11 +130,14 @@ class OpenMMModule(nn.Module):
         check_finite(coords)
         if box is not None:
             check_box(box, self.model.max_cutoff)
-        self.local_plan = plan_graph(coords, coords, self.local_cutoff, box, None, True, self.growth)
+        growth = self.growth
+        if self.host_checks and positions.device.type == "cpu":
+            growth = self.host_growth  # re-planning is free here: pad less (docs/speed.md)
+        self.local_plan = plan_graph(coords, coords, self.local_cutoff, box, None, True, growth)
         if self.long_range:
             centres = fragment_centroids(coords, self.fragment_ids, self.num_fragments, box)
             self.long_plan = plan_graph(
-                coords, centres, self.long_cutoff, box, self.fragment_ids, False, self.growth
+                coords, centres, self.long_cutoff, box, self.fragment_ids, False, growth
             )
         self.planned = True
 

@@ -5,6 +5,8 @@ all-pairs filter for the graphs, the dynamic-graph network (``static_graphs=Fals
 energies and forces, ``torch._dynamo.explain`` for graph breaks.
 """
 
+import math
+
 import pytest
 import torch
 from model_helpers import random_molecule, seeded_model
@@ -166,6 +168,21 @@ def test_scripted_static_module_matches_eager():
     e_script, f_script = energy_and_forces(scripted, positions, None)
     torch.testing.assert_close(e_script, e_eager, rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(f_script, f_eager, rtol=1e-10, atol=1e-9)
+
+
+def test_cpu_module_with_host_checks_pads_its_plan_less():
+    """Re-planning is free on the CPU, so the plan keeps less head room there (host_growth)."""
+    positions, numbers, fragments = random_molecule(n_atoms=300, n_fragments=30, spread=16.0, seed=3)
+    model = seeded_model(torch.float64, num_long_layers=0)
+    args = (model, numbers.tolist(), fragments.tolist(), 0.0, None, None, False, torch.float64)
+    host = OpenMMModule(*args, host_checks=True)
+    strict = OpenMMModule(*args, host_checks=False)
+    host.plan(positions / 10.0)
+    strict.plan(positions / 10.0)
+    pairs = len(all_pairs(positions, positions, 5.0, None, drop_self=True))
+    assert host.local_plan[0] == strict.local_plan[0] == "cells"
+    assert host.local_plan[4] == math.ceil(1.05 * pairs) + 64
+    assert strict.local_plan[4] == math.ceil(1.3 * pairs) + 64
 
 
 def test_outgrown_plan_gives_nan_without_host_checks_and_replans_with_them():
