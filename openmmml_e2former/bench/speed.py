@@ -56,38 +56,11 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from .peers import MACE_OFF23, MACE_OFF23_COMMON, MACE_OFF23_ELEMENTS, MACE_OFF23_SOURCE, build_mace_off23
+
 # --------------------------------------------------------------------------- #
 # Peers and targets
 # --------------------------------------------------------------------------- #
-
-#: MACE-OFF23 hyperparameters (Kovács et al., "MACE-OFF23: Transferable Machine Learning Force
-#: Fields for Organic Molecules", arXiv:2312.15211, section "MACE-OFF23 models": three sizes,
-#: small = 96 invariant channels (L = 0) with a 4.5 A cutoff, medium = 128 channels with L = 1
-#: and large = 192 channels with L = 2 at 5.0 A; all 2 interaction layers, correlation order 3,
-#: spherical harmonics up to l = 3, 8 Bessel functions with a p = 5 polynomial envelope, a
-#: [64, 64, 64] radial MLP, 16x0e readout MLP, the 10 elements of the SPICE subset used). The
-#: small model's 4.5 A cutoff is also what third-party code that loads the released
-#: MACE-OFF23_small.model reports (its r_max). Interaction blocks and the other options are
-#: mace-torch's defaults (``RealAgnosticResidualInteractionBlock``; ``use_reduced_cg`` as the
-#: installed version sets it).
-MACE_OFF23 = {
-    "small": {"hidden_irreps": "96x0e", "max_L": 0, "num_channels": 96, "r_max": 4.5},
-    "medium": {"hidden_irreps": "128x0e + 128x1o", "max_L": 1, "num_channels": 128, "r_max": 5.0},
-}
-MACE_OFF23_COMMON = {
-    "num_interactions": 2,
-    "correlation": 3,
-    "max_ell": 3,
-    "num_bessel": 8,
-    "num_polynomial_cutoff": 5,
-    "radial_MLP": [64, 64, 64],
-    "MLP_irreps": "16x0e",
-    "interaction": "RealAgnosticResidualInteractionBlock",
-    "gate": "silu",
-    "model": "ScaleShiftMACE",
-}
-MACE_OFF23_ELEMENTS = [1, 6, 7, 8, 9, 15, 16, 17, 35, 53]  # H C N O F P S Cl Br I
-MACE_OFF23_SOURCE = "arXiv:2312.15211 (MACE-OFF23), model sizes small/medium; mace-torch defaults otherwise"
 
 
 @dataclass(frozen=True)
@@ -523,11 +496,8 @@ def _mace_call(case: dict, system, dtype, device):
         raise _Skip("mace-torch not installed")
     if case.get("compile"):
         raise _Skip("torch.compile of MACE is not part of this harness")
-    import mace  # before e3nn: it lets e3nn 0.4 load its constants.pt under torch >= 2.6
-    import numpy as np
+    import mace
     import torch
-    from e3nn import o3
-    from mace import modules
 
     hp = {**MACE_OFF23_COMMON, **MACE_OFF23[case["preset"]]}
     z_table = MACE_OFF23_ELEMENTS
@@ -536,34 +506,7 @@ def _mace_call(case: dict, system, dtype, device):
     unknown = sorted(set(numbers) - set(z_table))
     if unknown:
         raise ValueError(f"elements {unknown} are not in MACE-OFF23's table")
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        torch.manual_seed(0)
-        block = modules.interaction_classes[hp["interaction"]]
-        model = modules.ScaleShiftMACE(
-            r_max=hp["r_max"],
-            num_bessel=hp["num_bessel"],
-            num_polynomial_cutoff=hp["num_polynomial_cutoff"],
-            max_ell=hp["max_ell"],
-            interaction_cls=block,
-            interaction_cls_first=block,
-            num_interactions=hp["num_interactions"],
-            num_elements=len(z_table),
-            hidden_irreps=o3.Irreps(hp["hidden_irreps"]),
-            MLP_irreps=o3.Irreps(hp["MLP_irreps"]),
-            atomic_energies=np.zeros(len(z_table)),
-            avg_num_neighbors=20.0,
-            atomic_numbers=z_table,
-            correlation=hp["correlation"],
-            gate=torch.nn.functional.silu,
-            radial_MLP=hp["radial_MLP"],
-            radial_type="bessel",
-            atomic_inter_scale=1.0,
-            atomic_inter_shift=0.0,
-        )
-    finally:
-        torch.set_default_dtype(default)
+    model, hp = build_mace_off23(case["preset"], dtype, seed=0)
     model = model.to(dtype).to(device).eval()
     n = len(numbers)
     index = torch.tensor([z_table.index(z) for z in numbers], device=device)
