@@ -10,7 +10,8 @@ referenceEnergies  True: add the energy head's known per-element reference energ
 randomInit     True: a seeded random network (tests and timing only), with ``seed``
 preset         size of the random network: 'small' (default) or 'paper'
 precision      'single' (default) or 'double'
-backend        'torchforce' (default) or 'pythonforce' (the network runs in Python)
+backend        'torchforce' or 'pythonforce' (the network runs in Python); default: torchforce
+               on the pinned stack, pythonforce under openmm >= 8.6 (``default_backend``)
 device         pythonforce: 'auto' (default: CUDA when torch sees a GPU), 'cpu' or 'cuda'
 compile        pythonforce: True runs the network through torch.compile (CUDA graphs on a GPU)
 charge         total charge of the ML region (default: rounded sum of the MM charges of
@@ -81,8 +82,13 @@ class E2FormerPotentialImpl:
         numbers = _atomic_numbers(topo_atoms, indices)
         model = self._load_model(options)
         ligands = options.get("ligandFragments", self._default_ligand_fragments())
-        fragments = _fragment_ids(topology, indices, options.get("fragmentIds"), ligands)
-        caps = _cut_bonds(topology, set(indices), bool(options.get("linkAtoms", True)))
+        # openmm-ml >= 1.8 caps cut bonds itself: a virtual-site hydrogen per cut bond, passed
+        # to us as an extra ML atom. It joins its ML atom's fragment and is not capped again.
+        sites = _link_sites(system, topology, indices)
+        real = [i for i in indices if i not in sites]
+        own = dict(zip(real, _fragment_ids(topology, real, options.get("fragmentIds"), ligands), strict=True))
+        fragments = [own[sites[i][0]] if i in sites else own[i] for i in indices]
+        caps = _cut_bonds(topology, set(indices), bool(options.get("linkAtoms", True)), set(sites.values()))
         periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
         charge = _total_charge(system, topology, indices, options.get("charge"))
         force = self._build_force(
@@ -90,6 +96,15 @@ class E2FormerPotentialImpl:
         )
         force.setForceGroup(forceGroup)
         system.addForce(force)
+
+    def getSupportedEmbeddings(self) -> list[str]:
+        """openmm-ml >= 1.8: no embedding of our own; its plug-ins ('mechanical', ...) apply."""
+        return []
+
+    def getMLLongRange(self) -> bool:
+        """openmm-ml >= 1.8: the network's interactions end at its cutoff (no periodic
+        long-range electrostatics), so a periodic mechanical embedding keeps the MM ones."""
+        return False
 
     def _default_ligand_fragments(self) -> str:
         """BRICS pieces for the authors' weights (their training data were cut that way),
@@ -110,7 +125,15 @@ class E2FormerPotentialImpl:
         if periodic:
             _check_periodic_box(topology, system, model.config.max_cutoff)
         module = OpenMMModule(model, numbers, fragments, charge, indices, caps, periodic, dtype)
-        backend = options.get("backend", "torchforce")
+        backend = options.get("backend") or default_backend()
+        if backend == "torchforce" and torchforce_cannot_be_copied():
+            warnings.warn(
+                f"backend='torchforce' under openmm {openmm.__version__}: a TorchForce cannot be "
+                "deserialised there (XmlSerializer, copy.deepcopy, CustomCVForce, interpolate=True "
+                "crash the process); it runs, but use backend='pythonforce' (the default here) for "
+                "any of those",
+                stacklevel=4,
+            )
         if backend == "torchforce":
             scripted = torch.jit.script(module.eval())
             return _torch_force(scripted, periodic, bool(options.get("useCUDAGraphs", False)))
@@ -152,6 +175,23 @@ class E2FormerPotentialImpl:
                 "for it, 'e2former' is the local-only variant"
             )
         return model
+
+
+def torchforce_cannot_be_copied() -> bool:
+    """True under openmm >= 8.6, where deserialising a TorchForce segfaults (openmmtorch 1.5 and
+    acellera-openmmtorch 1.10 alike: README, "Install")."""
+    major, minor = (int(part) for part in openmm.__version__.split(".")[:2])
+    return (major, minor) >= (8, 6)
+
+
+def default_backend() -> str:
+    """'torchforce' on the pinned stack; 'pythonforce' where a TorchForce cannot be copied
+    (openmm >= 8.6) or no openmmtorch is installed."""
+    import importlib.util
+
+    if torchforce_cannot_be_copied() or importlib.util.find_spec("openmmtorch") is None:
+        return "pythonforce"
+    return "torchforce"
 
 
 def model_max_cutoff(name: str, **options) -> float:
@@ -399,8 +439,53 @@ def _fragment_ids(topology, indices: list[int], explicit, ligands: str = "residu
     return [int(f) for f in fragment_ids_from_topology(topology, indices)]
 
 
-def _cut_bonds(topology, selected: set, allow: bool) -> list[tuple[int, int]]:
-    """(ML atom, MM atom) for every bond that crosses the ML region boundary."""
+def _link_sites(system, topology, indices: list[int]) -> dict[int, tuple[int, int]]:
+    """{ML index of a link atom: (its ML atom, its MM atom)} for the link atoms openmm-ml >= 1.8
+    adds on bonds its ML region cuts: a virtual site (LocalCoordinatesSite on the two bonded
+    atoms) appended to the System and, as hydrogen ``V<k>`` in residue ``V<k>``, to the
+    Topology. With ``interpolate=True`` openmm-ml hands us an empty System; then the k-th
+    ``V<k>`` atom caps the k-th bond of openmm-ml's own ``findLinkBonds``."""
+    selected = set(indices)
+    sites: dict[int, tuple[int, int]] = {}
+    if system.getNumParticles() > 0:
+        for i in indices:
+            if i >= system.getNumParticles() or not system.isVirtualSite(i):
+                continue
+            site = system.getVirtualSite(i)
+            if not isinstance(site, openmm.LocalCoordinatesSite) or site.getNumParticles() != 2:
+                continue
+            a, b = site.getParticle(0), site.getParticle(1)
+            if a in selected and b not in selected:
+                sites[i] = (a, b)
+        return sites
+    bonded = {atom.index for bond in topology.bonds() for atom in bond}
+    named = {}
+    for atom in topology.atoms():
+        name = atom.name
+        if (
+            atom.index in selected
+            and atom.index not in bonded
+            and name == atom.residue.name
+            and name[:1] == "V"
+            and name[1:].isdigit()
+        ):
+            named[int(name[1:])] = atom.index
+    if not named:
+        return sites
+    from openmmml.embeddings.utilities import findLinkBonds
+
+    bonds = findLinkBonds(topology, [i for i in indices if i not in set(named.values())])
+    if sorted(named) != list(range(len(bonds))):
+        raise ValueError(
+            f"openmm-ml's link atoms ({len(named)} V<k> atoms) do not match the {len(bonds)} bonds "
+            "the ML region cuts"
+        )
+    return {named[k]: (int(bonds[k][0]), int(bonds[k][1])) for k in range(len(bonds))}
+
+
+def _cut_bonds(topology, selected: set, allow: bool, capped: set = frozenset()) -> list[tuple[int, int]]:
+    """(ML atom, MM atom) for every bond that crosses the ML region boundary and is not in
+    ``capped`` (bonds openmm-ml already capped with a link atom)."""
     from .export import cut_bonds
 
     cuts = cut_bonds(topology, selected)
@@ -409,7 +494,7 @@ def _cut_bonds(topology, selected: set, allow: bool) -> list[tuple[int, int]]:
             f"the ML region cuts {len(cuts)} covalent bond(s), e.g. {cuts[:5]} (ML atom, MM atom); "
             "enable linkAtoms=True or choose whole molecules"
         )
-    return cuts
+    return [pair for pair in cuts if tuple(pair) not in capped]
 
 
 def _total_charge(system, topology, indices: list[int], charge: float | None) -> float:

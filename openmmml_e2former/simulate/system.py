@@ -150,6 +150,16 @@ def build_mixed_system(
         warnings.simplefilter("ignore", UserWarning)
         ml = MLPotential(name, **kwargs)
     system = ml.createMixedSystem(topology, mm_system, ml_atoms, removeConstraints=not ml_constraints)
+    added = system.getNumParticles() - mm_system.getNumParticles()
+    if added:
+        from importlib.metadata import version
+
+        raise ValueError(
+            f"the ML region cuts {added} covalent bond(s) and openmm-ml {version('openmmml')} caps "
+            "them with link atoms that are extra particles, which protocols do not handle yet: "
+            "select whole residues or molecules for the ML region, or use the pinned stack "
+            "(openmm-ml 1.7), where the link atoms live inside the model (README, 'Install')"
+        )
     if metadata is not None:
         metadata.update(getattr(getattr(ml, "_impl", None), "metadata", None) or {})
     return system
