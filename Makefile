@@ -33,7 +33,8 @@ LATEST := .venv-latest
 LPY := $(LATEST)/bin/python
 LATEST_STAMP := $(LATEST)/.installed
 LATEST_TESTS := tests/test_openmm.py tests/test_openmm_stacks.py tests/test_ase_calculator.py \
-	tests/test_static_graph.py tests/test_reference_fixture.py
+	tests/test_static_graph.py tests/test_reference_fixture.py tests/test_simulate_errors.py \
+	tests/test_simulate_restart.py tests/test_simulate_quickcheck.py
 
 setup-latest: $(LATEST_STAMP)
 

@@ -104,14 +104,29 @@ def test_openmmml_link_atoms_agree_with_ours():
     assert 1e-6 < abs(shift) < 5.0, shift  # kJ/mol, random network; docs/mixed-system.md
 
 
-@needs_openmmml_18
-def test_protocol_system_refuses_link_atoms_it_cannot_place():
+def test_protocol_mixed_system_keeps_caps_in_the_model():
+    """Protocols carry one Topology through every stage, so an ML region that cuts bonds keeps
+    its caps inside the model on both stacks: no extra particles, the ML energy of our own
+    caps, and (openmm-ml 1.8) the same MM part as openmm-ml's own mechanical embedding."""
     from openmmml_e2former.simulate.system import build_mixed_system
 
     modeller = villin_protein()
-    topology = modeller.topology
+    topology, positions = modeller.topology, modeller.positions
     mm_system = app.ForceField("amber14-all.xml").createSystem(topology, nonbondedMethod=app.NoCutoff)
     ml_atoms = [a.index for a in topology.atoms() if 10 <= a.residue.index <= 20]
-    potential = {"name": "e2former-lsr", "randomInit": "true", "seed": SEED}
-    with pytest.raises(ValueError, match="whole residues"):
-        build_mixed_system(topology, mm_system, ml_atoms, potential, True)
+    potential = {"name": "e2former-lsr", "randomInit": "true", "seed": SEED, "precision": "double"}
+    system = build_mixed_system(topology, mm_system, ml_atoms, potential, True)
+    assert system.getNumParticles() == topology.getNumAtoms()
+    ml = [f for f in system.getForces() if type(f).__name__ in ("Force", "PythonForce")]
+    assert len(ml) == 1
+    ml[0].setForceGroup(1)
+    assert ml_group_energy(system, positions) == pytest.approx(
+        own_caps_energy(topology, positions, ml_atoms), rel=1e-9, abs=1e-6
+    )
+    if OPENMMML_18:
+        reference = MLPotential("e2former-lsr", randomInit=True, seed=SEED).createMixedSystem(
+            topology, mm_system, ml_atoms, forceGroup=1, removeConstraints=False
+        )
+        assert evaluate(system, positions, groups={0})[0] == pytest.approx(
+            evaluate(reference, positions, groups={0})[0], rel=1e-9, abs=1e-6
+        )

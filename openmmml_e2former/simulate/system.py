@@ -149,19 +149,55 @@ def build_mixed_system(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         ml = MLPotential(name, **kwargs)
-    system = ml.createMixedSystem(topology, mm_system, ml_atoms, removeConstraints=not ml_constraints)
-    added = system.getNumParticles() - mm_system.getNumParticles()
-    if added:
-        from importlib.metadata import version
+    from ..export import cut_bonds
 
-        raise ValueError(
-            f"the ML region cuts {added} covalent bond(s) and openmm-ml {version('openmmml')} caps "
-            "them with link atoms that are extra particles, which protocols do not handle yet: "
-            "select whole residues or molecules for the ML region, or use the pinned stack "
-            "(openmm-ml 1.7), where the link atoms live inside the model (README, 'Install')"
-        )
+    if cut_bonds(topology, ml_atoms) and _openmmml_adds_link_particles():
+        system = _mixed_system_with_caps_in_model(ml, topology, mm_system, ml_atoms, not ml_constraints)
+    else:
+        system = ml.createMixedSystem(topology, mm_system, ml_atoms, removeConstraints=not ml_constraints)
     if metadata is not None:
         metadata.update(getattr(getattr(ml, "_impl", None), "metadata", None) or {})
+    return system
+
+
+def _openmmml_adds_link_particles() -> bool:
+    """openmm-ml >= 1.8 caps bonds cut by the ML region with virtual-site particles."""
+    from importlib.metadata import version
+
+    return tuple(int(part) for part in version("openmmml").split(".")[:2]) >= (1, 8)
+
+
+def _mixed_system_with_caps_in_model(ml, topology, mm_system, ml_atoms: list[int], remove_constraints: bool):
+    """openmm-ml 1.8's mechanical embedding without its link-atom particles.
+
+    Protocols carry one Topology and one set of positions through every stage, report and
+    restart, so an ML region that cuts bonds keeps its caps inside the model, as on the
+    pinned stack (``docs/mixed-system.md``): the MM bonded terms wholly inside the ML region
+    are removed, every ML pair is excluded from the MM nonbonded forces (the network has no
+    periodic long-range electrostatics: ``getMLLongRange()`` is False), and the plug-in adds
+    its force on the ML atoms. Built with openmm-ml's own helpers.
+    """
+    import openmm
+    from openmmml.embeddings import utilities
+
+    atoms = [int(a) for a in ml_atoms]
+    system = utilities.removeBonds(mm_system, topology, atoms, True)
+    periodic = system.usesPeriodicBoundaryConditions()
+    for force in system.getForces():
+        if isinstance(force, openmm.NonbondedForce):
+            for i in range(len(atoms)):
+                for j in range(i):
+                    force.addException(atoms[i], atoms[j], 0.0, 1.0, 0.0, True)
+            force.setExceptionsUsePeriodicBoundaryConditions(periodic)
+        elif isinstance(force, openmm.CustomNonbondedForce):
+            utilities.addCustomNonbondedExclusions(force, atoms)
+    ml._impl.addForces(topology, system, atoms, 0)
+    if remove_constraints:
+        selected = set(atoms)
+        for index in reversed(range(system.getNumConstraints())):
+            p1, p2, _ = system.getConstraintParameters(index)
+            if p1 in selected and p2 in selected:
+                system.removeConstraint(index)
     return system
 
 
