@@ -130,3 +130,15 @@ def test_protocol_mixed_system_keeps_caps_in_the_model():
         assert evaluate(system, positions, groups={0})[0] == pytest.approx(
             evaluate(reference, positions, groups={0})[0], rel=1e-9, abs=1e-6
         )
+
+
+def test_protocols_refuse_a_torchforce_they_could_not_copy():
+    from openmmml_e2former.simulate.system import check_backend_for_protocols
+
+    if torchforce_cannot_be_copied():
+        with pytest.raises(ValueError, match="pythonforce"):
+            check_backend_for_protocols("torchforce")
+    else:
+        check_backend_for_protocols("torchforce")  # the pin: protocols use it by default
+    check_backend_for_protocols("pythonforce")
+    check_backend_for_protocols(None)

@@ -146,6 +146,7 @@ def build_mixed_system(
 
     ensure_torch_plugins()
     name, kwargs, _ = resolve_potential(potential)
+    check_backend_for_protocols(kwargs.get("backend"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         ml = MLPotential(name, **kwargs)
@@ -158,6 +159,22 @@ def build_mixed_system(
     if metadata is not None:
         metadata.update(getattr(getattr(ml, "_impl", None), "metadata", None) or {})
     return system
+
+
+def check_backend_for_protocols(backend) -> None:
+    """Protocols copy the System for every stage and save it as XML; under openmm >= 8.6 a
+    TorchForce cannot be deserialised (the process would crash), so refuse it up front."""
+    import openmm
+
+    from ..potential import torchforce_cannot_be_copied
+
+    if backend == "torchforce" and torchforce_cannot_be_copied():
+        raise ValueError(
+            f"potential.backend 'torchforce' cannot run protocols under openmm {openmm.__version__}: "
+            "every stage copies the System and a TorchForce cannot be deserialised there (it "
+            "crashes the process). Use backend 'pythonforce' (the default on this openmm) or the "
+            "pinned stack (README, 'Install')"
+        )
 
 
 def _openmmml_adds_link_particles() -> bool:
