@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .caps import cap_bond_length, cap_positions
 from .host_memory import retain_freed_memory
 from .model import E2FormerLSR
 from .model.graph import check_box, fragment_centroids, minimum_image
@@ -26,7 +27,6 @@ from .units import ANGSTROM_PER_NM as NM_TO_ANGSTROM
 from .units import KJ_PER_MOL
 
 # Bond lengths (Angstrom) of the hydrogen caps put on cut bonds, by element of the ML atom.
-CAP_BOND_LENGTH = {1: 0.74, 6: 1.09, 7: 1.01, 8: 0.96, 15: 1.42, 16: 1.34}
 
 
 class OpenMMModule(nn.Module):
@@ -72,7 +72,7 @@ class OpenMMModule(nn.Module):
         owner = {atom: k for k, atom in enumerate(indices)}
         cap_numbers = [1] * len(pairs)
         cap_fragments = [int(fragment_ids[owner[a]]) for a, _ in pairs]
-        cap_lengths = [CAP_BOND_LENGTH.get(int(atomic_numbers[owner[a]]), 1.09) for a, _ in pairs]
+        cap_lengths = [cap_bond_length(int(atomic_numbers[owner[a]])) for a, _ in pairs]
         numbers = list(atomic_numbers) + cap_numbers
         fragments = [int(f) for f in fragment_ids] + cap_fragments
         _check_static_inputs(model, numbers, fragments)
@@ -119,8 +119,7 @@ class OpenMMModule(nn.Module):
         if self.has_caps:
             inner = angstrom[self.cap_pairs[:, 0]]
             bond = minimum_image(angstrom[self.cap_pairs[:, 1]] - inner, box)
-            unit = bond / bond.pow(2).sum(dim=-1, keepdim=True).sqrt()
-            coords = torch.cat([coords, inner + self.cap_lengths.unsqueeze(1) * unit], dim=0)
+            coords = torch.cat([coords, cap_positions(inner, bond, self.cap_lengths)], dim=0)
         return coords, box
 
     def plan(self, positions: torch.Tensor, boxvectors: torch.Tensor | None = None) -> None:

@@ -19,7 +19,8 @@ import torch
 from openmmml import MLPotential
 from test_openmm import SEED, evaluate, load_dipeptide, villin_protein
 
-from openmmml_e2former.export import CAP_BOND_LENGTH, OpenMMModule, cut_bonds
+from openmmml_e2former.caps import CAP_BOND_LENGTH
+from openmmml_e2former.export import OpenMMModule, cut_bonds
 from openmmml_e2former.fragments import fragment_ids_from_topology
 from openmmml_e2former.model import E2FormerLSR, small_config
 from openmmml_e2former.potential import default_backend, torchforce_cannot_be_copied

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import torch
 
+from ..caps import cap_bond_length, cap_positions
 from ..fragments import fragment_ids_from_topology
 from .structure import Structure
-
-N_H_CAP, C_H_CAP = 1.01, 1.10  # Å: bond lengths of hydrogen caps replacing a cut peptide bond
 
 
 def _numbers(topology) -> np.ndarray:
@@ -143,7 +143,8 @@ def cut_window(topology, positions: np.ndarray, residues: list, charges: np.ndar
     """Atoms of consecutive ``residues`` with cut peptide bonds capped by hydrogens.
 
     Returns (numbers, positions Å, fragment ids, charge). A cut N-C(prev) bond becomes N-H
-    (1.01 Å), a cut C-N(next) bond becomes C-H (1.10 Å); each cap joins its residue's fragment.
+    (1.01 Å), a cut C-N(next) bond becomes C-H (1.09 Å: ``caps.py``, the rule the OpenMM module
+    uses); each cap joins its residue's fragment.
     """
     inside = {a.index for r in residues for a in r.atoms()}
     index = sorted(inside)
@@ -157,9 +158,11 @@ def cut_window(topology, positions: np.ndarray, residues: list, charges: np.ndar
             if inner.index in inside and outer.index not in inside:
                 if inner.element.symbol == "H":
                     raise ValueError("cannot cap a cut bond at a hydrogen")
-                length = N_H_CAP if inner.element.symbol == "N" else C_H_CAP
-                direction = positions[outer.index] - positions[inner.index]
-                coords.append(positions[inner.index] + length * direction / np.linalg.norm(direction))
+                here = torch.as_tensor(positions[inner.index], dtype=torch.float64).view(1, 3)
+                there = torch.as_tensor(positions[outer.index], dtype=torch.float64).view(1, 3)
+                length = torch.tensor([cap_bond_length(inner.element.atomic_number)], dtype=torch.float64)
+                cap = cap_positions(here, there - here, length)
+                coords.append(cap[0].numpy())
                 numbers.append(1)
                 frag.append(all_fragments[inner.index])
     _, frag = np.unique(np.array(frag), return_inverse=True)
