@@ -109,3 +109,18 @@ def test_decay_tail_shape_ignores_a_constant_offset():
     assert curve["distance"] == distances
     assert curve["models"]["m"]["mae_beyond_meV"] == pytest.approx(500.0)
     assert curve["models"]["m"]["tail_shape_mae_beyond_meV"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_longer_training_runs_in_its_own_folder(tmp_path):
+    """``--epochs N`` (converging runs) must not overwrite the committed short runs."""
+    from openmmml_e2former.bench.accuracy import TRAINING, training_config
+
+    root = os.path.join(os.path.dirname(__file__), "..", "datasets", "scaling")
+    short = training_config("local-5A", root, "oracle", str(tmp_path))
+    longer = training_config("local-5A", root, "oracle", str(tmp_path), epochs=TRAINING["epochs"] + 24)
+    assert short["training"]["epochs"] == TRAINING["epochs"]
+    assert short["training"]["output"] == os.path.join(str(tmp_path), "oracle-local-5A")
+    assert longer["training"]["epochs"] == TRAINING["epochs"] + 24
+    assert longer["training"]["output"] == os.path.join(
+        str(tmp_path), f"oracle-local-5A-e{TRAINING['epochs'] + 24}"
+    )

@@ -84,10 +84,17 @@ def read_roles(set_dir: str) -> dict[str, str]:
 
 
 def training_config(
-    name: str, set_dir: str, labels: str, runs: str, quick: bool = False, seed: int = 0
+    name: str,
+    set_dir: str,
+    labels: str,
+    runs: str,
+    quick: bool = False,
+    seed: int = 0,
+    epochs: int | None = None,
 ) -> dict:
     """The training configuration of model ``name`` (one of :data:`MODELS`); writes the split
-    (train/val ids present in this labelling) next to the run."""
+    (train/val ids present in this labelling) next to the run. ``epochs`` other than
+    ``TRAINING["epochs"]`` trains in its own folder ``<labels>-<name>-e<epochs>``."""
     from ..data.extxyz import read_structures
 
     roles = read_roles(set_dir)
@@ -98,7 +105,8 @@ def training_config(
     }
     # every other small structure (held-out frames, decay curves) is the trainer's test side
     split["test"] = sorted(i for i, r in roles.items() if r not in ("train", "val") and i in present)
-    output = os.path.join(runs, f"{labels}-{name}")
+    longer = epochs is not None and epochs != TRAINING["epochs"]
+    output = os.path.join(runs, f"{labels}-{name}" + (f"-e{epochs}" if longer else ""))
     os.makedirs(output, exist_ok=True)
     split_file = os.path.join(runs, f"{labels}-split.json")
     tmp = f"{split_file}.tmp-{os.getpid()}"  # two training processes may write it at once
@@ -106,6 +114,8 @@ def training_config(
         json.dump(split, handle)
     os.replace(tmp, split_file)
     training = dict(TRAINING, output=output, seed=seed, progress=False)
+    if longer:
+        training["epochs"] = int(epochs)
     if quick:
         training.update(epochs=1, max_steps_per_epoch=3, warmup_steps=1, checkpoint_every_steps=10)
     return {
@@ -116,7 +126,14 @@ def training_config(
 
 
 def train_models(
-    set_dir: str, labels: str, runs: str, names, quick: bool = False, seed: int = 0, log=print
+    set_dir: str,
+    labels: str,
+    runs: str,
+    names,
+    quick: bool = False,
+    seed: int = 0,
+    log=print,
+    epochs: int | None = None,
 ) -> dict:
     """Train each model unless its run finished (``final.json``); returns {name: best.pt path}."""
     from ..train.config import merge_config
@@ -124,7 +141,7 @@ def train_models(
 
     out = {}
     for name in names:
-        config = merge_config(training_config(name, set_dir, labels, runs, quick, seed))
+        config = merge_config(training_config(name, set_dir, labels, runs, quick, seed, epochs))
         output = config["training"]["output"]
         if not os.path.exists(os.path.join(output, "final.json")):
             log(f"training {name} on {labels} labels -> {output}")
@@ -342,7 +359,9 @@ def run(args) -> dict:
     if not os.path.exists(os.path.join(set_dir, "roles.json")) or args.quick:
         build_scaling_set(set_dir, quick=args.quick, seed=args.seed)
     roles = read_roles(set_dir)
-    checkpoints = train_models(set_dir, args.labels, args.runs, args.train, args.quick, args.seed)
+    checkpoints = train_models(
+        set_dir, args.labels, args.runs, args.train, args.quick, args.seed, epochs=args.epochs
+    )
     if args.train_only:
         return {}
     for spec in args.models or []:
@@ -516,6 +535,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny set and 3 training steps (output format check)"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"train this many epochs (default {TRAINING['epochs']}); another number trains in "
+        "its own run folder <labels>-<model>-e<N>, so converged and short runs sit side by side",
     )
     parser.add_argument("--no-speed", action="store_true", help="skip timing the architectures")
     parser.add_argument(
