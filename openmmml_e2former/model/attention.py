@@ -251,15 +251,13 @@ class EquivariantAttention(nn.Module):
         k = self.key(senders_x).view(m, heads, self.head_dim)
         dot = torch.einsum("nhd,mhd->nmh", q, k) / (self.head_dim**0.5)
         scores = smooth_leaky_relu(score_hidden * dot)  # [N, M, H]
-        env = envelope.view(n, m, 1)
-        mask = inside.view(n, m, 1)
         if self.sum_weights:
-            alpha = torch.where(mask, torch.sigmoid(scores) * env.to(scores.dtype), torch.zeros_like(scores))
+            alpha = sigmoid_weights(scores.view(n * m, heads), envelope, inside).view(n, m, heads)
         else:
             if shift_by_max:  # static (dense) graphs exist only for the smooth modes (export.py)
                 raise RuntimeError("the dense (atom, fragment) layout needs local_mode='smooth'")
-            weight = torch.exp(scores.clamp(max=60.0)) * env.to(scores.dtype)  # MAX_SCORE
-            weight = torch.where(mask, weight, torch.zeros_like(weight))
+            weight = torch.exp(scores.clamp(max=60.0)) * envelope.view(n, m, 1).to(scores.dtype)  # MAX_SCORE
+            weight = torch.where(inside.view(n, m, 1), weight, torch.zeros_like(weight))
             alpha = weight / (weight.sum(dim=1, keepdim=True) + self.eps)
         # per-pair, per-channel weights, channel-major: [C, N, M]
         alpha = alpha / (distances.view(n, m, 1) + 1e-8)
