@@ -40,7 +40,7 @@ setup-latest: $(LATEST_STAMP)
 
 $(LATEST_STAMP): pyproject.toml
 	test -x $(LPY) || $(PYTHON) -m venv $(LATEST)
-	$(LPY) -m pip install -e '.[latest]' pytest
+	$(LPY) -m pip install -e '.[latest,ase]' pytest  # ase: tests/test_ase_calculator.py
 	touch $(LATEST_STAMP)
 
 test-latest: setup-latest

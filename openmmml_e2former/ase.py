@@ -18,9 +18,13 @@ caps join the residue they cap, as in OpenMM); otherwise the molecule-graph rule
 from __future__ import annotations
 
 import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
 
+from .optional import require
 from .units import ANGSTROM_PER_NM, KJ_PER_MOL_TO_EV
+
+# this module is the ASE calculator: importing it needs ASE (`import openmmml_e2former` does not)
+_calculator = require("ase.calculators.calculator", "ase", "the ASE calculator (openmmml_e2former.ase)")
+Calculator, all_changes = _calculator.Calculator, _calculator.all_changes
 
 #: residue names of terminal caps: N-terminal caps join the next residue, C-terminal the previous
 N_CAPS = {"ACE", "FOR"}
@@ -220,7 +224,7 @@ class E2FormerCalculator(Calculator):
         self.results["energy"] = self.results["free_energy"] = energy
         self.results["forces"] = forces
         if periodic:
-            from ase.stress import full_3x3_to_voigt_6_stress
+            full_3x3_to_voigt_6_stress = require("ase.stress", "ase").full_3x3_to_voigt_6_stress
 
             sigma = grads[1].detach().numpy().astype(float) * KJ_PER_MOL_TO_EV / atoms.get_volume()
             self.results["stress"] = full_3x3_to_voigt_6_stress(rotation @ sigma @ rotation.T)

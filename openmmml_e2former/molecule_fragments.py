@@ -36,10 +36,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .optional import require
+
 #: Pieces with fewer atoms than this (hydrogens included) are merged into a neighbour.
 MIN_FRAGMENT_ATOMS = 6
 #: Total charges tried, in this order, when bond orders are inferred.
 CHARGES_TRIED = (0, -1, 1, -2, 2, -3, 3)
+
+
+def _rdkit(module: str):
+    """An RDKit module, or an ImportError naming the ``ligands`` extra and the ways around it."""
+    return require(
+        module,
+        "ligands",
+        "BRICS fragments of ligands and of molecules without residues (ligandFragments='brics' is "
+        "the default with the authors' weights; explicit fragment ids need no RDKit)",
+    )
 
 
 def molecule_fragment_ids(topology, atoms: Sequence[int] | None = None) -> np.ndarray:
@@ -137,7 +149,7 @@ def rdkit_molecule(numbers, bonds, label: str = "molecule"):
 
     Orders are used when all bonds carry one, else inferred (module docstring).
     """
-    from rdkit import Chem
+    Chem = _rdkit("rdkit.Chem")
 
     mol = Chem.RWMol()
     for z in numbers:
@@ -157,7 +169,7 @@ def rdkit_molecule(numbers, bonds, label: str = "molecule"):
 
 def _sanitize_given_orders(mol, label: str):
     """Formal charges from valence (N with 4 bonds +1, O with 1 bond -1, ...), then sanitize."""
-    from rdkit import Chem
+    Chem = _rdkit("rdkit.Chem")
 
     usual = {7: 3, 8: 2, 16: 2}
     for atom in mol.GetAtoms():
@@ -174,11 +186,11 @@ def _sanitize_given_orders(mol, label: str):
 
 
 def _infer_bond_orders(mol, label: str):
-    from rdkit import Chem
-    from rdkit.Chem import rdDetermineBonds
-    from rdkit.rdBase import BlockLogs
+    Chem = _rdkit("rdkit.Chem")
+    rdDetermineBonds = _rdkit("rdkit.Chem.rdDetermineBonds")
 
-    quiet = BlockLogs()  # failed attempts are expected; RDKit would log each one  # noqa: F841
+    # failed attempts are expected; RDKit would log each one
+    quiet = _rdkit("rdkit.rdBase").BlockLogs()  # noqa: F841
     for charge in CHARGES_TRIED:
         candidate = Chem.Mol(mol)
         try:
@@ -195,7 +207,7 @@ def _infer_bond_orders(mol, label: str):
 
 def _brics_pieces(mol) -> list[list[int]]:
     """Atoms of ``mol`` grouped into the pieces left after cutting its BRICS bonds."""
-    from rdkit.Chem import BRICS
+    BRICS = _rdkit("rdkit.Chem.BRICS")
 
     heavy_mol, heavy_index = _heavy_atom_molecule(mol)
     cut = {tuple(sorted((heavy_index[a], heavy_index[b]))) for (a, b), _ in BRICS.FindBRICSBonds(heavy_mol)}
@@ -220,7 +232,7 @@ def _brics_pieces(mol) -> list[list[int]]:
 
 def _heavy_atom_molecule(mol):
     """(molecule without H atoms, its atom index -> index in ``mol``); H kept as H counts."""
-    from rdkit import Chem
+    Chem = _rdkit("rdkit.Chem")
 
     heavy = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() != 1]
     if not heavy:
@@ -261,9 +273,9 @@ def brics_fragment_ids_from_coordinates(numbers: Sequence[int], positions, charg
     Bonds are found with RDKit's ``DetermineConnectivity`` (covalent radii) and then cut by
     :func:`brics_groups`; for structures read from XYZ files without fragment ids.
     """
-    from rdkit import Chem
-    from rdkit.Chem import rdDetermineBonds
-    from rdkit.Geometry import Point3D
+    Chem = _rdkit("rdkit.Chem")
+    rdDetermineBonds = _rdkit("rdkit.Chem.rdDetermineBonds")
+    Point3D = _rdkit("rdkit.Geometry").Point3D
 
     mol = Chem.RWMol()
     for z in numbers:

@@ -8,6 +8,8 @@ random model saved with :func:`save_mace_off23` loads in openmm-ml like a traine
 
 from __future__ import annotations
 
+from ..optional import require
+
 #: MACE-OFF23 hyperparameters (Kovács et al., "MACE-OFF23: Transferable Machine Learning Force
 #: Fields for Organic Molecules", arXiv:2312.15211, section "MACE-OFF23 models": three sizes,
 #: small = 96 invariant channels (L = 0) with a 4.5 A cutoff, medium = 128 channels with L = 1
@@ -41,11 +43,13 @@ MACE_OFF23_SOURCE = "arXiv:2312.15211 (MACE-OFF23), model sizes small/medium; ma
 def build_mace_off23(preset: str, dtype=None, seed: int = 0):
     """A ``ScaleShiftMACE`` of the MACE-OFF23 ``preset`` size ('small' or 'medium') with random
     weights (``torch.manual_seed(seed)``), zero atomic energies, in ``dtype`` (default: torch's)."""
-    import mace  # noqa: F401  (before e3nn: lets e3nn 0.4 load its constants under torch >= 2.6)
     import numpy as np
     import torch
-    from e3nn import o3
-    from mace import modules
+
+    purpose = "the MACE-OFF23 peers of the benchmarks"
+    # mace before e3nn: lets e3nn 0.4 load its constants under torch >= 2.6
+    modules = require("mace.modules", "bench", purpose)
+    o3 = require("e3nn.o3", "bench", purpose)
 
     if preset not in MACE_OFF23:
         raise ValueError(f"unknown MACE-OFF23 size {preset!r}; use one of {sorted(MACE_OFF23)}")

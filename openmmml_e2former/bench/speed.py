@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import fnmatch
-import importlib.util
 import json
 import math
 import os
@@ -56,6 +55,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..optional import available, require
 from .peers import MACE_OFF23, MACE_OFF23_COMMON, MACE_OFF23_ELEMENTS, MACE_OFF23_SOURCE, build_mace_off23
 
 # --------------------------------------------------------------------------- #
@@ -492,12 +492,13 @@ def _e2former_call(case: dict, system, dtype, device):
 
 def _mace_call(case: dict, system, dtype, device):
     """energy + forces of a random MACE-OFF23-sized ScaleShiftMACE; returns (call, info)."""
-    if importlib.util.find_spec("mace") is None:
+    if not available("mace"):
         raise _Skip("mace-torch not installed")
     if case.get("compile"):
         raise _Skip("torch.compile of MACE is not part of this harness")
-    import mace
     import torch
+
+    mace = require("mace", "bench", "the MACE-OFF23 peers of the benchmarks")
 
     hp = {**MACE_OFF23_COMMON, **MACE_OFF23[case["preset"]]}
     z_table = MACE_OFF23_ELEMENTS
@@ -561,7 +562,7 @@ def _neighbour_list_fn(cutoff: float, periodic: bool):
 
         return vesin, "vesin-torch (full list, inside the timed call)"
     except ImportError:
-        from mace.data.neighborhood import get_neighborhood
+        get_neighborhood = require("mace.data.neighborhood", "bench").get_neighborhood
 
         def matscipy(positions, box):
             pbc = (periodic,) * 3
@@ -675,7 +676,7 @@ def _openmm_case(case: dict, rec: _Recorder, threads: int) -> None:
 
 def run_case(case: dict, threads: int, timeout: float, mem_gib: float, log_dir: Path | None = None) -> dict:
     """Run one case in a subprocess (its own session, killed as a group on timeout)."""
-    if case["kind"] == "model" and case["model"] == "mace-off23" and importlib.util.find_spec("mace") is None:
+    if case["kind"] == "model" and case["model"] == "mace-off23" and not available("mace"):
         return {"status": "skipped: mace-torch not installed"}
     with tempfile.TemporaryDirectory(prefix="e2former-bench-") as tmp:
         result_file = os.path.join(tmp, "result.json")

@@ -18,16 +18,20 @@ import os
 
 import numpy as np
 
+from ..optional import require
 from .structure import Structure
 
 _LABEL_KEYS = ("method", "program", "program_version", "basis", "gpu4pyscf", "scf_damping", "label_seconds")
 
 
+def _ase(module: str = "ase.io"):
+    """An ASE module: dataset files are read and written with ASE."""
+    return require(module, "train", "reading and writing dataset files (extxyz)")
+
+
 def to_atoms(structure: Structure):
     """An ``ase.Atoms`` carrying every field of ``structure`` in ``info``/``arrays``."""
-    import ase
-
-    atoms = ase.Atoms(numbers=structure.numbers, positions=structure.positions)
+    atoms = _ase("ase").Atoms(numbers=structure.numbers, positions=structure.positions)
     atoms.info.update(
         id=structure.id,
         molecule=structure.molecule,
@@ -71,10 +75,9 @@ def from_atoms(atoms, where: str = "") -> Structure:
 
 def write_structures(path: str, structures: list[Structure]) -> None:
     """Write ``structures`` to ``path`` (``.extxyz`` or ``.extxyz.gz``) atomically."""
-    import ase.io
-
+    ase_io = _ase()
     buffer = _io.StringIO()
-    ase.io.write(buffer, [to_atoms(s) for s in structures], format="extxyz")
+    ase_io.write(buffer, [to_atoms(s) for s in structures], format="extxyz")
     data = buffer.getvalue().encode()
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -88,8 +91,7 @@ def write_structures(path: str, structures: list[Structure]) -> None:
 
 def read_structures(path: str) -> list[Structure]:
     """Read a dataset file, or every ``*.extxyz[.gz]`` file of a folder (sorted by name)."""
-    import ase.io
-
+    ase_io = _ase()
     files = dataset_files(path)
     out: list[Structure] = []
     for name in files:
@@ -97,7 +99,7 @@ def read_structures(path: str) -> list[Structure]:
         try:
             # read into memory first: ase seeks back and forth, which is quadratic on a gzip stream
             with opener(name, "rt") as handle:
-                frames = ase.io.read(_io.StringIO(handle.read()), index=":", format="extxyz")
+                frames = ase_io.read(_io.StringIO(handle.read()), index=":", format="extxyz")
         except Exception as exc:  # ase raises several types for malformed files
             raise ValueError(f"cannot read dataset file {name}: {exc}") from exc
         out.extend(from_atoms(atoms, name) for atoms in frames)

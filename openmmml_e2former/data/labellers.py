@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..optional import available, require
 from .structure import Structure
 
 #: CODATA 2018 conversions.
@@ -114,6 +115,7 @@ class XTBLabeller(Labeller):
         self.max_iterations = max_iterations
         self.fallback_damping = fallback_damping
         self.damping = DEFAULT_DAMPING  # of the last structure labelled (recorded in its labels)
+        _tblite()  # a missing tblite fails here, before any structure is read
 
     def program_version(self) -> str:
         from importlib.metadata import version
@@ -138,9 +140,7 @@ class XTBLabeller(Labeller):
         return energy, forces
 
     def _singlepoint(self, structure: Structure, damping: float, iterations: int | None = None):
-        from tblite.interface import Calculator
-
-        calc = Calculator(
+        calc = _tblite().Calculator(
             self.method,
             structure.numbers,
             structure.positions / BOHR_TO_ANGSTROM,
@@ -158,14 +158,20 @@ class XTBLabeller(Labeller):
             raise ValueError(f"tblite failed on structure {structure.id}: {exc}") from exc
 
 
+def _tblite():
+    return require("tblite.interface", "labels", "GFN-xTB labels (XTBLabeller)")
+
+
+def _pyscf(module: str = "pyscf"):
+    return require(module, "dft", "DFT and Hartree-Fock labels (PySCFLabeller)")
+
+
 GPU4PYSCF_HINT = "pip install gpu4pyscf-cuda12x (and a CUDA device)"
 
 
 def gpu4pyscf_available() -> bool:
     """True when GPU4PySCF imports and CuPy sees at least one CUDA device."""
-    import importlib.util
-
-    if importlib.util.find_spec("gpu4pyscf") is None:
+    if not available("gpu4pyscf"):
         return False
     try:
         import cupy
@@ -182,12 +188,12 @@ def resolve_gpu(setting) -> bool:
         raise ValueError(f"gpu must be auto, true or false, not {setting!r}")
     if mode == "false":
         return False
-    available = gpu4pyscf_available()
-    if mode == "true" and not available:
+    found = gpu4pyscf_available()
+    if mode == "true" and not found:
         raise ValueError(
             f"GPU labelling asked for, but GPU4PySCF or a CUDA device is missing: {GPU4PYSCF_HINT}"
         )
-    return available
+    return found
 
 
 class PySCFLabeller(Labeller):
@@ -201,23 +207,21 @@ class PySCFLabeller(Labeller):
     program = "pyscf"
 
     def __init__(self, xc: str | None = "pbe0", basis: str = "def2-svp", gpu="auto"):
+        _pyscf()  # a missing PySCF fails here, before any structure is read
         self.xc = xc
         self.basis = basis
         self.gpu = resolve_gpu(gpu)
         self.method = f"{xc}/{basis}" if xc else f"HF/{basis}"
 
     def program_version(self) -> str:
-        import pyscf
-
-        return pyscf.__version__
+        return _pyscf().__version__
 
     def extra_metadata(self) -> dict:
         return {"basis": self.basis, "gpu4pyscf": self.gpu}
 
     def build(self, structure: Structure):
         """The PySCF mean-field object (not yet run) for ``structure``."""
-        from pyscf import dft, gto, scf
-
+        dft, gto, scf = (_pyscf(f"pyscf.{name}") for name in ("dft", "gto", "scf"))
         mol = gto.M(
             atom=[(int(z), tuple(p)) for z, p in zip(structure.numbers, structure.positions, strict=False)],
             unit="Angstrom",

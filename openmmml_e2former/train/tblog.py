@@ -7,7 +7,9 @@ a resumed run purges the events logged after its checkpoint, so every step appea
 
 from __future__ import annotations
 
-INSTALL_HINT = "pip install tensorboard  (or: pip install 'openmmml-e2former[tensorboard]')"
+from ..optional import install_command, require
+
+INSTALL_HINT = f"pip install tensorboard  (or: {install_command('tensorboard')})"
 
 
 def parse_mode(value) -> str:
@@ -26,6 +28,7 @@ class TensorBoardLog:
         if folder is None or parse_mode(mode) == "false":
             return
         try:
+            require("tensorboard", "tensorboard", "TensorBoard logs of training runs")
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:
             if parse_mode(mode) == "true":
