@@ -23,14 +23,9 @@ folder (``e2former run``, possibly unfinished): steps done, temperatures, whethe
 energy and saved frame is finite, and the largest relative change of an ML-region bond length over
 the saved frames (against the prepared structure). Writes ``<folder>/stability-summary.json``.
 
-``python scripts/stability.py stretch stability/villin-20ps-al3-run --bond 32:HZ1 --piece 18-35
---out stability/breaks``: at a bond that broke in a run, is the potential or its reference to blame?
-The bond (``32:HZ1``: an X-H bond; ``5:CG-CB``: the side of ASP5's CB-CG bond that holds CG) is
-stretched (default 1.0-1.6 Å) in an H-capped piece of a saved frame and the energy and force along
-it are computed by the potential and by GFN2-xTB. ``stretch-plot --out stability/breaks``
-draws every ``stretch-*.json`` in ``--out`` into ``stretch.png``.
-
-Each other check writes ``runs/stability/<name>-<precision>.json``.
+Each other check writes ``runs/stability/<name>-<precision>.json``; ``scripts/write_model_card.py``
+puts them into the model card. (The bond stretch that was ``stretch`` here, and the other research
+probes, are in ``research/``.)
 """
 
 from __future__ import annotations
@@ -250,19 +245,20 @@ def run_folder(folder: str, skip_ps: float = 1.0) -> dict:
 def locality(folder: str, model_path: str | None, radius: float) -> dict:
     """Per saved frame of a run folder and per residue: the largest difference between the forces
     the potential puts on the residue in the whole protein and in its ``radius`` neighbourhood
-    (``exploration.locality_gaps``), eV/Å."""
+    (``openmmml_e2former.probes.locality_gaps``), eV/Å."""
     import torch
 
-    from openmmml_e2former.data.exploration import locality_gaps, run_folder_frames
+    from openmmml_e2former.data.exploration import run_folder_frames
     from openmmml_e2former.potential import load_network
+    from openmmml_e2former.probes import locality_gaps
 
     torch.set_num_threads(2)
     model, _ = load_network(model_path)
-    top, charges, fragments, frames, stage, _ = run_folder_frames(folder)
+    top, fragments, frames, stage, _ = run_folder_frames(folder)
     names = [f"{r.name}{r.index + 1}" for r in top.residues()]
     rows = []
     for k, frame in enumerate(frames):
-        gaps = locality_gaps(model, top, frame, charges, fragments, radius)
+        gaps = locality_gaps(model, top, frame, fragments, radius)
         worst = np.argsort(gaps)[::-1][:3]
         rows.append({"frame": k, "median": float(np.median(gaps)), "gaps": gaps.round(3).tolist()})
         print(
@@ -281,81 +277,6 @@ def _run_platforms(folder: str) -> list[str] | None:
         return sorted({s["platform"] for s in json.load(handle)})
 
 
-def stretch(folder: str, model_path: str | None, bond: str, piece: str, frame: int, distances) -> dict:
-    """Model vs GFN2-xTB energy and force along one bond of a run folder's saved frame, stretched
-    in a piece of the protein (``exploration.bond_stretch_scan``); ``bond`` is ``RES:ATOM`` for an
-    X-H bond (1-based residue position and hydrogen name, e.g. ``32:HZ1``) or ``RES:MOVED-FIXED``
-    for any other bond of one residue (``5:CG-CB``: ASP5's carboxylate moves away from its CB);
-    ``piece`` is a residue range ``first-last``."""
-    import torch
-
-    from openmmml_e2former.data.exploration import bond_stretch_scan, run_folder_frames
-    from openmmml_e2former.data.labellers import XTBLabeller
-    from openmmml_e2former.potential import load_network
-
-    torch.set_num_threads(2)
-    model, _ = load_network(model_path)
-    top, charges, fragments, frames, stage, _ = run_folder_frames(folder)
-    residues = list(top.residues())
-    position, names = bond.split(":")
-    residue = residues[int(position) - 1]
-    name, _, partner = names.partition("-")
-    moved = next(a for a in residue.atoms() if a.name == name)
-    if partner:
-        fixed = next(a for a in residue.atoms() if a.name == partner)
-    else:
-        fixed = next(b for a, b in top.bonds() for a, b in ((a, b), (b, a)) if a == moved)
-    first, last = (int(v) for v in piece.split("-"))
-    labeller = XTBLabeller()
-    rows = bond_stretch_scan(
-        model, labeller, top, frames[frame], charges, fragments, residues[first - 1 : last],
-        moved.index, fixed.index, distances,
-    )  # fmt: skip
-    label = f"{residue.name}{position}:{name}-{fixed.name}"
-    print(f"{label} in residues {piece} of frame {frame} ({stage}); energies relative to {distances[0]} Å")
-    print(" d (Å)   E model   E GFN2-xTB (eV)   F model   F GFN2-xTB (eV/Å, + = outwards)")
-    for r in rows:
-        print(
-            f"{r['distance']:6.2f} {r['model_energy']:9.3f} {r['reference_energy']:11.3f}"
-            f"        {r['model_force']:8.2f} {r['reference_force']:9.2f}"
-        )
-    return {
-        "folder": folder, "stage": stage, "frame": frame, "bond": label, "residues": piece,
-        "reference": labeller.method, "rows": rows,
-    }  # fmt: skip
-
-
-def stretch_plot(folder: str) -> str:
-    """One panel per ``stretch-*.json`` in ``folder``: energy along the stretch, potential vs GFN2-xTB."""
-    import glob
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = sorted(glob.glob(os.path.join(folder, "stretch-*.json")))
-    if not paths:
-        raise SystemExit(f"no stretch-*.json in {folder}: run the stretch check first")
-    fig, axes = plt.subplots(1, len(paths), figsize=(3.6 * len(paths), 3.2), squeeze=False)
-    for ax, path in zip(axes[0], paths, strict=True):
-        with open(path) as handle:
-            r = json.load(handle)
-        d = [row["distance"] for row in r["rows"]]
-        ax.plot(d, [row["reference_energy"] for row in r["rows"]], "o-", label=r["reference"])
-        ax.plot(d, [row["model_energy"] for row in r["rows"]], "s--", label="E2Former-LSR (shipped)")
-        ax.axhline(0.0, color="grey", lw=0.5)
-        run = os.path.basename(os.path.normpath(r["folder"])).replace("villin-20ps-", "")
-        ax.set_title(f"{r['bond']}, residues {r['residues']}\n{run}, frame {r['frame']}", fontsize=9)
-        ax.set_xlabel("bond length (Å)")
-    axes[0][0].set_ylabel("E - E(first distance) (eV)")
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    out = os.path.join(folder, "stretch.png")
-    fig.savefig(out, dpi=110)
-    return out
-
-
 def _write_json(path: str, data: dict) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path + ".tmp", "w") as handle:
@@ -371,10 +292,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "which", choices=["villin", "nve", "run-folder", "explore", "locality", "stretch", "stretch-plot"]
-    )
-    parser.add_argument("folder", nargs="?", help="run-folder, locality, stretch: the e2former run folder")
+    parser.add_argument("which", choices=["villin", "nve", "run-folder", "explore", "locality"])
+    parser.add_argument("folder", nargs="?", help="run-folder, locality: the e2former run folder")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--report", type=int, default=50)
     parser.add_argument("--precision", default="single", choices=["single", "double"])
@@ -386,28 +305,10 @@ def main() -> None:
     )
     parser.add_argument("--molecules", default="all", choices=["all", "dipeptides"], help="explore: which")
     parser.add_argument("--radius", type=float, default=6.0, help="locality: neighbourhood radius (Å)")
-    parser.add_argument("--bond", default="32:HZ1", help="stretch: RES:H or RES:MOVED-FIXED")
-    parser.add_argument("--piece", default="18-35", help="stretch: residues first-last of the cut piece")
-    parser.add_argument("--frame", type=int, default=-1, help="stretch: saved frame (default: the last)")
-    parser.add_argument("--distances", default="1.0,1.15,1.3,1.45,1.6", help="stretch: Å, comma-separated")
     args = parser.parse_args()
     name = _weights_name(args.model_path)
     run_name = os.path.basename(os.path.normpath(args.folder or ""))
-    if args.which == "stretch-plot":
-        print(f"wrote {stretch_plot(args.out)}")
-        return
-    if args.which == "stretch":
-        distances = [float(v) for v in args.distances.split(",")]
-        result = stretch(args.folder, args.model_path, args.bond, args.piece, args.frame, distances)
-        result["weights_sha256"] = weights_sha256(args.model_path)
-        result["command"] = (
-            f"python scripts/stability.py stretch {args.folder} --bond {args.bond} --piece {args.piece} "
-            f"--frame {args.frame} --out {args.out} --distances {args.distances}"
-            + (f" --model-path {args.model_path}" if args.model_path else "")
-        )
-        tag = args.bond.replace(":", "-")
-        path = os.path.join(args.out, f"stretch-{run_name}-{tag}-{args.piece}-{name}.json")
-    elif args.which == "locality":
+    if args.which == "locality":
         result = locality(args.folder, args.model_path, args.radius)
         result["weights_sha256"] = weights_sha256(args.model_path)
         path = os.path.join(args.out, f"locality-{run_name}-{name}.json")

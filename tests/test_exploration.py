@@ -1,4 +1,6 @@
-"""Active-learning helpers: broken-bond detection, ML-driven MD frames, and extending a split."""
+"""Active-learning helpers (broken-bond detection, ML-driven MD frames, extending a split), the
+pieces cut from proteins and their charges, the model-vs-reference probes and run-folder geometry.
+Run folders come from small fixtures in ``tests/data/run-folders`` (see ``tests/data/PROVENANCE.md``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import pytest
 from openmmml_e2former.data.exploration import BROKEN, bond_pairs, broken_bonds, explore_molecule
 from openmmml_e2former.data.splits import check_split, extend_split, split_by_molecule
 from openmmml_e2former.data.structure import Structure
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
 @pytest.fixture(scope="module")
@@ -92,20 +96,19 @@ def test_split_check_refuses_unassigned_and_doubled_ids_and_names_straddling_mol
 
 
 def test_windows_of_the_failed_stability_run_show_its_broken_bond():
-    """The stage-1 villin run (committed) had ARG14's HE move onto CZ at ~7 ps (frame 13 of its
-    0.5 ps frames); the window around ARG14 cut from a later frame holds that geometry, with the
-    cut bonds capped and the window's formal charge."""
-    import os
-
+    """The stage-1 villin run had ARG14's HE move onto CZ at ~7 ps (frame 13 of its 0.5 ps frames;
+    the fixture holds its frames 12 and 13, with a few waters and an ion beside the protein); the
+    window around ARG14 cut from the later frame holds that geometry, with the cut bonds capped and
+    the window's formal charge."""
     from openmmml_e2former.data.exploration import run_folder_windows
 
-    folder = os.path.join(os.path.dirname(__file__), "..", "stability", "villin-20ps-stage1-run")
+    folder = os.path.join(DATA, "run-folders", "villin-stage1")
     windows = run_folder_windows(folder, window=3, tag="stage1")
-    assert len(windows) == 18 * 33
+    assert len(windows) == 2 * 33  # the solvent is left out
     with pytest.raises(ValueError, match="no stage 'heat'"):
         run_folder_windows(folder, stage="heat")
-    late = next(s for s in windows if s.id == "villin:13-15/stage1/f16")
-    early = next(s for s in windows if s.id == "villin:13-15/stage1/f4")
+    late = next(s for s in windows if s.id == "villin:13-15/stage1/f1")
+    early = next(s for s in windows if s.id == "villin:13-15/stage1/f0")
 
     def hydrogens_on_guanidinium_carbon(structure):
         """H atoms within 1.2 Å of a carbon bonded to three nitrogens (ARG's CZ)."""
@@ -122,25 +125,20 @@ def test_windows_of_the_failed_stability_run_show_its_broken_bond():
     # halves (residues 1-18 and 18-35, overlapping in one) carry the protein's charge between them:
     # +2 for villin = the halves' sum minus residue 18's (ALA, neutral)
     halves = run_folder_windows(folder, window=18, tag="h", stride=17)
-    assert [s.molecule for s in halves[:2]] == ["villin:1-18", "villin:18-35"] and len(halves) == 18 * 2
+    assert [s.molecule for s in halves[:2]] == ["villin:1-18", "villin:18-35"] and len(halves) == 2 * 2
     assert halves[0].charge + halves[1].charge == 2
 
 
 def test_a_window_of_every_residue_is_the_whole_protein_uncapped():
     """A window of all 35 residues (``villin_windows(window=35, stride=35)``): one structure per
     frame, the 582-atom protein (charge +2: ARG/LYS x 6 against ASP/GLU x 4) with no H caps."""
-    from openmmml_e2former.data.generators import (
-        _atom_charges,
-        _protein_only,
-        villin_topology,
-        window_structures,
-    )
+    from openmmml_e2former.data.cutting import window_structures
     from openmmml_e2former.fragments import fragment_ids_from_topology
 
-    top, pos, _ = villin_topology()
-    top, pos = _protein_only(top, pos)
-    charges, fragments = _atom_charges(top), fragment_ids_from_topology(top)
-    whole = window_structures(top, pos, 35, charges, fragments, "villin", "t/f0", "{first}-{last}", 35)
+    top, pos = _villin_protein()
+    whole = window_structures(
+        top, pos, 35, fragment_ids_from_topology(top), "villin", "t/f0", "{first}-{last}", 35
+    )
     assert [s.id for s in whole] == ["villin:1-35/t/f0"] and whole[0].source == "1-35"
     assert whole[0].num_atoms == top.getNumAtoms() == 582 and whole[0].charge == 2
     expected = np.array([a.element.atomic_number for a in top.atoms()])
@@ -176,7 +174,7 @@ def test_free_termini_peptides_are_zwitterions_with_the_right_formula():
     NH3+ (H, H2, H3 on N) and COO- (O, OXT); Lys-Arg adds the two side-chain charges: +2."""
     from collections import Counter
 
-    from openmmml_e2former.data.generators import _atom_charges, _formal_charge
+    from openmmml_e2former.chemistry import formal_charge
     from openmmml_e2former.data.peptides import build_peptide
 
     topology, positions = build_peptide(["LEU", "SER"], caps=False)
@@ -191,7 +189,9 @@ def test_free_termini_peptides_are_zwitterions_with_the_right_formula():
     ]
     assert len(n_term) == 3 and "OXT" in {a.name for a in last.atoms()}
     topology, _ = build_peptide(["LYS", "ARG"], caps=False)
-    assert _formal_charge(_atom_charges(topology), range(topology.getNumAtoms())) == 2
+    assert (
+        formal_charge(topology, range(topology.getNumAtoms())) == 2 == round(_amber_charges(topology).sum())
+    )
     with pytest.raises(ValueError, match="at least 2 residues"):
         build_peptide(["GLY"], caps=False)
     with pytest.raises(ValueError, match="no terminal template for GLH"):
@@ -199,15 +199,77 @@ def test_free_termini_peptides_are_zwitterions_with_the_right_formula():
 
 
 def _villin_protein():
-    from openmmml_e2former.data.generators import _protein_only, villin_topology
+    from openmmml_e2former.data.cutting import protein_only
+    from openmmml_e2former.data.generators import villin_topology
 
     topology, positions, _ = villin_topology()
-    return _protein_only(topology, positions)
+    return protein_only(topology, positions)
+
+
+def _amber_charges(topology) -> np.ndarray:
+    """AMBER14 (+ TIP3P-FB) partial charges (e) of every atom, from OpenMM's NonbondedForce: the
+    independent check of the formal-charge rule the generators use."""
+    import openmm
+    import openmm.app as app
+    import openmm.unit as unit
+
+    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3pfb.xml")
+    system = forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff)
+    force = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+    return np.array(
+        [
+            force.getParticleParameters(i)[0].value_in_unit(unit.elementary_charge)
+            for i in range(system.getNumParticles())
+        ]
+    )
+
+
+def _rounded_sum(charges: np.ndarray) -> int:
+    """The sum of whole residues' partial charges: an integer up to rounding."""
+    total = float(charges.sum())
+    assert abs(total - round(total)) < 1e-3, f"not whole residues: charge {total:.4f}"
+    return round(total)
+
+
+def test_generated_pieces_carry_the_rounded_amber14_charge_of_their_atoms():
+    """Every 3-residue window of villin, the whole protein and every charged-group neighbourhood
+    (the crystal frame, as the generators cut them) carries the AMBER14 partial charges of its
+    protein atoms, summed and rounded; the atoms are found by position (a piece copies its atoms'
+    coordinates, the caps sit elsewhere), not by the cutting code's residue bookkeeping. A
+    solvated capped LYS (TIP3P-FB waters: neutral) carries the peptide's AMBER14 charge."""
+    from openmmml_e2former.data.generators import solvated_peptides, villin_environments, villin_windows
+    from openmmml_e2former.data.peptides import build_capped_peptide
+
+    topology, positions = _villin_protein()
+    charges = _amber_charges(topology)
+    numbers = np.array([a.element.atomic_number for a in topology.atoms()])
+    pieces = villin_windows(window=3, num_frames=1, progress=False)
+    pieces += villin_windows(window=35, num_frames=1, stride=35, progress=False)
+    pieces += villin_environments(num_frames=1)
+    assert len(pieces) == 33 + 1 + 12
+    found = []
+    for piece in pieces:
+        d = np.linalg.norm(piece.positions[:, None] - positions[None], axis=-1)
+        own = np.flatnonzero(d.min(axis=1) < 1e-4)
+        atoms = d[own].argmin(axis=1)
+        caps = np.setdiff1d(np.arange(piece.num_atoms), own)
+        assert len(set(atoms.tolist())) == len(atoms) and (piece.numbers[caps] == 1).all()
+        np.testing.assert_array_equal(piece.numbers[own], numbers[atoms])
+        assert piece.charge == _rounded_sum(charges[atoms]), piece.id
+        found.append(piece.charge)
+    assert min(found) < 0 < max(found) and found[33] == 2  # the whole protein: +2
+
+    (solvated,) = solvated_peptides([["LYS"]], num_frames=1, max_waters=5, interval=10, progress=False)
+    peptide, _ = build_capped_peptide(["LYS"])
+    n = peptide.getNumAtoms()
+    water = solvated.numbers[n:].reshape(-1, 3)
+    assert len(water) == 5 and (np.sort(water, axis=1) == [1, 1, 8]).all()
+    assert solvated.charge == _rounded_sum(_amber_charges(peptide)) == 1
 
 
 def test_charged_centres_of_villin_are_its_termini_and_ionic_side_chains():
     """Villin (LSDEDFKAVFGMTRSAFANLPLWKQQHLKKEKGLF) has 5 Lys, 1 Arg, 2 Asp, 2 Glu and two termini."""
-    from openmmml_e2former.data.exploration import charged_centres
+    from openmmml_e2former.data.cutting import charged_centres
 
     topology, _ = _villin_protein()
     labels = [label for label, _ in charged_centres(topology)]
@@ -216,7 +278,7 @@ def test_charged_centres_of_villin_are_its_termini_and_ionic_side_chains():
 
 
 def test_neighbourhood_fills_one_residue_gaps_only():
-    from openmmml_e2former.data.exploration import neighbourhood
+    from openmmml_e2former.data.cutting import neighbourhood
     from openmmml_e2former.data.peptides import build_capped_peptide
 
     topology, _ = build_capped_peptide(["ALA", "ALA", "ALA", "ALA"])  # residues 0..5
@@ -238,16 +300,14 @@ def test_environments_hold_distant_residues_with_capped_cuts_and_their_charge():
     gets one H cap (count from the topology's bonds); the charge is the residues' AMBER sum."""
     import mdtraj
 
-    from openmmml_e2former.data.exploration import environment_structures
-    from openmmml_e2former.data.generators import _atom_charges
+    from openmmml_e2former.data.cutting import environment_structures
     from openmmml_e2former.fragments import fragment_ids_from_topology
 
     topology, positions = _villin_protein()
-    charges = _atom_charges(topology)
+    charges = _amber_charges(topology)
     found = environment_structures(
         topology,
         [positions],
-        charges,
         fragment_ids_from_topology(topology),
         4.5,
         "villin",
@@ -273,7 +333,7 @@ def test_environments_hold_distant_residues_with_capped_cuts_and_their_charge():
 def test_charged_side_chains_are_found_from_their_hydrogens():
     """addHydrogens keeps the names HIS/ASP/LYS for HIP/ASH/LYN: only the protonation-charged ones
     (HIP, ASP, LYS; not HIE, ASH, LYN) are centres, besides the free termini."""
-    from openmmml_e2former.data.exploration import charged_centres
+    from openmmml_e2former.data.cutting import charged_centres
     from openmmml_e2former.data.peptides import build_capped_peptide, build_peptide
 
     def centres(sequence, caps=True):
@@ -348,48 +408,36 @@ def test_locality_gaps_vanish_only_when_the_neighbourhood_is_the_whole_molecule(
     import torch
     from model_helpers import seeded_model
 
-    from openmmml_e2former.data.exploration import locality_gaps
-    from openmmml_e2former.data.generators import _atom_charges
     from openmmml_e2former.data.peptides import build_capped_peptide
     from openmmml_e2former.fragments import fragment_ids_from_topology
+    from openmmml_e2former.probes import locality_gaps
 
     topology, positions = build_capped_peptide(["ALA", "GLY", "SER", "LYS"])
-    charges, fragments = _atom_charges(topology), fragment_ids_from_topology(topology)
+    fragments = fragment_ids_from_topology(topology)
     model = seeded_model(torch.float32)
-    whole = locality_gaps(model, topology, positions, charges, fragments, radius=100.0)
+    whole = locality_gaps(model, topology, positions, fragments, radius=100.0)
     assert whole.shape == (6,) and whole.max() < 1e-3
-    cut = locality_gaps(model, topology, positions, charges, fragments, radius=2.0)
+    cut = locality_gaps(model, topology, positions, fragments, radius=2.0)
     assert cut.max() > 1e-2
 
 
 def test_residue_errors_find_the_residue_whose_forces_are_wrong():
-    """scripts/residue_errors.py on the whole villin protein: labels equal to a random network's own
-    forces except one MET12 atom, shifted by 0.7 eV/Å, give MET12 a largest error of 0.7 and every
-    other residue ~0; the PDB gives 35 residue names for the 582 atoms."""
-    import sys
-
+    """probes.residue_errors (research/residue_errors.py) on the whole villin protein: labels equal
+    to a random network's own forces except one MET12 atom, shifted by 0.7 eV/Å, give MET12 a
+    largest error of 0.7 and every other residue ~0; the PDB gives 35 residue names for the 582
+    atoms."""
     import torch
 
-    from openmmml_e2former.data.generators import (
-        _atom_charges,
-        _protein_only,
-        villin_topology,
-        window_structures,
-    )
+    from openmmml_e2former.data.cutting import window_structures
     from openmmml_e2former.fragments import fragment_ids_from_topology
     from openmmml_e2former.model import E2FormerLSR, small_config
+    from openmmml_e2former.probes import residue_errors, residue_index
     from openmmml_e2former.train.batching import predict, to_sample
 
-    root = os.path.join(os.path.dirname(__file__), "..")
-    sys.path.insert(0, os.path.join(root, "scripts"))
-    from residue_errors import residue_errors, residue_index
-
-    residues, names, numbers = residue_index(os.path.join(root, "stability", "villin_protein.pdb"))
+    residues, names, numbers = residue_index(os.path.join(DATA, "villin_protein.pdb"))
     assert len(residues) == 582 and len(names) == 35 and names[11] == "MET12"
-    top, pos, _ = villin_topology()
-    top, pos = _protein_only(top, pos)
-    charges, fragments = _atom_charges(top), fragment_ids_from_topology(top)
-    (whole,) = window_structures(top, pos, 35, charges, fragments, "villin", "t/f0", "", 35)
+    top, pos = _villin_protein()
+    (whole,) = window_structures(top, pos, 35, fragment_ids_from_topology(top), "villin", "t/f0", "", 35)
     np.testing.assert_array_equal(numbers, whole.numbers)  # the PDB's atom order is the structure's
     whole.energy, whole.forces = 0.0, np.zeros((582, 3))
     torch.manual_seed(0)
@@ -409,15 +457,15 @@ def test_bond_stretch_scan_forces_are_minus_the_slope_of_its_energies():
     atom, direction and sign are right), energies are relative to the first distance, and the
     unstretched bond's reference force is GFN2-xTB's own on the cut piece."""
     from openmmml_e2former.checkpoints import load_checkpoint
-    from openmmml_e2former.data.exploration import bond_stretch_scan
-    from openmmml_e2former.data.generators import _atom_charges, cut_window
+    from openmmml_e2former.data.cutting import cut_window
     from openmmml_e2former.data.labellers import XTBLabeller
     from openmmml_e2former.data.peptides import build_capped_peptide
     from openmmml_e2former.fragments import fragment_ids_from_topology
     from openmmml_e2former.potential import default_weights
+    from openmmml_e2former.probes import bond_stretch_scan
 
     topology, positions = build_capped_peptide(["GLY", "LYS", "GLY"])
-    charges, fragments = _atom_charges(topology), fragment_ids_from_topology(topology)
+    fragments = fragment_ids_from_topology(topology)
     atoms = {(a.residue.name, a.name): a.index for a in topology.atoms()}
     hz1, nz = atoms[("LYS", "HZ1")], atoms[("LYS", "NZ")]
     frame = np.asarray(positions, dtype=np.float64)
@@ -426,21 +474,19 @@ def test_bond_stretch_scan_forces_are_minus_the_slope_of_its_energies():
     residues = list(topology.residues())
     h = 0.005
     rows = bond_stretch_scan(
-        model.double().eval(), XTBLabeller(), topology, frame, charges, fragments, residues, hz1, nz,
+        model.double().eval(), XTBLabeller(), topology, frame, fragments, residues, hz1, nz,
         [bond, 1.2 - h, 1.2, 1.2 + h],
     )  # fmt: skip
     assert rows[0]["model_energy"] == rows[0]["reference_energy"] == 0.0
     for kind in ("model", "reference"):
         slope = (rows[3][f"{kind}_energy"] - rows[1][f"{kind}_energy"]) / (2 * h)
         assert rows[2][f"{kind}_force"] == pytest.approx(-slope, abs=0.02 + 0.02 * abs(slope)), kind
-    numbers, coords, frag, charge = cut_window(topology, frame, residues, charges, fragments)
+    numbers, coords, frag, charge = cut_window(topology, frame, residues, fragments)
     forces = XTBLabeller().label(Structure("p", "p", numbers, coords, frag, charge)).forces
     along = (frame[hz1] - frame[nz]) / bond
     assert rows[0]["reference_force"] == pytest.approx(float(forces[hz1] @ along), abs=1e-6)
     with pytest.raises(ValueError, match="must lie in the chosen residues"):
-        bond_stretch_scan(
-            model, XTBLabeller(), topology, frame, charges, fragments, residues[:1], hz1, nz, [1.0]
-        )
+        bond_stretch_scan(model, XTBLabeller(), topology, frame, fragments, residues[:1], hz1, nz, [1.0])
 
 
 def test_bond_stretch_scan_moves_the_whole_side_of_a_heavy_atom_bond():
@@ -449,12 +495,11 @@ def test_bond_stretch_scan_moves_the_whole_side_of_a_heavy_atom_bond():
     and for GFN2-xTB; a ring bond, two unbonded atoms or a side leaving the piece are refused with a
     clear error."""
     from openmmml_e2former.checkpoints import load_checkpoint
-    from openmmml_e2former.data.exploration import bond_side, bond_stretch_scan
-    from openmmml_e2former.data.generators import _atom_charges
     from openmmml_e2former.data.labellers import XTBLabeller
     from openmmml_e2former.data.peptides import build_capped_peptide
     from openmmml_e2former.fragments import fragment_ids_from_topology
     from openmmml_e2former.potential import default_weights
+    from openmmml_e2former.probes import bond_side, bond_stretch_scan
 
     topology, positions = build_capped_peptide(["GLY", "ASP", "PHE"])
     atoms = {(a.residue.name, a.name): a.index for a in topology.atoms()}
@@ -471,10 +516,10 @@ def test_bond_stretch_scan_moves_the_whole_side_of_a_heavy_atom_bond():
 
     frame = np.asarray(positions, dtype=np.float64)
     model, _ = load_checkpoint(default_weights("e2former-lsr"))
-    charges, fragments = _atom_charges(topology), fragment_ids_from_topology(topology)
+    fragments = fragment_ids_from_topology(topology)
     h = 0.005
     rows = bond_stretch_scan(
-        model.double().eval(), XTBLabeller(), topology, frame, charges, fragments,
+        model.double().eval(), XTBLabeller(), topology, frame, fragments,
         list(topology.residues()), cg, cb,
         [1.52, 1.65 - h, 1.65, 1.65 + h],
     )  # fmt: skip
@@ -511,20 +556,19 @@ def test_piece_along_frames_compares_own_atoms_and_relative_energies():
     import torch
     from model_helpers import seeded_model
 
-    from openmmml_e2former.data.exploration import piece_along_frames
-    from openmmml_e2former.data.generators import _atom_charges
     from openmmml_e2former.data.peptides import build_capped_peptide
     from openmmml_e2former.fragments import fragment_ids_from_topology
+    from openmmml_e2former.probes import piece_along_frames
 
     topology, positions = build_capped_peptide(["GLY", "LYS", "GLY", "ALA"])
-    charges, fragments = _atom_charges(topology), fragment_ids_from_topology(topology)
+    fragments = fragment_ids_from_topology(topology)
     frame = np.asarray(positions, dtype=np.float64)
     moved = frame + np.random.default_rng(0).normal(0.0, 0.05, frame.shape)
     piece = list(topology.residues())[2:4]  # LYS, GLY: both ends cut and capped
     own = sum(1 for r in piece for _ in r.atoms())
     model = seeded_model(torch.float32)
     labeller = _ShiftedModelLabeller(model, own)
-    rows = piece_along_frames(model, labeller, topology, [frame, moved], charges, fragments, piece)
+    rows = piece_along_frames(model, labeller, topology, [frame, moved], fragments, piece)
     assert [r["frame"] for r in rows] == [0, 1]
     assert rows[0]["model_energy"] == rows[0]["reference_energy"] == 0.0
     assert rows[1]["reference_energy"] == pytest.approx(rows[1]["model_energy"] + 1.0, abs=1e-4)
@@ -535,25 +579,23 @@ def test_piece_along_frames_compares_own_atoms_and_relative_energies():
         assert row["force_max_error"] == pytest.approx(0.1, abs=1e-5)
 
 
-def test_track_piece_frame_times_match_the_dcd_header():
-    """scripts/track_piece.py dates saved frames from the protocol in run.json; OpenMM's DCD header
-    (CHARMM layout: frame count, first step, steps between frames, time step in AKMA units of
-    48.88821 fs) dates them independently."""
+def test_saved_frame_times_match_the_dcd_header():
+    """exploration.stage_frame_times (research/track_piece.py) dates saved frames from the protocol
+    in run.json; OpenMM's DCD header (CHARMM layout: frame count, first step, steps between frames,
+    time step in AKMA units of 48.88821 fs; kept in the fixture's cut-down copy) dates them
+    independently."""
     import struct
-    import sys
 
-    root = os.path.join(os.path.dirname(__file__), "..")
-    sys.path.insert(0, os.path.join(root, "scripts"))
-    from track_piece import frame_times
+    from openmmml_e2former.data.exploration import stage_frame_times
 
-    folder = os.path.join(root, "stability", "villin-20ps-hcons-run")
+    folder = os.path.join(DATA, "run-folders", "villin-hcons")
     with open(os.path.join(folder, "stages", "02-nvt", "trajectory.dcd"), "rb") as handle:
         header = handle.read(92)
     frames, first, every = struct.unpack("<3i", header[8:20])
     (dt_akma,) = struct.unpack("<f", header[44:48])
     dt_ps = dt_akma * 48.88821 / 1000.0
     expected = [(first + k * every) * dt_ps for k in range(frames)]
-    assert frames == 40 and frame_times(folder, "02-nvt", frames) == pytest.approx(expected, rel=1e-5)
+    assert frames == 2 and stage_frame_times(folder, "02-nvt", frames) == pytest.approx(expected, rel=1e-5)
 
 
 def test_torsion_scan_torques_are_minus_the_slope_of_its_energies():
@@ -561,23 +603,22 @@ def test_torsion_scan_torques_are_minus_the_slope_of_its_energies():
     costs energy and the torque the scan reports equals minus the finite-difference slope of its
     energies (per radian: side, axis and sign are right); a bond outside the piece is refused."""
     from openmmml_e2former.checkpoints import load_checkpoint
-    from openmmml_e2former.data.exploration import torsion_scan
-    from openmmml_e2former.data.generators import _atom_charges
     from openmmml_e2former.data.labellers import XTBLabeller
     from openmmml_e2former.data.peptides import build_capped_peptide
     from openmmml_e2former.fragments import fragment_ids_from_topology
     from openmmml_e2former.potential import default_weights
+    from openmmml_e2former.probes import torsion_scan
 
     topology, positions = build_capped_peptide(["ALA"])
     atoms = {(a.residue.name, a.name): a.index for a in topology.atoms()}
     c, n = atoms[("ALA", "C")], atoms[("NME", "N")]
-    charges, fragments = _atom_charges(topology), fragment_ids_from_topology(topology)
+    fragments = fragment_ids_from_topology(topology)
     model, _ = load_checkpoint(default_weights("e2former-lsr"))
     residues = list(topology.residues())
     frame = np.asarray(positions, dtype=np.float64)
     h = 0.5  # degrees
     rows = torsion_scan(
-        model.double().eval(), XTBLabeller(), topology, frame, charges, fragments, residues, n, c,
+        model.double().eval(), XTBLabeller(), topology, frame, fragments, residues, n, c,
         [0.0, 30.0 - h, 30.0, 30.0 + h],
     )  # fmt: skip
     for kind in ("model", "reference"):
@@ -585,23 +626,19 @@ def test_torsion_scan_torques_are_minus_the_slope_of_its_energies():
         slope = (rows[3][f"{kind}_energy"] - rows[1][f"{kind}_energy"]) / np.radians(2 * h)
         assert rows[2][f"{kind}_torque"] == pytest.approx(-slope, abs=0.01 + 0.02 * abs(slope)), kind
     with pytest.raises(ValueError, match="must lie in the chosen residues"):
-        torsion_scan(model, XTBLabeller(), topology, frame, charges, fragments, residues[:2], n, c, [0.0])
+        torsion_scan(model, XTBLabeller(), topology, frame, fragments, residues[:2], n, c, [0.0])
 
 
 def test_run_geometry_measures_a_known_peptide_bond_twist():
-    """scripts/run_geometry.py on a two-frame trajectory of ACE-ALA-ALA-NME: the prepared
-    structure itself (no change) and the central peptide bond's C-terminal side rotated by 30
-    degrees about the C-N axis: that bond's |omega - 180| grows by 30 degrees, bond lengths stay."""
-    import sys
-
+    """analysis.geometry (research/run_geometry.py) on a two-frame trajectory of ACE-ALA-ALA-NME:
+    the prepared structure itself (no change) and the central peptide bond's C-terminal side rotated
+    by 30 degrees about the C-N axis: that bond's |omega - 180| grows by 30 degrees, bond lengths
+    stay."""
     import mdtraj
 
-    from openmmml_e2former.data.exploration import _rotate
+    from openmmml_e2former.analysis.geometry import frame_geometry, most_twisted
     from openmmml_e2former.data.peptides import build_capped_peptide
-
-    root = os.path.join(os.path.dirname(__file__), "..")
-    sys.path.insert(0, os.path.join(root, "scripts"))
-    from run_geometry import frame_geometry, most_twisted
+    from openmmml_e2former.probes import rotate_about_axis
 
     topology, positions = build_capped_peptide(["ALA", "ALA"])
     frame = np.asarray(positions, dtype=np.float64)
@@ -611,7 +648,7 @@ def test_run_geometry_measures_a_known_peptide_bond_twist():
     side = [a.index for r in residues[2:] for a in r.atoms()]  # ALA3 and NME
     axis = (frame[n] - frame[c]) / np.linalg.norm(frame[n] - frame[c])
     twisted = frame.copy()
-    twisted[side] = frame[c] + _rotate(frame[side] - frame[c], axis, np.radians(30.0))
+    twisted[side] = frame[c] + rotate_about_axis(frame[side] - frame[c], axis, np.radians(30.0))
     top = mdtraj.Topology.from_openmm(topology)
     traj = mdtraj.Trajectory(np.stack([frame, twisted]) / 10.0, top)
     reference = mdtraj.Trajectory(frame[None] / 10.0, top)
@@ -638,23 +675,21 @@ def _dihedral(a, b, c, d) -> float:
 
 
 def test_run_geometry_temperatures_add_up_to_openmms_kinetic_energy():
-    """The protein and solvent temperatures of scripts/run_geometry.py, times their degrees of
-    freedom, give back the kinetic energy OpenMM stored in the run's final state."""
-    import sys
-
+    """The protein and solvent temperatures of analysis.geometry.final_temperatures
+    (research/run_geometry.py), times their degrees of freedom, give back the kinetic energy OpenMM
+    stored in the final state (of the fixture's atoms: the hcons run's protein, ions and first 100
+    waters)."""
     import openmm
     import openmm.unit as unit
 
-    root = os.path.join(os.path.dirname(__file__), "..")
-    sys.path.insert(0, os.path.join(root, "scripts"))
-    from run_geometry import KB_KJ_MOL_K, final_temperatures
+    from openmmml_e2former.analysis.geometry import KB_KJ_MOL_K, final_temperatures
 
-    folder = os.path.join(root, "stability", "villin-20ps-hcons-run")
+    folder = os.path.join(DATA, "run-folders", "villin-hcons")
     t = final_temperatures(folder, "02-nvt")
     with open(os.path.join(folder, "stages", "02-nvt", "state.xml")) as handle:
         state = openmm.XmlSerializer.deserialize(handle.read())
     kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-    # 582 protein atoms, 293 of them H (X-H constrained); 2122 rigid waters and 14 ions
-    dof = {"protein": 3 * 582 - 293, "solvent": 3 * (3 * 2122 + 14) - 3 * 2122}
+    # 582 protein atoms, 293 of them H (X-H constrained); 100 rigid waters and 14 ions
+    dof = {"protein": 3 * 582 - 293, "solvent": 3 * (3 * 100 + 14) - 3 * 100}
     assert sum(t[k] * dof[k] for k in dof) * KB_KJ_MOL_K / 2 == pytest.approx(kinetic, rel=1e-4)
     assert 250 < t["protein"] < 350 and 250 < t["solvent"] < 350

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 from openmmml_e2former.data import scaling
-from openmmml_e2former.data.generators import _protein_only, villin_topology
+from openmmml_e2former.data.cutting import protein_only
+from openmmml_e2former.data.generators import villin_topology
 
 CHARGED = {"LYS": 1, "ARG": 1, "HIP": 1, "ASP": -1, "GLU": -1}
 
 
 @pytest.fixture(scope="module")
 def villin():
-    return _protein_only(*villin_topology()[:2])
+    return protein_only(*villin_topology()[:2])
 
 
 @pytest.fixture(scope="module")

@@ -11,33 +11,19 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 
-from ..caps import cap_bond_length, cap_positions
+from ..chemistry import formal_charge
 from ..fragments import fragment_ids_from_topology
+from .cutting import (
+    atomic_numbers,
+    cut_window,  # noqa: F401  (re-exported: tests/test_caps.py imports it from here)
+    environment_structures,
+    first_appearance,
+    protein_only,
+    waters,
+    window_structures,
+)
 from .structure import Structure
-
-
-def _numbers(topology) -> np.ndarray:
-    return np.array([a.element.atomic_number for a in topology.atoms()], dtype=np.int64)
-
-
-def _atom_charges(topology) -> np.ndarray:
-    """AMBER14 partial charges (e) of every atom, used to get residue formal charges by rounding."""
-    import openmm
-    import openmm.app as app
-
-    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3pfb.xml")
-    system = forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff)
-    force = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
-    return np.array([force.getParticleParameters(i)[0]._value for i in range(system.getNumParticles())])
-
-
-def _formal_charge(charges: np.ndarray, atoms) -> int:
-    total = float(charges[list(atoms)].sum())
-    if abs(total - round(total)) > 0.02:
-        raise ValueError(f"selected atoms carry a non-integer charge {total:.3f}")
-    return int(round(total))
 
 
 def capped_peptides(
@@ -59,7 +45,7 @@ def capped_peptides(
     out = []
     for k, seq in enumerate(tqdm(sequences, desc=f"{kind}s (MD)", disable=not progress)):
         topology, positions = build_peptide(seq, caps=caps)
-        charge = _formal_charge(_atom_charges(topology), range(topology.getNumAtoms()))
+        charge = formal_charge(topology, range(topology.getNumAtoms()))
         fragments = fragment_ids_from_topology(topology)
         name = peptide_name(seq, caps)
         for t_index, temperature in enumerate(temperatures):
@@ -71,7 +57,7 @@ def capped_peptides(
                     Structure(
                         id=f"{name}/T{int(temperature)}/{i}",
                         molecule=name,
-                        numbers=_numbers(topology),
+                        numbers=atomic_numbers(topology),
                         positions=frame,
                         fragment_ids=fragments,
                         charge=charge,
@@ -122,55 +108,12 @@ def protein_for_md(path: str):
     import openmm.unit as unit
 
     top, pos, _ = pdb_topology(path)
-    top, pos = _protein_only(top, pos)
+    top, pos = protein_only(top, pos)
     if not any(a.element is not None and a.element.symbol == "H" for a in top.atoms()):
         modeller = app.Modeller(top, pos * unit.angstrom)
         modeller.addHydrogens(app.ForceField("amber14-all.xml"), pH=7.0)
         top, pos = modeller.topology, np.array(modeller.positions.value_in_unit(unit.angstrom))
     return top, pos
-
-
-def _protein_only(topology, positions):
-    import openmm.app as app
-    import openmm.unit as unit
-
-    modeller = app.Modeller(topology, positions * unit.angstrom)
-    modeller.delete([r for r in topology.residues() if r.name in ("HOH", "Cl", "Na", "NA", "CL")])
-    return modeller.topology, np.array(modeller.positions.value_in_unit(unit.angstrom))
-
-
-def cut_window(topology, positions: np.ndarray, residues: list, charges: np.ndarray, all_fragments=None):
-    """Atoms of consecutive ``residues`` with cut peptide bonds capped by hydrogens.
-
-    Returns (numbers, positions Å, fragment ids, charge). A cut N-C(prev) bond becomes N-H
-    (1.01 Å), a cut C-N(next) bond becomes C-H (1.09 Å: ``caps.py``, the rule the OpenMM module
-    uses); each cap joins its residue's fragment.
-    """
-    inside = {a.index for r in residues for a in r.atoms()}
-    index = sorted(inside)
-    if all_fragments is None:
-        all_fragments = fragment_ids_from_topology(topology)
-    numbers = list(_numbers(topology)[index])
-    coords = [positions[i] for i in index]
-    frag = list(all_fragments[index])
-    for a, b in topology.bonds():
-        for inner, outer in ((a, b), (b, a)):
-            if inner.index in inside and outer.index not in inside:
-                if inner.element.symbol == "H":
-                    raise ValueError("cannot cap a cut bond at a hydrogen")
-                here = torch.as_tensor(positions[inner.index], dtype=torch.float64).view(1, 3)
-                there = torch.as_tensor(positions[outer.index], dtype=torch.float64).view(1, 3)
-                length = torch.tensor([cap_bond_length(inner.element.atomic_number)], dtype=torch.float64)
-                cap = cap_positions(here, there - here, length)
-                coords.append(cap[0].numpy())
-                numbers.append(1)
-                frag.append(all_fragments[inner.index])
-    _, frag = np.unique(np.array(frag), return_inverse=True)
-    first_seen = {}
-    for f in frag:
-        first_seen.setdefault(int(f), len(first_seen))
-    frag = np.array([first_seen[int(f)] for f in frag])
-    return np.array(numbers), np.array(coords), frag, _formal_charge(charges, index)
 
 
 def villin_windows(window: int = 3, num_frames: int = 12, **options) -> list[Structure]:
@@ -203,7 +146,6 @@ def protein_windows(
     top, pos = protein_for_md(pdb)
     if window < 1 or window > top.getNumResidues():
         raise ValueError(f"window {window} must be 1 to the protein's {top.getNumResidues()} residues")
-    charges = _atom_charges(top)
     all_fragments = fragment_ids_from_topology(top)
     steps = num_frames - 1 if start else num_frames
     md = _md(top, pos, steps, temperature, interval, seed, timestep_fs=1.0) if steps > 0 else []
@@ -213,9 +155,7 @@ def protein_windows(
     out = []
     for f, frame in enumerate(tqdm(frames, desc=f"{name} windows", disable=not progress)):
         frame_tag = f"{tag}/f{f}" if tag else f"f{f}"
-        out.extend(
-            window_structures(top, frame, window, charges, all_fragments, name, frame_tag, source, stride)
-        )
+        out.extend(window_structures(top, frame, window, all_fragments, name, frame_tag, source, stride))
     return out
 
 
@@ -223,48 +163,17 @@ def villin_environments(
     num_frames: int = 20, temperature: float = 350.0, interval: int = 1000, radius: float = 4.5, seed: int = 0
 ) -> list[Structure]:
     """Neighbourhoods of villin's charged groups (termini, Lys, Arg, Asp, Glu; see
-    :func:`.exploration.run_folder_environments`) in frames of OBC2 MD of the protein."""
-    from .exploration import environment_structures
-
+    :func:`.cutting.environment_structures`) in the crystal frame and ``num_frames - 1`` frames of
+    OBC2 MD of the protein."""
     top, pos, _ = villin_topology()
-    top, pos = _protein_only(top, pos)
-    frames = [pos] + _md(top, pos, num_frames - 1, temperature, interval, seed, timestep_fs=1.0)
+    top, pos = protein_only(top, pos)
+    steps = num_frames - 1
+    md = _md(top, pos, steps, temperature, interval, seed, timestep_fs=1.0) if steps > 0 else []
+    frames = [pos] + md
     source = f"villin (openmm test.pdb) residues within {radius:g} A of {{centre}}, OBC2 MD {temperature:g} K"
     return environment_structures(
-        top, frames, _atom_charges(top), fragment_ids_from_topology(top), radius, "villin", "obc2md", source
+        top, frames, fragment_ids_from_topology(top), radius, "villin", "obc2md", source
     )
-
-
-def cut_structure(topology, frame, residues, charges, fragments, molecule, tag, source) -> Structure:
-    """The H-capped ``residues`` of one frame (Å, see :func:`cut_window`) as a structure of
-    ``molecule`` with id ``{molecule}/{tag}``."""
-    numbers, coords, frag, charge = cut_window(topology, frame, residues, charges, fragments)
-    return Structure(
-        id=f"{molecule}/{tag}",
-        molecule=molecule,
-        numbers=numbers,
-        positions=coords,
-        fragment_ids=frag,
-        charge=charge,
-        source=source,
-    )
-
-
-def window_structures(
-    topology, frame, window, charges, fragments, name, tag, source, stride: int = 1
-) -> list[Structure]:
-    """H-capped windows of ``window`` consecutive residues of one frame (Å), starting every
-    ``stride`` residues: molecule ``{name}:{first}-{last}`` (1-based residue positions), id
-    ``{molecule}/{tag}``, and ``source`` formatted with ``first`` and ``last``."""
-    residues = list(topology.residues())
-    out = []
-    for start in range(0, len(residues) - window + 1, stride):
-        chunk = residues[start : start + window]
-        first, last = start + 1, start + window
-        molecule = f"{name}:{first}-{last}"
-        source_text = source.format(first=first, last=last)
-        out.append(cut_structure(topology, frame, chunk, charges, fragments, molecule, tag, source_text))
-    return out
 
 
 def water_shell(topology, positions, solute_atoms: list[int], max_waters: int, cutoff: float = 3.4):
@@ -273,11 +182,7 @@ def water_shell(topology, positions, solute_atoms: list[int], max_waters: int, c
     atoms_list = list(topology.atoms())
     solute_heavy = [i for i in solute_atoms if atoms_list[i].element.symbol != "H"]
     picks = []
-    for residue in topology.residues():
-        if residue.name != "HOH":
-            continue
-        atoms = [a.index for a in residue.atoms()]
-        oxygen = next(a.index for a in residue.atoms() if a.element.symbol == "O")
+    for _, atoms, oxygen in waters(topology):
         d = np.linalg.norm(positions[solute_heavy] - positions[oxygen], axis=1).min()
         if d < cutoff:
             picks.append((d, atoms))
@@ -308,7 +213,6 @@ def solvated_peptides(
         modeller.addSolvent(forcefield, padding=1.0 * unit.nanometer, neutralize=False)
         top = modeller.topology
         pos = np.array(modeller.positions.value_in_unit(unit.angstrom))
-        charges = _atom_charges(top)
         solute = list(range(topology.getNumAtoms()))
         frames = _md(
             top,
@@ -326,25 +230,19 @@ def solvated_peptides(
         all_fragments = fragment_ids_from_topology(top)
         for i, frame in enumerate(frames):
             frame = _unwrap_waters(top, frame, solute)
-            atoms = solute + water_shell(top, frame, solute, max_waters)
-            _, frag = np.unique(all_fragments[atoms], return_inverse=True)
+            atoms = solute + water_shell(top, frame, solute, max_waters)  # whole residues
             out.append(
                 Structure(
                     id=f"{name}+water/{i}",
                     molecule=name + "+water",
-                    numbers=_numbers(top)[atoms],
+                    numbers=atomic_numbers(top)[atoms],
                     positions=frame[atoms],
-                    fragment_ids=_first_appearance(frag),
-                    charge=_formal_charge(charges, atoms),
+                    fragment_ids=first_appearance(all_fragments[atoms]),
+                    charge=formal_charge(top, atoms),
                     source=f"capped peptide + {max_waters} nearest waters, TIP3P-FB MD 300 K",
                 )
             )
     return out
-
-
-def _first_appearance(ids) -> np.ndarray:
-    seen: dict[int, int] = {}
-    return np.array([seen.setdefault(int(i), len(seen)) for i in ids], dtype=np.int64)
 
 
 def _unwrap_waters(topology, frame, solute, box_size=None):
@@ -356,10 +254,7 @@ def _unwrap_waters(topology, frame, solute, box_size=None):
     box = np.array([[v[i]._value * 10.0 for i in range(3)] for v in vectors]).diagonal()
     centre = frame[solute].mean(axis=0)
     frame = frame.copy()
-    for residue in topology.residues():
-        if residue.name != "HOH":
-            continue
-        atoms = [a.index for a in residue.atoms()]
+    for _, atoms, _ in waters(topology):
         shift = np.round((frame[atoms[0]] - centre) / box) * box
         frame[atoms] -= shift
     return frame

@@ -55,22 +55,54 @@ def md_frames(
     The structure is minimised first; ``timestep_fs`` 0.5 fs keeps unconstrained X-H bonds stable
     (explicit solvent uses HBonds constraints and should be given 1-2 fs).
     """
+    return langevin_frames(
+        make_system(topology, solvent),
+        positions * 0.1,
+        num_frames,
+        temperature,
+        interval,
+        timestep_fs,
+        equilibration=equilibration,
+        seed=seed,
+        box=box,
+    )
+
+
+def langevin_frames(
+    system,
+    positions_nm,
+    num_frames: int,
+    temperature: float,
+    interval: int,
+    timestep_fs: float,
+    friction: float = 5.0,
+    equilibration: int = 0,
+    minimize_iterations: int = 200,
+    seed: int = 0,
+    threads: int = 1,
+    box=None,
+) -> list[np.ndarray]:
+    """Frames (Å) of LangevinMiddle MD of an OpenMM ``system`` on the CPU platform: from
+    ``positions_nm`` (whatever ``Context.setPositions`` takes), ``minimize_iterations`` of energy
+    minimisation (tolerance 10 kJ/mol/nm), velocities at ``temperature`` K, ``equilibration`` steps,
+    then a frame every ``interval`` steps (``friction`` per ps, random seeds ``seed + 1``,
+    positions as integrated: not wrapped into the periodic box)."""
     import openmm
     import openmm.unit as unit
 
-    system = make_system(topology, solvent)
     integrator = openmm.LangevinMiddleIntegrator(
-        temperature * unit.kelvin, 5.0 / unit.picosecond, timestep_fs * unit.femtosecond
+        temperature * unit.kelvin, friction / unit.picosecond, timestep_fs * unit.femtosecond
     )
     integrator.setRandomNumberSeed(seed + 1)
     platform = openmm.Platform.getPlatformByName("CPU")
-    context = openmm.Context(system, integrator, platform, {"Threads": "1"})
+    context = openmm.Context(system, integrator, platform, {"Threads": str(threads)})
     if box is not None:
         context.setPeriodicBoxVectors(*box)
-    context.setPositions(positions * 0.1)
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
+    context.setPositions(positions_nm)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, minimize_iterations)
     context.setVelocitiesToTemperature(temperature * unit.kelvin, seed + 1)
-    integrator.step(equilibration)
+    if equilibration:
+        integrator.step(equilibration)
     frames = []
     for _ in range(num_frames):
         integrator.step(interval)

@@ -299,9 +299,10 @@ def protein_frames(
     """The structure itself and ``num_frames - 1`` frames of AMBER14/OBC2 Langevin MD at 350 K
     (1 fs, no constraints; GB and nonbonded cut at 1.2 nm to keep a 2,000-atom protein cheap --
     this only samples conformations, the labels are the oracle's)."""
-    import openmm
     import openmm.app as app
     import openmm.unit as unit
+
+    from .sampling import langevin_frames
 
     forcefield = app.ForceField("amber14-all.xml", "implicit/obc2.xml")
     system = forcefield.createSystem(
@@ -310,19 +311,11 @@ def protein_frames(
         nonbondedCutoff=1.2 * unit.nanometer,
         constraints=None,
     )
-    integrator = openmm.LangevinMiddleIntegrator(350 * unit.kelvin, 5 / unit.picosecond, 1 * unit.femtosecond)
-    integrator.setRandomNumberSeed(seed + 1)
-    platform = openmm.Platform.getPlatformByName("CPU")
-    context = openmm.Context(system, integrator, platform, {"Threads": str(threads)})
-    context.setPositions(positions * 0.1)
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 100)
-    context.setVelocitiesToTemperature(350 * unit.kelvin, seed + 1)
-    frames = [np.asarray(positions)]
-    for _ in range(num_frames - 1):
-        integrator.step(interval)
-        state = context.getState(getPositions=True)
-        frames.append(np.array(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom)))
-    return frames
+    md = langevin_frames(
+        system, positions * 0.1, num_frames - 1, 350.0, interval, 1.0,
+        minimize_iterations=100, seed=seed, threads=threads,
+    )  # fmt: skip
+    return [np.asarray(positions)] + md
 
 
 # ------------------------------------------------------------------------------------------------
@@ -530,11 +523,11 @@ def solvated_peptide_frames(
 ):
     """(topology, frames Å) of the capped ``sequence`` in a TIP3P-FB box (``padding`` nm), from MD
     (PME, HBonds, rigid water, 2 fs, 300 K, a frame every ``interval`` steps after ``equilibration``)."""
-    import openmm
     import openmm.app as app
     import openmm.unit as unit
 
     from .peptides import build_capped_peptide
+    from .sampling import langevin_frames
 
     top, pos = build_capped_peptide(list(sequence))
     forcefield = app.ForceField(*ORACLE_FILES)
@@ -546,36 +539,26 @@ def solvated_peptide_frames(
         nonbondedCutoff=0.9 * unit.nanometer,
         constraints=app.HBonds,
     )
-    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
-    integrator.setRandomNumberSeed(seed + 1)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
-    context.setPositions(modeller.positions)
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 300)
-    context.setVelocitiesToTemperature(300 * unit.kelvin, seed + 1)
-    integrator.step(equilibration)
-    frames = []
-    for _ in range(num_frames):
-        integrator.step(interval)
-        state = context.getState(getPositions=True, enforcePeriodicBox=False)
-        frames.append(np.array(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom)))
+    frames = langevin_frames(
+        system, modeller.positions, num_frames, 300.0, interval, 2.0,
+        friction=1.0, equilibration=equilibration, minimize_iterations=300, seed=seed,
+    )  # fmt: skip
     return modeller.topology, frames
 
 
 def _whole_waters_near(topology, frame, solute: list[int], radius: float, box: np.ndarray) -> list[int]:
     """Residue indices of the waters whose oxygen's nearest periodic image lies within ``radius``
     Å of any solute atom (the image is used; ``frame`` is modified in place to put it there)."""
+    from .cutting import waters
+
     solute_xyz = frame[solute]
     picks = []
-    for residue in topology.residues():
-        if residue.name != "HOH":
-            continue
-        atoms = [a.index for a in residue.atoms()]
-        oxygen = next(a.index for a in residue.atoms() if a.element.symbol == "O")
+    for residue, atoms, oxygen in waters(topology):
         centre = solute_xyz.mean(axis=0)
         shift = np.round((frame[oxygen] - centre) / box) * box
         frame[atoms] -= shift
         if np.linalg.norm(solute_xyz - frame[oxygen], axis=1).min() <= radius:
-            picks.append(residue.index)
+            picks.append(residue)
     return picks
 
 
@@ -642,9 +625,10 @@ def build_family(family: str, out: str, quick: bool = False, seed: int = 0) -> l
             return water_shells(oracle, SHELL_SEQUENCE[:2], radii, frames, train, seed, **md)
         return water_shells(oracle, SHELL_SEQUENCE, radii, frames, train, seed)
     if quick:  # villin (no preparation step), protein atoms only
-        from .generators import _protein_only, villin_topology
+        from .cutting import protein_only
+        from .generators import villin_topology
 
-        topology, positions = _protein_only(*villin_topology()[:2])
+        topology, positions = protein_only(*villin_topology()[:2])
         name = "villin"
     else:
         topology, positions = prepared_1bhl(os.path.join(out, "raw", "1bhl-prepared.pdb"))

@@ -2,14 +2,14 @@
 
 Usage::
 
-    python scripts/residue_errors.py datasets/gfn2-villin-whole-heldout.extxyz.gz \\
+    python research/residue_errors.py datasets/gfn2-villin-whole-heldout.extxyz.gz \\
         runs/e2former-lsr-al2.pt openmmml_e2former/potentials/e2former-lsr.pt \\
         [--pdb stability/villin_protein.pdb]
 
 The structures must hold the protein's atoms in the PDB's order (``villin_windows(window=35,
 stride=35)`` and ``run_folder_windows(folder, 35, stride=35)`` keep it). Prints, per checkpoint and
 structure, the largest force-component error and the three residues with the largest
-error (eV/Å), evaluated in float64.
+error (eV/Å), evaluated in float64 (``openmmml_e2former.probes.residue_errors``).
 """
 
 from __future__ import annotations
@@ -19,35 +19,10 @@ import argparse
 import numpy as np
 
 
-def residue_index(pdb: str) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(residue index of each atom, residue names, atomic numbers) of the PDB's atoms."""
-    import mdtraj
-
-    top = mdtraj.load(pdb).topology
-    residues = np.array([a.residue.index for a in top.atoms])
-    numbers = np.array([a.element.atomic_number for a in top.atoms])
-    return residues, [str(r) for r in top.residues], numbers
-
-
-def residue_errors(model, structures, residues: np.ndarray) -> list[np.ndarray]:
-    """Per structure, the largest absolute force-component error (eV/Å) of each residue
-    (``residues[i]`` is atom i's residue index), the model evaluated in float64."""
-    import torch
-
-    from openmmml_e2former.train.batching import predict, to_sample
-
-    samples = [to_sample(s, dtype=torch.float64) for s in structures]
-    _, forces = predict(model.double().eval(), samples)
-    out = []
-    for structure, predicted in zip(structures, forces, strict=True):
-        err = np.abs(predicted.detach().numpy() - structure.forces)
-        out.append(np.array([err[residues == r].max() for r in range(int(residues.max()) + 1)]))
-    return out
-
-
 def main() -> None:
     from openmmml_e2former.checkpoints import load_checkpoint
     from openmmml_e2former.data.extxyz import read_structures
+    from openmmml_e2former.probes import residue_errors, residue_index
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -1,13 +1,13 @@
 """Is the shipped potential as stiff as GFN2-xTB against twisting a peptide bond out of plane?
 
-``python scripts/twist_scan.py --sequence ALA,ALA --out stability/fold`` builds ACE-ALA-ALA-NME
+``python research/twist_scan.py --sequence ALA,ALA --out stability/fold`` builds ACE-ALA-ALA-NME
 (the builder's extended geometry), rotates the C-terminal side of its central peptide bond rigidly
-about the C-N axis (``exploration.torsion_scan``; -90 to +90 degrees) and writes the energies and
+about the C-N axis (``openmmml_e2former.probes.torsion_scan``; -90 to +90 degrees) and writes the energies and
 torques of the potential and of GFN2-xTB to ``twist-ala-ala.json`` in ``--out``; ``twist.png``
 there draws every ``twist-*.json`` of the folder.
 
 Villin ML/MM runs with the shipped potential have peptide bonds further from planar than AMBER14's
-(`scripts/run_geometry.py`: bonds next to charged residues twisted by 25-40 degrees on average, up
+(`research/run_geometry.py`: bonds next to charged residues twisted by 25-40 degrees on average, up
 to 87; none beyond 40 with AMBER14), so this checks the rigid twist, also between charged residues.
 """
 
@@ -26,12 +26,11 @@ def scan(sequence: list[str], model_path: str | None) -> dict:
     import torch
 
     from openmmml_e2former.checkpoints import file_sha256
-    from openmmml_e2former.data.exploration import torsion_scan
-    from openmmml_e2former.data.generators import _atom_charges
     from openmmml_e2former.data.labellers import XTBLabeller
     from openmmml_e2former.data.peptides import build_capped_peptide
     from openmmml_e2former.fragments import fragment_ids_from_topology
     from openmmml_e2former.potential import load_network
+    from openmmml_e2former.probes import torsion_scan
 
     torch.set_num_threads(2)
     model, weights = load_network(model_path)
@@ -43,7 +42,7 @@ def scan(sequence: list[str], model_path: str | None) -> dict:
     n = next(a.index for a in residues[2].atoms() if a.name == "N")
     labeller = XTBLabeller()
     rows = torsion_scan(
-        model, labeller, topology, np.asarray(positions, dtype=np.float64), _atom_charges(topology),
+        model, labeller, topology, np.asarray(positions, dtype=np.float64),
         fragment_ids_from_topology(topology), residues, n, c, ANGLES,
     )  # fmt: skip
     rows.sort(key=lambda r: r["angle"])
@@ -61,29 +60,14 @@ def scan(sequence: list[str], model_path: str | None) -> dict:
 
 def plot_all(folder: str) -> str:
     """One panel per ``twist-*.json`` in ``folder`` into ``twist.png``."""
-    import glob
+    from probe_plots import energy_curves, panels
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = sorted(glob.glob(os.path.join(folder, "twist-*.json")))
-    fig, axes = plt.subplots(1, len(paths), figsize=(3.3 * len(paths), 3.2), squeeze=False, sharey=True)
-    for ax, path in zip(axes[0], paths, strict=True):
-        with open(path) as handle:
-            result = json.load(handle)
-        angles = [r["angle"] for r in result["rows"]]
-        ax.plot(angles, [r["reference_energy"] for r in result["rows"]], "o-", label=result["reference"])
-        ax.plot(angles, [r["model_energy"] for r in result["rows"]], "s--", label="E2Former-LSR (shipped)")
+    def draw(ax, result):
+        energy_curves(ax, [r["angle"] for r in result["rows"]], result["rows"], result["reference"])
         ax.set_title(result["molecule"], fontsize=9)
         ax.set_xlabel("rigid peptide-bond twist (deg)")
-    axes[0][0].set_ylabel("E - E(no twist) (eV)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    out = os.path.join(folder, "twist.png")
-    fig.savefig(out, dpi=110)
-    return out
+
+    return panels(folder, "twist-*.json", draw, "E - E(no twist) (eV)", "twist.png", 3.3, 7, sharey=True)
 
 
 def main() -> None:
@@ -96,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     sequence = args.sequence.upper().split(",")
     result = scan(sequence, args.model_path)
-    result["command"] = f"python scripts/twist_scan.py --sequence {args.sequence} --out {args.out}" + (
+    result["command"] = f"python research/twist_scan.py --sequence {args.sequence} --out {args.out}" + (
         f" --model-path {args.model_path}" if args.model_path else ""
     )
     os.makedirs(args.out, exist_ok=True)

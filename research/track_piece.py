@@ -1,11 +1,11 @@
 """Does the shipped potential follow GFN2-xTB along the path a run took?
 
-``python scripts/track_piece.py stability/villin-20ps-hcons-run --piece 1-12 --every 2 --out stability/fold``
+``python research/track_piece.py stability/villin-20ps-hcons-run --piece 1-12 --every 2 --out stability/fold``
 cuts residues ``first-last`` (1-based positions in the protein, H-capped) from every ``--every``-th
 saved frame of the run folder's MD stage and computes the piece's energy and forces with the
 potential and with GFN2-xTB (tblite). It writes ``track-<run>-<piece>.json`` (per frame: time,
 both energies relative to the first frame, force MAE and largest error over the piece's own atoms)
-and ``track-<run>-<piece>.png`` into ``--out``. ``python scripts/track_piece.py --compare A.json
+and ``track-<run>-<piece>.png`` into ``--out``. ``python research/track_piece.py --compare A.json
 B.json --out stability/fold`` draws the same piece in two runs of one protein on one energy scale
 (both relative to the first frame of A) into ``compare-<piece>.png``.
 
@@ -21,36 +21,25 @@ import json
 import os
 import time
 
-import numpy as np
-
-
-def frame_times(folder: str, stage: str, count: int) -> list[float]:
-    """Times (ps) of a run folder's saved frames of ``stage`` (``02-nvt``): the first frame is
-    written after one trajectory interval."""
-    with open(os.path.join(folder, "run.json")) as handle:
-        stages = json.load(handle)["protocol"]["stages"]
-    spec = next(s for s in stages if stage.endswith("-" + s["name"]))
-    step_ps = spec["trajectory_interval"] * spec["timestep_fs"] / 1000.0
-    return [step_ps * (f + 1) for f in range(count)]
-
 
 def track(folder: str, piece: str, every: int, model_path: str | None) -> dict:
     import torch
 
     from openmmml_e2former.checkpoints import file_sha256
-    from openmmml_e2former.data.exploration import piece_along_frames, run_folder_frames
+    from openmmml_e2former.data.exploration import run_folder_frames, stage_frame_times
     from openmmml_e2former.data.labellers import XTBLabeller
     from openmmml_e2former.potential import load_network
+    from openmmml_e2former.probes import piece_along_frames, piece_summary
 
     torch.set_num_threads(2)
     model, weights = load_network(model_path)
-    top, charges, fragments, frames, stage, _ = run_folder_frames(folder)
+    top, fragments, frames, stage, _ = run_folder_frames(folder)
     first, last = (int(v) for v in piece.split("-"))
     residues = list(top.residues())[first - 1 : last]
     if not residues or last > top.getNumResidues() or first < 1:
         raise SystemExit(f"--piece {piece}: the protein has residues 1-{top.getNumResidues()}")
     chosen = list(range(0, len(frames), every))
-    times = frame_times(folder, stage, len(frames))
+    times = stage_frame_times(folder, stage, len(frames))
     labeller = XTBLabeller()
     start = time.perf_counter()
     atoms = sum(1 for r in residues for _ in r.atoms())
@@ -61,7 +50,7 @@ def track(folder: str, piece: str, every: int, model_path: str | None) -> dict:
               f"{row['force_mae']:.3f} eV/Å, {time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
 
     frames = [frames[f] for f in chosen]
-    rows = piece_along_frames(model, labeller, top, frames, charges, fragments, residues, progress)
+    rows = piece_along_frames(model, labeller, top, frames, fragments, residues, progress)
     for row, f in zip(rows, chosen, strict=True):
         row["frame"], row["time_ps"] = f, times[f]
         print(
@@ -72,49 +61,28 @@ def track(folder: str, piece: str, every: int, model_path: str | None) -> dict:
     return {
         "folder": folder, "stage": stage, "residues": piece, "names": names, "reference": labeller.method,
         "weights_sha256": file_sha256(weights), "seconds": time.perf_counter() - start,
-        "summary": summarise(rows), "rows": rows,
+        "summary": piece_summary(rows), "rows": rows,
     }  # fmt: skip
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Agreement of the energy changes (MAE, correlation) and the mean force MAE."""
-    model = np.array([r["model_energy"] for r in rows])
-    reference = np.array([r["reference_energy"] for r in rows])
-    return {
-        "energy_change_mae": float(np.abs(model - reference).mean()),
-        "energy_change_correlation": float(np.corrcoef(model, reference)[0, 1]) if len(rows) > 2 else None,
-        "reference_energy_range": float(reference.max() - reference.min()),
-        "force_mae_mean": float(np.mean([r["force_mae"] for r in rows])),
-        "force_mae_max": float(np.max([r["force_mae"] for r in rows])),
-    }
-
-
 def plot(result: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from probe_plots import energy_curves, pyplot, save
 
     t = [r["time_ps"] for r in result["rows"]]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
-    top.plot(t, [r["reference_energy"] for r in result["rows"]], "o-", label=result["reference"])
-    top.plot(t, [r["model_energy"] for r in result["rows"]], "s--", label="E2Former-LSR (shipped)")
+    fig, (top, bottom) = pyplot().subplots(2, 1, figsize=(6, 5), sharex=True)
+    energy_curves(top, t, result["rows"], result["reference"])
     top.set_ylabel("E - E(first frame) (eV)")
     top.set_title(f"residues {result['residues']} of {os.path.basename(result['folder'])}", fontsize=9)
     top.legend(fontsize=8)
     bottom.plot(t, [r["force_mae"] for r in result["rows"]], "o-")
     bottom.set_ylabel("force MAE (eV/Å)")
     bottom.set_xlabel("time (ps)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save(fig, path)
 
 
 def compare_plot(paths: list[str], out: str) -> str:
     """One piece in several runs: absolute energies relative to the first run's first frame."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from probe_plots import pyplot, save
 
     results = []
     for path in paths:
@@ -123,7 +91,7 @@ def compare_plot(paths: list[str], out: str) -> str:
     if len({r["residues"] for r in results}) != 1:
         raise SystemExit("--compare: the files track different pieces")
     zero = {k: results[0]["rows"][0][k + "_energy_absolute"] for k in ("model", "reference")}
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    fig, (top, bottom) = pyplot().subplots(2, 1, figsize=(6, 5), sharex=True)
     for i, r in enumerate(results):
         colour = f"C{i % 10}"
         run = os.path.basename(os.path.normpath(r["folder"]))
@@ -138,10 +106,7 @@ def compare_plot(paths: list[str], out: str) -> str:
     bottom.set_ylabel("force MAE (eV/Å)")
     bottom.set_xlabel("time (ps)")
     bottom.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out, f"compare-{results[0]['residues']}.png")
-    fig.savefig(path, dpi=110)
-    return path
+    return save(fig, os.path.join(out, f"compare-{results[0]['residues']}.png"))
 
 
 def main() -> None:
@@ -162,7 +127,7 @@ def main() -> None:
         parser.error("give a run folder and --piece (or --compare JSON...)")
     result = track(args.folder, args.piece, args.every, args.model_path)
     result["command"] = (
-        f"python scripts/track_piece.py {args.folder} --piece {args.piece} --every {args.every} "
+        f"python research/track_piece.py {args.folder} --piece {args.piece} --every {args.every} "
         f"--out {args.out}" + (f" --model-path {args.model_path}" if args.model_path else "")
     )
     os.makedirs(args.out, exist_ok=True)

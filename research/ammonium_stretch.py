@@ -1,6 +1,6 @@
-"""Control for ``stability.py stretch``: the N-H stretch of isolated ammonium ions.
+"""Control for ``research/bond_stretch.py``: the N-H stretch of isolated ammonium ions.
 
-Usage: ``python scripts/ammonium_stretch.py``. For NH4+, methylammonium and n-butylammonium (RDKit
+Usage: ``python research/ammonium_stretch.py``. For NH4+, methylammonium and n-butylammonium (RDKit
 ETKDG + MMFF geometry), one N-H bond is stretched along its own direction to 1.0-2.0 Å and the
 energy relative to 1.0 Å is printed for GFN2-xTB (tblite) and B3LYP/def2-SVP (PySCF). Alone, an
 ammonium holds its proton (both methods: ~2 eV at 1.6 Å); a much flatter GFN2-xTB curve for the
