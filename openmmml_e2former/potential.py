@@ -197,8 +197,17 @@ def default_backend() -> str:
 def model_max_cutoff(name: str, **options) -> float:
     """The largest cutoff (Å) of the network ``MLPotential(name, **options)`` loads: a periodic
     box must be at least twice as wide."""
+    return float(_model_config(name, options).max_cutoff)
+
+
+def model_elements(name: str, **options) -> list[int]:
+    """The atomic numbers the network ``MLPotential(name, **options)`` loads supports."""
+    return [int(z) for z in _model_config(name, options).elements]
+
+
+def _model_config(name: str, options: dict):
     impl = E2FormerPotentialImpl(name, long_range=name != "e2former", **options)
-    return float(impl._load_model(options).config.max_cutoff)
+    return impl._load_model(options).config
 
 
 def default_weights(name: str) -> str:

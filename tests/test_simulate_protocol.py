@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from openmmml_e2former.simulate import list_presets, load_protocol, protocol_from_dict, restart
-from openmmml_e2former.simulate.protocol import protocols_dir
+from openmmml_e2former.simulate.protocol import protocols_dir, with_ligand_words
 from openmmml_e2former.simulate.selection import select_atoms
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,11 +102,7 @@ def test_missing_protocol_file_lists_the_presets():
         load_protocol("no-such-protocol.yaml")
 
 
-@pytest.fixture(scope="module")
-def villin_pdb():
-    import openmm.app as app
-
-    return app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))
+# villin_pdb: OpenMM's test.pdb, read once per session (conftest.py)
 
 
 def test_selections_and_the_within_extension(villin_pdb):
@@ -183,7 +179,9 @@ def test_ligand_in_pocket_ml_selection_is_the_ligand_and_protein_residues_only()
     xyz = np.array(pdb.getPositions(asNumpy=True)._value)
     residues = list(top.residues())
     residues[10].name = "LIG"
-    selection = load_protocol("ligand-in-pocket").ml["selection"]
+    protocol = load_protocol("ligand-in-pocket")
+    protocol.ligand["resname"] = "LIG"
+    _, selection = with_ligand_words(protocol, protocol.ml["selection"])
     chosen = select_atoms(top, selection, what="ML selection", positions_nm=xyz)
     atoms = list(top.atoms())
     ligand = [a.index for a in atoms if a.residue.name == "LIG"]

@@ -43,9 +43,10 @@ def analyze_run(folder: str, output: str | None = None) -> dict:
     return summary
 
 
-def solute_indices(topology) -> np.ndarray:
-    """The protein atoms, else everything that is not water or a monatomic ion."""
-    protein = topology.select("protein")
+def solute_indices(topology, ligand: str | None = None) -> np.ndarray:
+    """The protein atoms (and the ligand's, when the run has one), else everything that is not
+    water or a monatomic ion."""
+    protein = topology.select("protein" if not ligand else f"protein or resname {ligand}")
     if len(protein):
         return protein
     return topology.select("not water and not (resname NA CL K Na+ Cl- K+ MG CA ZN)")
@@ -53,16 +54,26 @@ def solute_indices(topology) -> np.ndarray:
 
 def compute_frames(run) -> dict:
     """Every per-frame and per-residue observable of the run's solute (lengths in Å)."""
-    solute = solute_indices(run.traj.topology)
+    ligand = run.ml_info.get("ligand")
+    solute = solute_indices(run.traj.topology, ligand)
     traj = run.traj.atom_slice(solute)
     backbone = traj.topology.select("backbone")
     align = backbone if len(backbone) else np.arange(traj.n_atoms)
     fitted = metrics.image_and_superpose(traj, align)
     result = {"solute_atoms": solute, "align_atoms": align}
     result["rmsd_first"] = NM_TO_ANGSTROM * metrics.rmsd(fitted, fitted, align)
+    pose = traj.topology.select(f"resname {ligand} and not element H") if ligand else []
+    if len(pose) and len(backbone):  # the ligand where the backbone fit puts it: its pose in the pocket
+        result["ligand_atoms"] = pose
+        result["rmsd_ligand_first"] = NM_TO_ANGSTROM * metrics.rmsd(fitted, fitted, pose, superpose=False)
     if run.minimized is not None:
         reference = run.minimized.atom_slice(solute)
         result["rmsd_minimized"] = NM_TO_ANGSTROM * metrics.rmsd(fitted, reference, align)
+        if "ligand_atoms" in result:
+            fitted_reference = reference.superpose(fitted, 0, atom_indices=align)
+            result["rmsd_ligand"] = NM_TO_ANGSTROM * metrics.rmsd(
+                fitted, fitted_reference, pose, superpose=False
+            )
     ml_local = np.flatnonzero(np.isin(solute, run.ml_atoms))
     if len(ml_local) >= 3:
         ml_fitted = fitted[:]
@@ -94,6 +105,11 @@ def make_plots(run, frames: dict, output: str) -> dict[str, str]:
         rmsd["vs minimised structure"] = frames["rmsd_minimized"]
     if "rmsd_ml" in frames:
         rmsd["ML region (own fit)"] = frames["rmsd_ml"]
+    ligand = "rmsd_ligand" if "rmsd_ligand" in frames else "rmsd_ligand_first"
+    if ligand in frames:
+        rmsd[
+            f"ligand heavy atoms in the pocket ({'vs minimised' if ligand == 'rmsd_ligand' else 'vs first'})"
+        ] = frames[ligand]
     add("RMSD", "rmsd.png", plots.time_series, t, stage, rmsd, "RMSD (Å)", "RMSD (backbone fit)")
     if "rmsf" in frames:
         ml_res = {run.traj.topology.atom(int(i)).residue.resSeq for i in run.ml_atoms}
@@ -156,7 +172,10 @@ def summarize(run, frames: dict) -> dict:
         "ml_atoms": len(run.ml_atoms),
         "random_weights": bool(run.ml_info.get("random_weights", False)),
     }
-    for key in ("rmsd_first", "rmsd_minimized", "rmsd_ml", "rg", "hbonds", "sasa", "ss_helix"):
+    if "ligand_atoms" in frames:
+        summary["ligand"] = run.ml_info.get("ligand")
+    keys = ("rmsd_first", "rmsd_minimized", "rmsd_ml", "rmsd_ligand", "rmsd_ligand_first", "rg", "hbonds")
+    for key in (*keys, "sasa", "ss_helix"):
         if key in frames:
             values = np.asarray(frames[key], dtype=float)
             summary[key] = {
@@ -256,6 +275,8 @@ def _write_frames_csv(path: str, run, frames: dict) -> None:
             "rmsd_first",
             "rmsd_minimized",
             "rmsd_ml",
+            "rmsd_ligand",
+            "rmsd_ligand_first",
             "rg",
             "hbonds",
             "sasa",

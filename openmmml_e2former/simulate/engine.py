@@ -18,6 +18,7 @@ checkpoint after its outputs are trimmed to that checkpoint (``restart.py``).
 
 from __future__ import annotations
 
+import collections
 import copy
 import os
 import shutil
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import restart
-from .protocol import Protocol
+from .protocol import Protocol, with_ligand_words
 from .reporters import BondWatch, GuardReporter, ProgressReporter, SimulationError, state_problem
 
 
@@ -79,6 +80,7 @@ def run_protocol(
     if not os.path.isfile(structure):
         raise FileNotFoundError(f"structure file not found: {structure}")
     selection = ml_selection if ml_selection is not None else protocol.ml["selection"]
+    protocol, selection = with_ligand_words(protocol, selection)
     manifest = {
         "protocol": protocol.to_dict(),
         "structure": os.path.abspath(structure),
@@ -146,13 +148,15 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
         resolve_potential,
     )
 
-    forcefield = load_forcefield(forcefield_files(protocol.system, protocol.prepare["water_model"]))
+    files = forcefield_files(protocol.system, protocol.prepare["water_model"])
+    ligand = _prepare_ligand(protocol, structure, folder, selection)
+    forcefield = load_forcefield(files + ([ligand.xml_path] if ligand else []))
     prepared = os.path.join(folder, "prepared.pdb")
     if not os.path.isfile(prepared):
         say(f"preparing {structure} (pdbfixer: heterogens, missing atoms, hydrogens; solvent and ions)")
         has_ml = str(selection).strip().lower() not in NONE_WORDS
         options = resolve_min_box(protocol.prepare, protocol.potential, has_ml)
-        topology, positions, report = prepare_structure(structure, options, forcefield)
+        topology, positions, report = prepare_structure(structure, options, forcefield, ligand)
         lines = format_report(report)
         restart.atomic_write_json(os.path.join(folder, "prepare.json"), report)
         restart.atomic_write_text(os.path.join(folder, "prepare.txt"), "\n".join(lines) + "\n")
@@ -176,6 +180,11 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
     system = build_mixed_system(pdb.topology, mm_system, ml_atoms, protocol.potential, keep, metadata)
     summary = ml_region_summary(pdb.topology, ml_atoms, mm_system, protocol.potential, metadata)
     say(format_ml_summary(selection, summary))
+    if ligand is not None:
+        summary["ligand"] = ligand_fragments(
+            pdb.topology, ml_atoms, ligand.resname, protocol.potential, metadata
+        )
+        say(summary["ligand"]["text"])
     ml_record = {
         "selection": selection,
         "atoms": ml_atoms,
@@ -183,6 +192,7 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
         "random_weights": random,
         "ml_constraints_kept": keep,
         "potential": protocol.potential,
+        "ligand": ligand.resname if ligand else None,
     }
     restart.atomic_write_json(os.path.join(folder, "ml_region.json"), ml_record)
     system_xml = os.path.join(folder, "system.xml")
@@ -203,6 +213,45 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
         progress,
         ml_atoms,
     )
+
+
+def _prepare_ligand(protocol: Protocol, structure: str, folder: str, selection: str):
+    """The protocol's ligand protonated and parameterised (once; ``<run>/ligand/``), refused
+    before any preparation when it is in the ML region with elements the potential lacks."""
+    from .ligand import LigandSpec, check_elements, prepare_ligand
+    from .selection import NONE_WORDS
+    from .system import resolve_potential
+
+    spec = LigandSpec.from_options(protocol.ligand)
+    if spec is None or not spec.has_template:
+        return None
+    ligand = prepare_ligand(structure, spec, folder)
+    say(ligand.summary())
+    if str(selection).strip().lower() not in NONE_WORDS and f"resname {spec.resname}" in selection:
+        from ..potential import model_elements
+
+        name, kwargs, _ = resolve_potential(protocol.potential)
+        check_elements(ligand, model_elements(name, **kwargs), name)
+    return ligand
+
+
+def ligand_fragments(topology, ml_atoms, resname: str, potential: dict, metadata: dict) -> dict:
+    """How the ligand's ML atoms are split into fragments (the rule depends on the weights:
+    docs/fragments.md), for the run log and ``ml_region.json``."""
+    from .selection import ml_fragment_ids
+
+    ids = ml_fragment_ids(topology, ml_atoms, potential, metadata)
+    atoms = list(topology.atoms())
+    mine = [f for i, f in zip(ml_atoms, ids, strict=True) if atoms[i].residue.name == resname]
+    if not mine:
+        return {"n_atoms": 0, "text": f"ligand {resname}: not in the ML region (classical)"}
+    sizes = sorted(collections.Counter(mine).values(), reverse=True)
+    rule = "BRICS pieces" if len(sizes) > 1 else "one fragment"
+    return {
+        "n_atoms": len(mine),
+        "fragment_sizes": sizes,
+        "text": f"ligand {resname}: {len(mine)} ML atoms in {len(sizes)} fragment(s) ({rule}; sizes {sizes})",
+    }
 
 
 def run_stage(ctx: RunContext, stage: dict, directory: str, previous) -> dict:

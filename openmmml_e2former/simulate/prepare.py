@@ -33,13 +33,17 @@ def load_fixer(path: str):
     return fixer
 
 
-def prepare_structure(path: str, options: dict, forcefield) -> tuple:
+def prepare_structure(path: str, options: dict, forcefield, ligand=None) -> tuple:
     """Prepare a structure for simulation.
 
     Args:
         path: PDB or mmCIF file.
         options: the protocol's ``prepare`` section (see ``protocol.PREPARE_DEFAULTS``).
-        forcefield: ``openmm.app.ForceField`` used for hydrogens, the net charge and ions.
+        forcefield: ``openmm.app.ForceField`` used for hydrogens, the net charge and ions (with
+            ``ligand``: including the ligand's template).
+        ligand: a :class:`.ligand.PreparedLigand`: its residue is taken out of the input before
+            pdbfixer and put back protonated (its hydrogens from the ligand's template) before
+            solvation.
 
     Returns:
         ``(topology, positions, report)``: an ``openmm.app.Topology``, positions (nm, a
@@ -50,7 +54,14 @@ def prepare_structure(path: str, options: dict, forcefield) -> tuple:
 
     fixer = load_fixer(path)
     report = {"input": os.path.abspath(path), "input_atoms": fixer.topology.getNumAtoms()}
+    if ligand is not None:  # removed here, put back protonated below
+        options = {
+            **options,
+            "keep_heterogens": [n for n in options["keep_heterogens"] or [] if n != ligand.resname],
+        }
     report["removed_residues"] = _remove_unwanted(fixer, options)
+    if ligand is not None:
+        report["removed_residues"].pop(ligand.resname, None)
     report["missing_residues_added"] = _missing_residues(fixer, options)
     report["nonstandard_replaced"] = _nonstandard(fixer, options)
     fixer.findMissingAtoms()
@@ -67,9 +78,12 @@ def prepare_structure(path: str, options: dict, forcefield) -> tuple:
         raise ValueError(f"adding hydrogens to {path} failed: {exc}") from None
     report["hydrogens_added"] = fixer.topology.getNumAtoms() - before
     report["ph"] = float(options["ph"])
-    report["solute_atoms"] = fixer.topology.getNumAtoms()
-    report["solute_net_charge"] = net_charge(fixer.topology, forcefield)
     modeller = Modeller(fixer.topology, fixer.positions)
+    if ligand is not None:
+        modeller.add(*ligand.topology())
+        report["ligand"] = ligand.record | {"summary": ligand.summary()}
+    report["solute_atoms"] = modeller.topology.getNumAtoms()
+    report["solute_net_charge"] = net_charge(modeller.topology, forcefield)
     if options["solvate"]:
         report.update(_solvate(modeller, forcefield, options))
     report["final_atoms"] = modeller.topology.getNumAtoms()
@@ -241,6 +255,8 @@ def format_report(report: dict) -> list[str]:
     ]
     if report["nonstandard_replaced"]:
         lines.append(f"non-standard residues: {', '.join(report['nonstandard_replaced'])}")
+    if "ligand" in report:
+        lines.append(report["ligand"]["summary"])
     lines.append(f"solute: {report['solute_atoms']} atoms, net charge {report['solute_net_charge']:+d} e")
     if "waters_added" in report:
         ions = ", ".join(f"{n} {name}" for name, n in report["ions_added"].items()) or "none"

@@ -47,6 +47,9 @@ POTENTIAL_DEFAULTS = {
     "precision": "single",
 }
 ML_DEFAULTS = {"selection": "protein"}
+#: a ligand kept from the input and parameterised from its SMILES or SDF/MOL2 (docs/ligands.md);
+#: selections may then say ``ligand`` for ``resname <resname>``
+LIGAND_DEFAULTS = {"resname": None, "smiles": None, "sdf": None}
 GUARD_DEFAULTS = {
     "max_temperature_K": 1000.0,
     "max_bond_change": 0.3,  # fraction of the prepared length; null: do not watch ML-region bonds
@@ -85,6 +88,7 @@ SECTIONS = {
     "system",
     "potential",
     "ml",
+    "ligand",
     "guard",
     "platform",
     "random_seed",
@@ -104,12 +108,15 @@ class Protocol:
     ml: dict
     guard: dict
     platform: str
+    ligand: dict = field(default_factory=lambda: dict(LIGAND_DEFAULTS))
     stages: list[dict] = field(default_factory=list)
     random_seed: int | None = None
     source: str = ""
 
     def to_dict(self) -> dict:
+        ligand = {"ligand": self.ligand} if any(self.ligand.values()) else {}  # older run folders lack it
         return {
+            **ligand,
             "name": self.name,
             "description": self.description,
             "prepare": self.prepare,
@@ -181,6 +188,7 @@ def protocol_from_dict(data, where: str = "protocol") -> Protocol:
         potential=_potential(data.get("potential") or {}, where),
         ml=_section(data, "ml", ML_DEFAULTS, where),
         guard=_section(data, "guard", GUARD_DEFAULTS, where),
+        ligand=_section(data, "ligand", LIGAND_DEFAULTS, where),
         platform=str(data.get("platform", "auto")),
         stages=checked,
         random_seed=_random_seed(data.get("random_seed"), where),
@@ -315,6 +323,7 @@ def _check_values(protocol: Protocol, where: str) -> None:
     if str(system["ml_constraints"]).lower() not in ("auto", "true", "false"):
         raise ValueError(f"{where} [system]: ml_constraints must be auto, true or false")
     _check_guard(protocol.guard, where)
+    check_ligand(protocol.ligand, f"{where} [ligand]")
     if protocol.platform not in ("auto", "CUDA", "OpenCL", "CPU", "Reference"):
         raise ValueError(f"{where}: platform must be auto, CUDA, OpenCL, CPU or Reference")
 
@@ -331,3 +340,43 @@ def _check_guard(guard: dict, where: str) -> None:
         raise ValueError(
             f"{where} [guard]: on_bond_change must be stop or warn, not {guard['on_bond_change']!r}"
         )
+
+
+def check_ligand(ligand: dict, where: str) -> None:
+    """``resname`` names the ligand's residue; at most one of ``smiles`` and ``sdf`` gives its
+    chemistry (neither: the force field files must have a template for it)."""
+    name = ligand.get("resname")
+    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 4):
+        raise ValueError(f"{where}: resname must be the ligand's residue name (1-4 characters), not {name!r}")
+    if ligand.get("smiles") and ligand.get("sdf"):
+        raise ValueError(f"{where}: give smiles or sdf, not both")
+    if (ligand.get("smiles") or ligand.get("sdf")) and not name:
+        raise ValueError(f"{where}: smiles/sdf need resname, the ligand's residue name in the structure file")
+
+
+def with_ligand_words(protocol: Protocol, selection: str) -> tuple[Protocol, str]:
+    """``protocol`` and ``selection`` with the word ``ligand`` in every selection (the ML region,
+    restraints) replaced by ``(resname <ligand.resname>)``; an error when there is no ligand."""
+    import re
+
+    pattern = re.compile(r"\bligand\b")
+    name = protocol.ligand.get("resname")
+
+    def expand(text: str, what: str) -> str:
+        if not pattern.search(str(text)):
+            return text
+        if not name:
+            raise ValueError(
+                f"the {what} {text!r} names 'ligand', but no ligand is given (--ligand RESNAME, or the "
+                "protocol's ligand: resname)"
+            )
+        return pattern.sub(f"(resname {name})", str(text))
+
+    out = copy.deepcopy(protocol)
+    for stage in out.stages:
+        for restraint in stage.get("restraints", []):
+            restraint["selection"] = expand(
+                restraint["selection"], f"restraint selection of stage {stage['name']!r}"
+            )
+    out.ml["selection"] = expand(out.ml["selection"], "ML selection")
+    return out, expand(selection, "ML selection")
