@@ -116,3 +116,27 @@ def test_ctrl_c_is_one_line_with_a_resume_hint_and_exit_code_130(monkeypatch, ca
     assert "finished chunks are kept" in capsys.readouterr().err
     assert cli.main(["label", "generate", "dipeptides", "-o", "x.extxyz"]) == 130
     assert capsys.readouterr().err.strip() == "e2former label: interrupted"  # nothing to resume
+
+
+def test_one_module_per_command_and_python_dash_m_works():
+    """``openmmml_e2former/cli/`` holds one module per sub-command (``_``-prefixed helpers and
+    ``__main__`` aside), each one registered; ``python -m openmmml_e2former.cli`` runs the command
+    (the Makefile's ``demo`` target and torchrun use it), and ``eval`` is ``evaluate``'s old name."""
+    import argparse
+    import subprocess
+    import sys
+
+    from openmmml_e2former import cli
+
+    folder = os.path.dirname(cli.__file__)
+    modules = {f[:-3] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_")}
+    (action,) = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    commands = set(action.choices)
+    assert commands == modules | {"eval"} and action.choices["eval"] is action.choices["evaluate"]
+    done = subprocess.run(
+        [sys.executable, "-m", "openmmml_e2former.cli", "evaluate", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "--json [PATH]" in done.stdout and "--fixed-centers" in done.stdout

@@ -1,4 +1,4 @@
-"""``e2former label ...``, ``e2former train CONFIG`` and ``e2former evaluate CHECKPOINT DATASET``."""
+"""``e2former label generate|run|merge``: structures and their labels (GFN2-xTB, DFT)."""
 
 from __future__ import annotations
 
@@ -42,22 +42,6 @@ def add_parser(sub) -> None:
     merge.add_argument("-o", "--output", required=True, help="output .extxyz or .extxyz.gz")
     merge.set_defaults(func=run_merge)
 
-    train = sub.add_parser("train", help="train or fine-tune E2Former-LSR from a YAML config")
-    train.add_argument("config", help="YAML training config (see configs/)")
-    train.add_argument("--nproc", type=int, default=1, help="data-parallel processes on this machine (gloo)")
-    train.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
-    train.add_argument("--output", default=None, help="override training.output")
-    train.set_defaults(func=run_train)
-
-    ev = sub.add_parser("evaluate", help="energy/force errors of a checkpoint on a labelled dataset")
-    ev.add_argument("checkpoint")
-    ev.add_argument("dataset", nargs="+", help="labelled extxyz file(s) or folder(s)")
-    ev.add_argument("--split", default=None, help="a splits JSON (train/val/test ids): evaluate one side")
-    ev.add_argument("--side", choices=["train", "val", "test"], default="test", help="side of --split")
-    ev.add_argument("--by-molecule", action="store_true", help="also print a table per molecule")
-    ev.add_argument("--json", default=None, help="also write the result as JSON here")
-    ev.set_defaults(func=run_evaluate)
-
 
 def _sequences(text: str | None) -> list[list[str]]:
     if not text:
@@ -66,9 +50,9 @@ def _sequences(text: str | None) -> list[list[str]]:
 
 
 def run_generate(args) -> None:
-    from .data import generators as g
-    from .data.extxyz import write_structures
-    from .data.peptides import STANDARD_RESIDUES, VARIANTS
+    from ..data import generators as g
+    from ..data.extxyz import write_structures
+    from ..data.peptides import STANDARD_RESIDUES, VARIANTS
 
     temps = tuple(float(t) for t in args.temperatures.split(","))
     if args.kind == "dipeptides":
@@ -97,7 +81,7 @@ def run_generate(args) -> None:
 def _fragments(args, temperature: float) -> list:
     import os
 
-    from .data.generators import protein_windows
+    from ..data.generators import protein_windows
 
     if not args.pdb:
         raise ValueError("fragments needs --pdb FILE (the protein to cut windows from)")
@@ -108,8 +92,8 @@ def _fragments(args, temperature: float) -> list:
 
 
 def run_label(args) -> None:
-    from .data.extxyz import read_structures
-    from .data.labelling import label_dataset
+    from ..data.extxyz import read_structures
+    from ..data.labelling import label_dataset
 
     options = {}
     if args.method in ("pyscf", "dft"):
@@ -129,7 +113,7 @@ def run_label(args) -> None:
 
 
 def run_merge(args) -> None:
-    from .data.extxyz import read_structures, write_structures
+    from ..data.extxyz import read_structures, write_structures
 
     structures, seen = [], set()
     for path in args.inputs:
@@ -139,33 +123,3 @@ def run_merge(args) -> None:
                 structures.append(s)
     write_structures(args.output, structures)
     print(f"wrote {len(structures)} structures to {args.output}")
-
-
-def run_train(args) -> None:
-    from .train.config import load_config
-    from .train.run import run_training
-
-    config = load_config(args.config)
-    if args.output:
-        config["training"]["output"] = args.output
-    run_training(config, nproc=args.nproc, max_steps=args.max_steps)
-
-
-def run_evaluate(args) -> None:
-    import json
-
-    from .train.metrics import format_table
-    from .train.run import evaluate_checkpoint
-
-    ids = None
-    if args.split:
-        with open(args.split) as handle:
-            ids = json.load(handle)[args.side]
-    result = evaluate_checkpoint(args.checkpoint, args.dataset, ids=ids)
-    print(format_table(result["by_size"] + [{"atoms": "all", **result["overall"]}]))
-    if args.by_molecule:
-        print()
-        print(format_table(result["by_molecule"], key="molecule"))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2)

@@ -1,6 +1,6 @@
-"""``e2former bench speed`` (the speed and memory harness, :mod:`openmmml_e2former.bench.speed`) and
-``e2former bench scaling-set`` (the size-scaling benchmark set, :mod:`openmmml_e2former.data.scaling`)
-and ``e2former bench accuracy`` (error vs size, :mod:`openmmml_e2former.bench.accuracy`)."""
+"""``e2former bench speed|scaling-set|accuracy``: the speed and memory harness
+(:mod:`openmmml_e2former.bench.speed`), the size-scaling benchmark set
+(:mod:`openmmml_e2former.data.scaling`) and error vs size (:mod:`openmmml_e2former.bench.accuracy`)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ def add_parser(sub) -> None:
         help="model energy+forces time, OpenMM ms/step, peak memory; JSON + log-log plot",
         description="Every case runs in its own subprocess; targets are reported, not asserted.",
     )
-    from .bench.speed import add_arguments
+    from ..bench.speed import add_arguments
 
     add_arguments(speed)
     speed.set_defaults(func=run_speed)
 
-    from .data.scaling import FAMILIES
+    from ..data.scaling import FAMILIES
 
     scaling = kinds.add_parser(
         "scaling-set",
@@ -47,20 +47,20 @@ def add_parser(sub) -> None:
         help="force error vs size: local 5 Å, local 8 Å and LSR trained alike; decay curves; JSON + plots",
         description="Builds the set if missing, trains the three models (resumable), evaluates every size.",
     )
-    from .bench.accuracy import add_arguments as accuracy_arguments
+    from ..bench.accuracy import add_arguments as accuracy_arguments
 
     accuracy_arguments(accuracy)
     accuracy.set_defaults(func=run_accuracy)
 
 
 def run_speed(args) -> int:
-    from .bench.speed import main_from_args
+    from ..bench.speed import main_from_args
 
     return main_from_args(args)
 
 
 def run_scaling_set(args) -> int:
-    from .data.scaling import build_scaling_set
+    from ..data.scaling import build_scaling_set
 
     summary = build_scaling_set(args.out, args.families, quick=args.quick, seed=args.seed)
     for family, counts in summary.items():
@@ -68,8 +68,8 @@ def run_scaling_set(args) -> int:
     if args.label_gfn2:
         import os
 
-        from .data.labelling import label_dataset
-        from .data.scaling import gfn2_queue
+        from ..data.labelling import label_dataset
+        from ..data.scaling import gfn2_queue
 
         queue = gfn2_queue(args.out, args.max_atoms)
         print(f"GFN2-xTB: {len(queue)} structures of <= {args.max_atoms} atoms -> {args.out}/gfn2/all")
@@ -81,6 +81,6 @@ def run_scaling_set(args) -> int:
 def run_accuracy(args) -> int:
     import sys
 
-    from .bench.accuracy import main_from_args
+    from ..bench.accuracy import main_from_args
 
     return main_from_args(args, sys.argv[3:])

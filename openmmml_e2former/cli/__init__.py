@@ -1,11 +1,11 @@
-"""The ``e2former`` command.
+"""The ``e2former`` command: one module of this package per sub-command.
 
-Each sub-command lives in a module that defines ``add_parser(subparsers)``; that function
-adds its parser and sets ``func`` (called with the parsed arguments, returns an exit code
-or None). ``COMMAND_MODULES`` lists those modules in the order ``e2former --help`` shows.
-Errors a user can fix (bad input, missing files) are ``ValueError``/``FileNotFoundError``
-and are printed as one line with exit code 2; Ctrl-C prints one line (how to resume, for the
-commands that can) with exit code 130 instead of a traceback.
+Each module in ``COMMAND_MODULES`` defines ``add_parser(subparsers)``, which adds its parser and
+sets ``func`` (called with the parsed arguments, returns an exit code or None); the list gives
+the order ``e2former --help`` shows. Heavy imports (torch, OpenMM, the research tools) stay
+inside the command functions. Errors a user can fix (bad input, missing files) are
+``ValueError``/``FileNotFoundError`` and are printed as one line with exit code 2; Ctrl-C prints
+one line (how to resume, for the commands that can) with exit code 130 instead of a traceback.
 """
 
 from __future__ import annotations
@@ -14,13 +14,21 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = [
-    "openmmml_e2former.cli_core",  # export, info, demo
-    "openmmml_e2former.cli_train",  # label, train, evaluate
-    "openmmml_e2former.cli_simulate",  # run, prepare, analyze, protocols
-    "openmmml_e2former.cli_checkpoints",  # convert, eval
-    "openmmml_e2former.cli_bench",  # bench speed
+COMMANDS = [
+    "export",
+    "info",
+    "demo",
+    "label",  # label generate|run|merge
+    "train",
+    "evaluate",  # alias: eval
+    "run",
+    "prepare",
+    "analyze",
+    "protocols",
+    "convert",
+    "bench",  # bench speed|scaling-set|accuracy
 ]
+COMMAND_MODULES = [f"{__name__}.{name}" for name in COMMANDS]
 
 # What a Ctrl-C leaves behind, for the commands that resume.
 RESUME_HINTS = {
@@ -50,7 +58,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"e2former {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     return int(code or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
