@@ -7,6 +7,7 @@ MMFF94 torsion energy, OpenMM's classical energies."""
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -276,3 +277,37 @@ def test_the_word_ligand_needs_a_ligand(tmp_path):
     pdb = os.path.join(os.path.dirname(__file__), "data", "ace_ala_nme.pdb")
     with pytest.raises(ValueError, match="names 'ligand', but no ligand is given"):
         run_protocol(load_protocol("ligand-in-pocket"), pdb, str(tmp_path / "run"), progress=False)
+
+
+def test_command_line_ligand_errors_stop_before_any_simulation(mcl1, tmp_path, capsys):
+    """``e2former run ligand-in-pocket`` with bad ligand input: exit code 2 and one line naming
+    the cause; no prepared structure, no stage."""
+    from openmmml_e2former.cli import main
+
+    path, smiles, _ = mcl1
+    cases = [
+        (
+            ["--ligand", RES, "--ligand-smiles", smiles.replace("[O-]", "Cl")],
+            r"template minus file: Cl \+1, O -1",
+        ),
+        (["--ligand-smiles", smiles], "smiles/sdf need resname"),
+        (["--ligand", "XK2", "--ligand-smiles", smiles], "'XK2' not found"),
+        (["--ligand", RES, "--ligand-sdf", str(tmp_path / "missing.sdf")], "file not found"),
+    ]
+    for k, (extra, message) in enumerate(cases):
+        folder = tmp_path / f"run{k}"
+        code = main(["run", "ligand-in-pocket", "--pdb", path, "-o", str(folder), "--no-progress", *extra])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert "e2former run: error:" in err and re.search(message, err), err
+        assert not (folder / "prepared.pdb").exists() and not (folder / "stages").exists()
+
+
+def test_complex_command_writes_the_file_and_prints_the_run_command(tmp_path, capsys):
+    from openmmml_e2former.cli import main
+
+    out = tmp_path / "c.pdb"
+    assert main(["complex", "mcl1", "26", "-o", str(out), "--resname", RES]) == 0
+    text = capsys.readouterr().out
+    assert out.exists() and "SMILES: O=C([O-])c1oc2ccccc2c1CCCOc1cccc2ccccc12" in text
+    assert f"--ligand {RES} --ligand-smiles" in text

@@ -22,6 +22,7 @@ COMMANDS = [
     "train",
     "evaluate",  # alias: eval
     "run",
+    "complex",
     "prepare",
     "analyze",
     "protocols",

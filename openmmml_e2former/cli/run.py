@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -19,6 +20,14 @@ def add_parser(sub) -> None:
     run.add_argument(
         "--platform", default=None, help="OpenMM platform (default: the protocol's, auto = fastest)"
     )
+    ligand = run.add_argument_group("ligand (docs/ligands.md; overrides the protocol's ligand section)")
+    ligand.add_argument(
+        "--ligand", default=None, metavar="RESNAME", help="the ligand's residue name in --pdb"
+    )
+    ligand.add_argument("--ligand-smiles", default=None, metavar="SMILES", help="its chemistry as SMILES")
+    ligand.add_argument(
+        "--ligand-sdf", default=None, metavar="FILE", help="or as an SDF/MOL2 file (one molecule)"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--analyze", action="store_true", help="write the analysis report when the run is done")
     run.set_defaults(func=run_run)
@@ -27,7 +36,7 @@ def add_parser(sub) -> None:
 def run_run(args) -> int:
     from ..simulate import SimulationError, load_protocol, run_protocol
 
-    protocol = load_protocol(args.protocol)
+    protocol = with_ligand_options(load_protocol(args.protocol), args)
     try:
         run_protocol(
             protocol,
@@ -46,3 +55,20 @@ def run_run(args) -> int:
 
         analyze_run(args.output)
     return 0
+
+
+def with_ligand_options(protocol, args):
+    """The protocol with ``--ligand``, ``--ligand-smiles`` and ``--ligand-sdf`` in its ligand
+    section (a SMILES replaces the protocol's SDF and the other way round)."""
+    from ..simulate.protocol import check_ligand
+
+    given = {"resname": args.ligand, "smiles": args.ligand_smiles, "sdf": args.ligand_sdf}
+    if not any(given.values()):
+        return protocol
+    if args.ligand_smiles or args.ligand_sdf:
+        protocol.ligand.update(smiles=None, sdf=None)
+    if args.ligand_sdf:
+        given["sdf"] = os.path.abspath(args.ligand_sdf)
+    protocol.ligand.update({k: v for k, v in given.items() if v})
+    check_ligand(protocol.ligand, "command line")
+    return protocol

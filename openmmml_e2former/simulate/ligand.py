@@ -379,6 +379,8 @@ def prepare_ligand(structure: str, spec: LigandSpec, folder: str) -> PreparedLig
     overwritten."""
     from .restart import atomic_write_json, atomic_write_text
 
+    if spec.sdf and not os.path.isfile(spec.sdf):
+        raise FileNotFoundError(f"ligand {spec.resname}: file not found: {spec.sdf}")
     out = os.path.join(folder, "ligand")
     paths = {k: os.path.join(out, f"{spec.resname}.{k}") for k in ("xml", "sdf", "json")}
     digest = _input_digest(structure, spec)
