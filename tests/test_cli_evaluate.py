@@ -16,6 +16,7 @@ from model_helpers import seeded_model
 from openmmml_e2former.checkpoints import save_checkpoint
 from openmmml_e2former.cli import main
 from openmmml_e2former.data.extxyz import read_structures
+from openmmml_e2former.evaluation import evaluate
 
 DATASET = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets", "gfn2-villin-halves.extxyz.gz"
@@ -83,6 +84,27 @@ def test_evaluate_predicts_on_the_files_fragments_and_reports_their_errors(check
     for r, (energy, _) in zip(again["structures"], direct, strict=True):
         assert r["energy"] == pytest.approx(energy * KJ_PER_EV, rel=1e-10)
     assert again["overall"]["force_mae"] == pytest.approx(force_mae, rel=1e-9)
+
+
+def test_evaluate_from_python_gives_the_networks_predictions_on_the_read_structures(checkpoint):
+    """The library function behind the command, called with a checkpoint path and a split, or with
+    the network itself and structures in memory: the predictions are the network's on them."""
+    path, model = checkpoint
+    chosen = read_structures(DATASET)[3:5]
+    ids = [s.id for s in chosen]
+    direct = [energy_forces(model, s, s.fragment_ids) for s in chosen]
+    by_path = evaluate(path, DATASET, precision="double", split={"test": ids})
+    by_network = evaluate(model, chosen, precision="double")
+    for result in (by_path, by_network):
+        assert [r["id"] for r in result["structures"]] == ids and result["overall"]["count"] == 2
+        for r, (energy, forces) in zip(result["structures"], direct, strict=True):
+            assert r["energy"] == pytest.approx(energy, rel=1e-10)
+            np.testing.assert_allclose(r["forces"], forces, rtol=0, atol=1e-9 * np.abs(forces).max())
+    # single precision runs a float32 copy: the caller's float64 network is left as it was
+    single = evaluate(model, chosen[:1])
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert single["structures"][0]["energy"] == pytest.approx(direct[0][0], rel=1e-5)
+    assert single["structures"][0]["energy"] != direct[0][0]
 
 
 def test_a_dataset_frame_without_fragment_ids_is_an_error_not_brics(checkpoint, tmp_path, capsys):
