@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from .data.structure import Structure
 from .model.config import ENERGY_UNITS
+from .optional import require
 
 PRECISIONS = {"single": "float32", "double": "float64"}
 
@@ -223,8 +224,8 @@ def read_inputs(path: str) -> list[Entry]:
 def read_foreign_xyz(path: str) -> list[Entry] | None:
     """An extended-XYZ file that is not a dataset of this project, or None for one that is (a frame
     with an ``id`` or ``fragment_id``) or that ASE cannot read: the dataset reader's error stands."""
+    read = require("ase.io", "train", "reading extended-XYZ files").read
     import numpy as np
-    from ase.io import read
 
     from .data.extxyz import from_atoms
     from .fragments import normalize_fragment_ids

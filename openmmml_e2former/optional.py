@@ -26,6 +26,9 @@ PACKAGES = {
     "tensorboard": "tensorboard",
     "mace": "mace-torch",
     "e3nn": "mace-torch",  # e3nn 0.4 comes with mace-torch
+    "dask": "dask",
+    "distributed": "distributed",
+    "dask_jobqueue": "dask-jobqueue",
 }
 
 

@@ -25,12 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_DIR = os.path.join(ROOT, "openmmml_e2former")
 PEPTIDE = os.path.join(ROOT, "tests", "data", "ace_ala_nme.pdb")
 
-# Raw imports of optional packages inside functions, left in modules outside this change (they
-# are rewritten elsewhere; each should go through `require`). New entries should not be needed.
-KNOWN_RAW_IMPORTS = {
-    (os.path.join("cli", "evaluate.py"), "ase"),
-    (os.path.join("data", "generators.py"), "rdkit"),
-}
+# Raw imports of optional packages allowed outside `require` (none: every one goes through it).
+KNOWN_RAW_IMPORTS: set = set()
 
 CHILD = r"""
 import importlib, importlib.abc, json, sys, tempfile

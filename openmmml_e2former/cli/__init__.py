@@ -22,6 +22,7 @@ COMMANDS = [
     "train",
     "evaluate",  # alias: eval
     "run",
+    "campaign",
     "complex",
     "prepare",
     "analyze",
@@ -35,6 +36,7 @@ COMMAND_MODULES = [f"{__name__}.{name}" for name in COMMANDS]
 RESUME_HINTS = {
     "run": "; run the same command again to continue from the last checkpoint of the unfinished stage",
     "label run": "; run the same command again: finished chunks are kept",
+    "campaign": "; run the same command again: finished runs are skipped, the others resume",
 }
 
 

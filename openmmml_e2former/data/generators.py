@@ -14,6 +14,7 @@ import numpy as np
 
 from ..chemistry import formal_charge
 from ..fragments import fragment_ids_from_topology
+from ..optional import require
 from .cutting import (
     atomic_numbers,
     cut_window,  # noqa: F401  (re-exported: tests/test_caps.py imports it from here)
@@ -297,8 +298,8 @@ CLUSTERS = {
 
 def _embed(smiles: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(atomic numbers, positions Å) of one MMFF-relaxed RDKit conformer of ``smiles``."""
-    from rdkit import Chem
-    from rdkit.Chem import AllChem
+    Chem = require("rdkit.Chem", "labels", "conformers of small molecules")
+    AllChem = require("rdkit.Chem.AllChem", "labels")
 
     mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
     if mol.GetNumAtoms() == 1:
