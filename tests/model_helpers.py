@@ -1,11 +1,16 @@
-"""Shared builders for network tests: random molecules and small seeded models."""
+"""Shared builders for network tests: random molecules, seeded models, the reference
+fixture's molecule and the OpenMM platforms to run on (fixtures are in conftest.py)."""
 
 import os
 
 import numpy as np
+import pytest
 import torch
 
-from openmmml_e2former.model import E2FormerLSR, small_config
+from openmmml_e2former.model import PRESETS, E2FormerLSR
+
+#: the authors' reference fixture (tests/fixtures/PROVENANCE.md)
+REFERENCE_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "ubio-e2former-lsr")
 
 ELEMENTS = [1, 6, 7, 8, 16]
 
@@ -28,9 +33,10 @@ def random_molecule(n_atoms=24, n_fragments=4, spread=6.0, seed=0, min_distance=
     )
 
 
-def seeded_model(dtype=torch.float64, seed=0, **changes):
+def seeded_model(dtype=torch.float64, seed=0, preset="small", **changes):
+    """A random network of a preset size (model/config.py PRESETS) with config ``changes``."""
     torch.manual_seed(seed)
-    model = E2FormerLSR(small_config(**changes)).to(dtype).eval()
+    model = E2FormerLSR(PRESETS[preset](**changes)).to(dtype).eval()
     # random reference energies and charge embedding so those paths are exercised too
     with torch.no_grad():
         model.charge_embedding.normal_(0.0, 0.1)
@@ -44,19 +50,31 @@ def energy_forces(model, positions, numbers, fragments, box=None, charge=0.0):
     return energy.detach(), -grad
 
 
-def villin_protein():
-    """Villin headpiece protein atoms from OpenMM's test.pdb: (positions Angstrom, Z, fragment ids)."""
+def villin_pdb_path() -> str:
+    """OpenMM's ``app/data/test.pdb``: villin headpiece (582 atoms), 2 Cl-, water (8867 atoms)."""
     import openmm.app as app
 
-    from openmmml_e2former.fragments import fragment_ids_from_topology
+    return os.path.join(os.path.dirname(app.__file__), "data", "test.pdb")
 
-    pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))
-    atoms = [a for a in pdb.topology.atoms() if a.residue.name not in ("HOH", "Cl", "CL", "NA", "Na")]
-    indices = [a.index for a in atoms]
-    xyz = np.array(
-        pdb.getPositions(asNumpy=True).value_in_unit(app.PDBFile.__init__.__globals__["nanometers"])
+
+def reference_fixture_molecule(name="mol1.npz"):
+    """(positions Angstrom float64, atomic numbers, fragment ids, total charge) of a molecule
+    of the reference fixture."""
+    data = np.load(os.path.join(REFERENCE_FIXTURE, name))
+    return (
+        torch.tensor(data["positions"], dtype=torch.float64),
+        torch.tensor(data["atomic_numbers"], dtype=torch.long),
+        torch.tensor(data["cluster_ids"], dtype=torch.long),
+        float(data["charge"]),
     )
-    positions = torch.tensor(xyz[indices] * 10.0, dtype=torch.float64)
-    numbers = torch.tensor([a.element.atomic_number for a in atoms], dtype=torch.long)
-    fragments = torch.tensor(fragment_ids_from_topology(pdb.topology, indices), dtype=torch.long)
-    return positions, numbers, fragments
+
+
+def openmm_platforms():
+    """Every OpenMM platform this machine has, as pytest params; those other than Reference
+    and CPU (CUDA, OpenCL, HIP) are marked ``gpu``."""
+    import openmm
+
+    names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    return [
+        pytest.param(name, marks=() if name in ("Reference", "CPU") else pytest.mark.gpu) for name in names
+    ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import mdtraj
 import numpy as np
 import pytest
@@ -14,12 +12,9 @@ from openmmml_e2former.analysis.run_data import read_state_csv
 
 
 @pytest.fixture(scope="module")
-def villin():
+def villin(villin_traj):
     """Villin's protein atoms (582) from OpenMM's test.pdb, one frame."""
-    import openmm.app as app
-
-    traj = mdtraj.load(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))
-    return traj.atom_slice(traj.topology.select("protein"))
+    return villin_traj.atom_slice(villin_traj.topology.select("protein"))
 
 
 def _frames(base, xyz_list):

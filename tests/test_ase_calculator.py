@@ -10,12 +10,14 @@ import pytest
 
 ase = pytest.importorskip("ase")
 from ase.io import read  # noqa: E402
-from simulate_helpers import write_villin_piece  # noqa: E402
 
 from openmmml_e2former.ase import E2FormerCalculator, reduced_frame, residue_fragment_ids  # noqa: E402
 from openmmml_e2former.units import KJ_PER_MOL_TO_EV  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "ace_ala_nme.pdb")
+
+# one libtorch thread for the calculator's calls (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def openmm_energy_forces(pdb_path: str, potential: str = "e2former-lsr"):
@@ -41,10 +43,10 @@ def openmm_energy_forces(pdb_path: str, potential: str = "e2former-lsr"):
 
 
 @pytest.mark.parametrize("piece", ["dipeptide", "villin-5-residues"])
-def test_matches_openmm(tmp_path, piece):
+def test_matches_openmm(tmp_path, piece, villin_piece):
     """Same weights, same fragments (residues; caps merged) and float64: OpenMM's energy and
     forces through TorchForce equal the calculator's."""
-    path = DATA if piece == "dipeptide" else write_villin_piece(str(tmp_path / "p.pdb"), "resid 0 to 4")
+    path = DATA if piece == "dipeptide" else villin_piece(str(tmp_path / "p.pdb"), "resid 0 to 4")
     atoms = read(path)
     atoms.calc = E2FormerCalculator()
     energy, forces = openmm_energy_forces(path)
@@ -59,11 +61,24 @@ def test_residue_fragments_merge_caps():
 
 
 def test_forces_are_minus_the_energy_gradient():
+    """Central differences of the calculator's own energies (float64) along a random direction
+    over all atoms and along the largest force component: the calculator's units and frame,
+    not the network (test_model_invariants checks its forces in every configuration)."""
     atoms = read(DATA)
     atoms.calc = E2FormerCalculator()
     forces = atoms.get_forces()
-    numerical = atoms.calc.calculate_numerical_forces(atoms, d=1e-4)
-    np.testing.assert_allclose(forces, numerical, atol=2e-5)
+    start = atoms.get_positions()
+    random = np.random.default_rng(0).normal(size=forces.shape)
+    largest = np.zeros(forces.size)
+    largest[np.abs(forces).argmax()] = 1.0
+    h = 1e-4  # Angstrom
+    for direction in (random / np.linalg.norm(random), largest.reshape(forces.shape)):
+        energies = []
+        for sign in (1, -1):
+            atoms.set_positions(start + sign * h * direction)
+            energies.append(atoms.get_potential_energy())
+        slope = (energies[0] - energies[1]) / (2 * h)
+        assert slope == pytest.approx(-(forces * direction).sum(), abs=2e-5)
 
 
 def test_periodic_stress_matches_finite_differences():

@@ -8,19 +8,18 @@ this test compares the two end to end and checks the geometry against the stated
 from __future__ import annotations
 
 import numpy as np
-import openmm.app as app
 import openmm.unit as unit
 import pytest
 import torch
 
 from openmmml_e2former.caps import CAP_BOND_LENGTH
-from openmmml_e2former.data.generators import cut_window, villin_pdb_path
+from openmmml_e2former.data.generators import cut_window
 from openmmml_e2former.export import OpenMMModule, cut_bonds
 from openmmml_e2former.model import E2FormerLSR, small_config
 
 
-def test_training_windows_and_the_openmm_module_place_caps_alike():
-    pdb = app.PDBFile(villin_pdb_path())
+def test_training_windows_and_the_openmm_module_place_caps_alike(villin_pdb):
+    pdb = villin_pdb
     topology = pdb.topology
     angstrom = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
     residues = list(topology.residues())[4:8]  # four residues inside the chain: two cut bonds

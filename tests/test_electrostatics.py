@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from model_helpers import energy_forces, random_molecule, seeded_model
+from model_helpers import energy_forces, random_molecule
 
 from openmmml_e2former.model.electrostatics import coulomb_energies, kernel, total_charge_shift
 
@@ -49,8 +49,8 @@ def test_charges_add_up_to_the_total():
     assert (q - raw).tolist() == pytest.approx([float(q[0] - raw[0])] * 4)  # an equal shift
 
 
-def test_model_charges_sum_to_the_system_charge():
-    model = seeded_model(torch.float64, electrostatics="coulomb")
+def test_model_charges_sum_to_the_system_charge(cached_seeded_model):
+    model = cached_seeded_model(torch.float64, electrostatics="coulomb")
     pos, z, frag = random_molecule(seed=4)
     features, _ = model.features(pos, z, frag, torch.tensor(1.0), None, None, False)
     q = model.atomic_charges(features, torch.tensor(1.0, dtype=torch.float64))
@@ -58,10 +58,10 @@ def test_model_charges_sum_to_the_system_charge():
     assert float(q.std()) > 0.0  # learned, not uniform
 
 
-def test_two_distant_molecules_interact_through_coulomb_only():
+def test_two_distant_molecules_interact_through_coulomb_only(cached_seeded_model):
     """Beyond every cutoff, the energy of two molecules minus each alone is q_A q_B k / R for the
     learned net molecule charges: the Coulomb term reaches where the local and long-range blocks stop."""
-    model = seeded_model(torch.float64, electrostatics="coulomb", long_cutoff=8.0)
+    model = cached_seeded_model(torch.float64, electrostatics="coulomb", long_cutoff=8.0)
     a, za, fa = random_molecule(n_atoms=6, n_fragments=1, spread=1.5, seed=1)
     shift = torch.tensor([60.0, 0.0, 0.0], dtype=torch.float64)
     pos = torch.cat([a, a + shift])
@@ -81,8 +81,8 @@ def _self_energy(pos, q):
     return float(coulomb_energies(pos, q, None, K_EV_A, 2.0, 0.0).sum())
 
 
-def test_periodic_model_without_coulomb_cutoff_is_refused():
-    model = seeded_model(torch.float64, electrostatics="coulomb")
+def test_periodic_model_without_coulomb_cutoff_is_refused(cached_seeded_model):
+    model = cached_seeded_model(torch.float64, electrostatics="coulomb")
     pos, z, frag = random_molecule()
     with pytest.raises(ValueError, match="no cutoff"):
         energy_forces(model, pos, z, frag, torch.eye(3, dtype=torch.float64) * 60.0)
@@ -109,10 +109,10 @@ def test_minimum_image_coulomb_with_cutoff_matches_a_direct_sum():
     assert energy == pytest.approx(expected, rel=1e-12)
 
 
-def test_static_openmm_module_matches_the_network():
+def test_static_openmm_module_matches_the_network(cached_seeded_model):
     from openmmml_e2former.export import OpenMMModule
 
-    model = seeded_model(torch.float64, electrostatics="coulomb")
+    model = cached_seeded_model(torch.float64, electrostatics="coulomb")
     pos, z, frag = random_molecule(seed=9)
     atoms = list(range(len(z)))
     module = OpenMMModule(model, z.tolist(), frag.tolist(), 1.0, atoms, [], False, torch.float64)

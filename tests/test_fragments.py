@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 
 import numpy as np
@@ -15,10 +14,6 @@ from openmmml_e2former.fragments import (
     validate_fragment_ids,
 )
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
-VILLIN_PDB = os.path.join(os.path.dirname(app.__file__), "data", "test.pdb")
-CAPPED_PDB = os.path.join(DATA, "ace_ala_nme.pdb")
-
 # Counted independently of the module under test: test.pdb holds villin,
 # HOH waters and two Cl ions.
 WATER_NAMES = {"HOH"}
@@ -26,13 +21,13 @@ ION_NAMES = {"Cl", "CL"}
 
 
 @pytest.fixture(scope="module")
-def villin() -> app.Topology:
-    return app.PDBFile(VILLIN_PDB).topology
+def villin(villin_pdb) -> app.Topology:
+    return villin_pdb.topology
 
 
 @pytest.fixture(scope="module")
-def capped() -> app.Topology:
-    return app.PDBFile(CAPPED_PDB).topology
+def capped(dipeptide_pdb) -> app.Topology:
+    return dipeptide_pdb.topology
 
 
 def atoms_by_fragment(ids: np.ndarray, atom_indices) -> dict[int, set[int]]:

@@ -31,6 +31,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 import openmmtorch
+from model_helpers import openmm_platforms
 from openmmml import MLPotential
 
 from openmmml_e2former.checkpoints import save_checkpoint
@@ -42,7 +43,6 @@ from openmmml_e2former.units import EV_TO_KJ_PER_MOL
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 DIPEPTIDE_PDB = os.path.join(DATA, "ace_ala_nme.pdb")
-VILLIN_PDB = os.path.join(os.path.dirname(app.__file__), "data", "test.pdb")
 
 # 1 eV in kJ/mol, written out independently of the package: e (C) * N_A / 1000.
 EV = 1.602176634e-19 * 6.02214076e23 / 1000.0
@@ -50,7 +50,6 @@ EV = 1.602176634e-19 * 6.02214076e23 / 1000.0
 EV_PER_A = EV * 10.0
 KJ = unit.kilojoule_per_mole
 KJ_NM = unit.kilojoule_per_mole / unit.nanometer
-PLATFORMS = ["Reference", "CPU"]
 BACKENDS = ["torchforce", "pythonforce"]
 SEED = 0
 NOT_SOLUTE = {"HOH", "Cl", "CL", "NA", "Na"}
@@ -184,9 +183,9 @@ def ml_forces(system):
     return found
 
 
-def villin_protein() -> app.Modeller:
-    """Villin headpiece without waters and ions (582 atoms, no box)."""
-    pdb = app.PDBFile(VILLIN_PDB)
+def villin_solute(pdb: app.PDBFile) -> app.Modeller:
+    """Villin headpiece without waters and ions (582 atoms, no box), an editable copy of
+    ``pdb`` (the session's ``villin_pdb``)."""
     modeller = app.Modeller(pdb.topology, pdb.positions)
     modeller.deleteWater()
     modeller.delete([r for r in modeller.topology.residues() if r.name in NOT_SOLUTE])
@@ -196,28 +195,14 @@ def villin_protein() -> app.Modeller:
 
 # ----------------------------------------------------------------------------- fixtures
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread for libtorch (used by TorchForce and PythonForce alike).
-
-    The molecules here are small; on a 2-core machine shared with other jobs, OpenMP's
-    spinning threads made each call 10x slower.  Numbers do not depend on it.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one libtorch thread (TorchForce and PythonForce alike): see conftest.py; ``dipeptide_pdb`` and
+# ``villin_pdb`` come from there too
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def dipeptide() -> app.PDBFile:
-    return load_dipeptide()
-
-
-@pytest.fixture(scope="module")
-def dipeptide_reference(dipeptide):
-    return network_reference(dipeptide.topology, dipeptide.positions)
+def dipeptide_reference(dipeptide_pdb):
+    return network_reference(dipeptide_pdb.topology, dipeptide_pdb.positions)
 
 
 @pytest.fixture(scope="module")
@@ -233,19 +218,33 @@ def test_energy_conversion_constant():
     assert EV_TO_KJ_PER_MOL == pytest.approx(EV, rel=1e-14)
 
 
+@pytest.mark.parametrize("platform", openmm_platforms())
 @pytest.mark.parametrize(
-    "platform, backend, precision, rtol",
-    [(p, b, "double", 1e-5) for p in PLATFORMS for b in BACKENDS]
-    + [("CPU", "torchforce", "single", 1e-4), ("Reference", "pythonforce", "single", 1e-4)],
+    "name, backend, precision, rtol",
+    [("e2former-lsr", b, "double", 1e-5) for b in BACKENDS]
+    + [("e2former-lsr", b, "single", 1e-4) for b in BACKENDS]
+    + [("e2former", "torchforce", "double", 1e-5)],
 )
-def test_energy_and_forces_match_network(dipeptide, dipeptide_reference, platform, backend, precision, rtol):
-    system = dipeptide_system(backend, precision)
+def test_energy_and_forces_match_network(
+    dipeptide_pdb, dipeptide_reference, name, backend, precision, rtol, platform
+):
+    """On every platform (CUDA ones: marked gpu), both backends, both precisions, and the
+    local-only potential ('e2former'); test_model_invariants runs the exported module of
+    every network configuration the same way."""
+    if platform not in ("Reference", "CPU") and not torch.cuda.is_available():
+        pytest.skip("PyTorch sees no CUDA device")
+    system = dipeptide_system(backend, precision, name)
     (force,) = ml_forces(system)
     expected = openmm.PythonForce if backend == "pythonforce" else openmmtorch.TorchForce
     assert isinstance(force, expected)
     assert not force.usesPeriodicBoundaryConditions()
-    energy, forces = evaluate(system, dipeptide.positions, platform)
-    ref_energy, ref_forces = dipeptide_reference
+    energy, forces = evaluate(system, dipeptide_pdb.positions, platform)
+    if name == "e2former-lsr":
+        ref_energy, ref_forces = dipeptide_reference
+    else:
+        ref_energy, ref_forces = network_reference(
+            dipeptide_pdb.topology, dipeptide_pdb.positions, long_range=False
+        )
     assert_energy_close(energy, ref_energy, rtol)
     assert_forces_close(forces, ref_forces, rtol)
 
@@ -271,12 +270,12 @@ def test_periodic_box_is_passed_in_nanometres():
     assert_forces_close(forces, ref_forces, 1e-5)
 
 
-def test_repeated_evaluation_after_jit_optimisation(dipeptide, dipeptide_reference):
+def test_repeated_evaluation_after_jit_optimisation(dipeptide_pdb, dipeptide_reference):
     """TorchScript's profiling executor swaps in an optimised graph from the 3rd call of a
     module on: those calls must give the same numbers as the first (unoptimised) one."""
     system = dipeptide_system("torchforce", "double")
     context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
-    context.setPositions(dipeptide.positions)
+    context.setPositions(dipeptide_pdb.positions)
     for call in range(4):
         state = context.getState(getEnergy=True, getForces=True)
         energy = state.getPotentialEnergy().value_in_unit(KJ)
@@ -313,25 +312,25 @@ copyable_torchforce = pytest.mark.skipif(
 
 
 @copyable_torchforce
-def test_torchforce_system_xml_round_trip(dipeptide, dipeptide_reference):
+def test_torchforce_system_xml_round_trip(dipeptide_pdb, dipeptide_reference):
     system = dipeptide_system("torchforce", "double")
     xml = openmm.XmlSerializer.serialize(system)
     assert "TorchForce" in xml
     restored = openmm.XmlSerializer.deserialize(xml)
     assert len(ml_forces(restored)) == 1
-    energy = evaluate_energy(restored, dipeptide.positions)
+    energy = evaluate_energy(restored, dipeptide_pdb.positions)
     assert_energy_close(energy, dipeptide_reference[0], 1e-5)
 
 
 @copyable_torchforce
-def test_torchforce_system_deepcopy(dipeptide, dipeptide_reference):
+def test_torchforce_system_deepcopy(dipeptide_pdb, dipeptide_reference):
     system = copy.deepcopy(dipeptide_system("torchforce", "double"))
-    energy = evaluate_energy(system, dipeptide.positions, "CPU")
+    energy = evaluate_energy(system, dipeptide_pdb.positions, "CPU")
     assert_energy_close(energy, dipeptide_reference[0], 1e-5)
 
 
 @copyable_torchforce
-def test_torchforce_inside_custom_cv_force(dipeptide, dipeptide_reference):
+def test_torchforce_inside_custom_cv_force(dipeptide_pdb, dipeptide_reference):
     source = dipeptide_system("torchforce", "double")
     (force,) = ml_forces(source)
     system = openmm.System()
@@ -340,17 +339,17 @@ def test_torchforce_inside_custom_cv_force(dipeptide, dipeptide_reference):
     cv = openmm.CustomCVForce("ml")
     cv.addCollectiveVariable("ml", copy.deepcopy(force))
     system.addForce(cv)
-    energy, forces = evaluate(system, dipeptide.positions)
+    energy, forces = evaluate(system, dipeptide_pdb.positions)
     assert_energy_close(energy, dipeptide_reference[0], 1e-5)
     assert_forces_close(forces, dipeptide_reference[1], 1e-5)
 
 
-def test_pythonforce_system_xml_round_trip(dipeptide, dipeptide_reference):
+def test_pythonforce_system_xml_round_trip(dipeptide_pdb, dipeptide_reference):
     system = dipeptide_system("pythonforce", "double")
     restored = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
     (force,) = ml_forces(restored)
     assert isinstance(force, openmm.PythonForce)
-    energy, forces = evaluate(restored, dipeptide.positions)
+    energy, forces = evaluate(restored, dipeptide_pdb.positions)
     assert_energy_close(energy, dipeptide_reference[0], 1e-5)
     assert_forces_close(forces, dipeptide_reference[1], 1e-5)
 
@@ -359,8 +358,8 @@ def test_pythonforce_system_xml_round_trip(dipeptide, dipeptide_reference):
 
 
 # 130-180 s on a 2-core CPU (1.3 s/step): the longest default test, kept in CI on purpose (issue 2)
-def test_villin_mixed_system_md_stays_finite(amber):
-    pdb = app.PDBFile(VILLIN_PDB)
+def test_villin_mixed_system_md_stays_finite(amber, villin_pdb):
+    pdb = villin_pdb
     assert pdb.topology.getNumAtoms() == 8867
     mm_system = amber.createSystem(
         pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=1 * unit.nanometer, constraints=app.HBonds
@@ -403,13 +402,13 @@ def test_villin_mixed_system_md_stays_finite(amber):
 # ----------------------------------------------------------------------- 4. interpolation
 
 
-def test_interpolate_endpoints(dipeptide, amber):
+def test_interpolate_endpoints(dipeptide_pdb, amber):
     """lambda_interpolate = 1 gives the mixed system, 0 the pure MM system.
 
     The ML region (ACE-ALA-ALA) cuts the ALA-NME peptide bond, so a link atom and MM
     terms across the boundary are involved.
     """
-    topology = dipeptide.topology
+    topology = dipeptide_pdb.topology
     mm_system = amber.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=None)
     ml_atoms = [a.index for a in topology.atoms() if a.residue.name != "NME"]
     assert 0 < len(ml_atoms) < topology.getNumAtoms()
@@ -419,10 +418,10 @@ def test_interpolate_endpoints(dipeptide, amber):
         topology, mm_system, ml_atoms, interpolate=True, precision="double"
     )
 
-    e_mm, f_mm = evaluate(mm_system, dipeptide.positions)
-    e_mixed, f_mixed = evaluate(mixed, dipeptide.positions)
-    e_one, f_one = evaluate(interpolated, dipeptide.positions, parameters={"lambda_interpolate": 1.0})
-    e_zero, f_zero = evaluate(interpolated, dipeptide.positions, parameters={"lambda_interpolate": 0.0})
+    e_mm, f_mm = evaluate(mm_system, dipeptide_pdb.positions)
+    e_mixed, f_mixed = evaluate(mixed, dipeptide_pdb.positions)
+    e_one, f_one = evaluate(interpolated, dipeptide_pdb.positions, parameters={"lambda_interpolate": 1.0})
+    e_zero, f_zero = evaluate(interpolated, dipeptide_pdb.positions, parameters={"lambda_interpolate": 0.0})
     scale = max(abs(e_mm), abs(e_mixed), 1.0)
     assert abs(e_one - e_mixed) <= 1e-6 * scale, (e_one, e_mixed)
     assert abs(e_zero - e_mm) <= 1e-6 * scale, (e_zero, e_mm)
@@ -432,7 +431,7 @@ def test_interpolate_endpoints(dipeptide, amber):
     assert_forces_close(f_zero[:n], f_mm, 1e-6)
 
 
-def test_interpolate_uses_the_ml_region_charge(dipeptide, amber, tmp_path):
+def test_interpolate_uses_the_ml_region_charge(dipeptide_pdb, amber, tmp_path):
     """Dipeptide + Na+ (ML region charge +1) with a network whose charge embedding is not zero."""
     torch.manual_seed(SEED)
     model = E2FormerLSR(small_config()).eval()
@@ -440,7 +439,7 @@ def test_interpolate_uses_the_ml_region_charge(dipeptide, amber, tmp_path):
         model.charge_embedding.normal_()
     path = tmp_path / "charged.pt"
     save_checkpoint(model, str(path))
-    modeller = app.Modeller(dipeptide.topology, dipeptide.positions)
+    modeller = app.Modeller(dipeptide_pdb.topology, dipeptide_pdb.positions)
     ion = app.Topology()
     residue = ion.addResidue("NA", ion.addChain())
     ion.addAtom("NA", app.Element.getBySymbol("Na"), residue)
@@ -458,13 +457,13 @@ def test_interpolate_uses_the_ml_region_charge(dipeptide, amber, tmp_path):
 
 
 @pytest.mark.parametrize("structure", ["dipeptide", "villin"])
-def test_formal_charge_matches_force_field_charges(amber, structure):
+def test_formal_charge_matches_force_field_charges(amber, structure, request):
     """The formal-charge fallback (used when openmm-ml passes an empty System) agrees with
     the rounded amber14 partial charges, an independent source; the capped dipeptide's
     NME methyl hydrogens (H1/H2/H3) must not count as an NH3+ terminus."""
     from openmmml_e2former.potential import formal_charge
 
-    pdb = load_dipeptide() if structure == "dipeptide" else app.PDBFile(VILLIN_PDB)
+    pdb = request.getfixturevalue(f"{structure}_pdb")
     system = amber.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff)
     nonbonded = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
     atoms = [a.index for a in pdb.topology.atoms() if a.residue.name != "HOH"]
@@ -494,10 +493,10 @@ def test_unsupported_element_is_named():
     assert "atom 1" not in message  # the water is fine
 
 
-def test_empty_ml_selection(dipeptide, amber):
-    mm_system = amber.createSystem(dipeptide.topology, nonbondedMethod=app.NoCutoff)
+def test_empty_ml_selection(dipeptide_pdb, amber):
+    mm_system = amber.createSystem(dipeptide_pdb.topology, nonbondedMethod=app.NoCutoff)
     with pytest.raises(ValueError, match="empty"):
-        lsr_potential().createMixedSystem(dipeptide.topology, mm_system, [])
+        lsr_potential().createMixedSystem(dipeptide_pdb.topology, mm_system, [])
 
 
 @pytest.mark.parametrize(
@@ -524,40 +523,40 @@ def test_box_too_small_for_cutoff(name, edge_nm, ok):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_nan_positions_raise(dipeptide, backend):
+def test_nan_positions_raise(dipeptide_pdb, backend):
     system = dipeptide_system(backend, "double")
-    xyz = positions_nm(dipeptide.positions)
+    xyz = positions_nm(dipeptide_pdb.positions)
     xyz[5, 1] = np.nan
     with pytest.raises((openmm.OpenMMException, ValueError), match="NaN") as info:
         evaluate(system, xyz * unit.nanometer, "Reference")
     assert "5" in str(info.value)
 
 
-def test_missing_checkpoint(dipeptide):
+def test_missing_checkpoint(dipeptide_pdb):
     with pytest.raises(ValueError, match="not found") as info:
-        MLPotential("e2former-lsr", modelPath="/nonexistent.pt").createSystem(dipeptide.topology)
+        MLPotential("e2former-lsr", modelPath="/nonexistent.pt").createSystem(dipeptide_pdb.topology)
     assert "/nonexistent.pt" in str(info.value)
 
 
-def test_corrupt_checkpoint(dipeptide, tmp_path):
+def test_corrupt_checkpoint(dipeptide_pdb, tmp_path):
     path = tmp_path / "corrupt.pt"
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     with pytest.raises(ValueError, match="corrupt") as info:
-        MLPotential("e2former-lsr", modelPath=str(path)).createSystem(dipeptide.topology)
+        MLPotential("e2former-lsr", modelPath=str(path)).createSystem(dipeptide_pdb.topology)
     assert str(path) in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["e2former-lsr", "e2former"])
-def test_no_weights_names_model_path(dipeptide, name, tmp_path, monkeypatch):
+def test_no_weights_names_model_path(dipeptide_pdb, name, tmp_path, monkeypatch):
     """Without a shipped checkpoint (the lookup pointed at an empty folder) the error names modelPath."""
     import openmmml_e2former.checkpoints as checkpoints
 
     monkeypatch.setattr(checkpoints, "potentials_dir", lambda: str(tmp_path))
     with pytest.raises(ValueError, match="modelPath"):
-        MLPotential(name).createSystem(dipeptide.topology)
+        MLPotential(name).createSystem(dipeptide_pdb.topology)
 
 
-def test_default_weights_come_from_the_cache(dipeptide, tmp_path, monkeypatch):
+def test_default_weights_come_from_the_cache(dipeptide_pdb, tmp_path, monkeypatch):
     """Without modelPath and without shipped weights, <name>.pt in the weights cache is used,
     and the potential states what it loaded (file, energy unit)."""
     import openmmml_e2former.checkpoints as checkpoints
@@ -569,45 +568,45 @@ def test_default_weights_come_from_the_cache(dipeptide, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENMMML_E2FORMER_OFFLINE", "1")
     save_checkpoint(seeded_network(long_range=False), str(cache / "e2former.pt"))
     potential = MLPotential("e2former")
-    system = potential.createSystem(dipeptide.topology, precision="double")
+    system = potential.createSystem(dipeptide_pdb.topology, precision="double")
     assert potential._impl.metadata["path"] == str(cache / "e2former.pt")
     assert potential._impl.metadata["energy_unit"] == "eV"
-    expected, _ = network_reference(dipeptide.topology, dipeptide.positions, long_range=False)
-    assert_energy_close(evaluate_energy(system, dipeptide.positions), expected, 1e-8)
+    expected, _ = network_reference(dipeptide_pdb.topology, dipeptide_pdb.positions, long_range=False)
+    assert_energy_close(evaluate_energy(system, dipeptide_pdb.positions), expected, 1e-8)
 
 
-def test_missing_default_weights_say_which_file_to_put_where(dipeptide, tmp_path, monkeypatch):
+def test_missing_default_weights_say_which_file_to_put_where(dipeptide_pdb, tmp_path, monkeypatch):
     import openmmml_e2former.checkpoints as checkpoints
 
     monkeypatch.setattr(checkpoints, "potentials_dir", lambda: str(tmp_path / "none"))
     monkeypatch.setenv("OPENMMML_E2FORMER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OPENMMML_E2FORMER_OFFLINE", "1")
     with pytest.raises(ValueError) as info:
-        MLPotential("e2former").createSystem(dipeptide.topology)
+        MLPotential("e2former").createSystem(dipeptide_pdb.topology)
     assert str(tmp_path / "cache" / "e2former.pt") in str(info.value)
     assert "modelPath" in str(info.value)
 
 
-def test_checkpoint_model_path_round_trip(dipeptide, dipeptide_reference, tmp_path):
+def test_checkpoint_model_path_round_trip(dipeptide_pdb, dipeptide_reference, tmp_path):
     """A checkpoint of the seeded network, loaded through modelPath=, gives its energy."""
     path = tmp_path / "seeded.pt"
     torch.manual_seed(SEED)
     save_checkpoint(E2FormerLSR(small_config()).eval(), str(path))
     system = MLPotential("e2former-lsr", modelPath=str(path)).createSystem(
-        dipeptide.topology, precision="double"
+        dipeptide_pdb.topology, precision="double"
     )
-    energy = evaluate_energy(system, dipeptide.positions)
+    energy = evaluate_energy(system, dipeptide_pdb.positions)
     assert_energy_close(energy, dipeptide_reference[0], 1e-8)
     # the same long-range checkpoint must not pass for the local-only potential
     with pytest.raises(ValueError, match="e2former-lsr"):
-        MLPotential("e2former", modelPath=str(path)).createSystem(dipeptide.topology)
+        MLPotential("e2former", modelPath=str(path)).createSystem(dipeptide_pdb.topology)
 
 
 # ------------------------------------------------------------------- 6. export round trip
 
 
-def test_exported_module_in_fresh_process(dipeptide, dipeptide_reference, tmp_path):
-    topology = dipeptide.topology
+def test_exported_module_in_fresh_process(dipeptide_pdb, dipeptide_reference, tmp_path):
+    topology = dipeptide_pdb.topology
     numbers = [a.element.atomic_number for a in topology.atoms()]
     fragments = [int(f) for f in fragment_ids_from_topology(topology)]
     torch.manual_seed(SEED)
@@ -615,7 +614,7 @@ def test_exported_module_in_fresh_process(dipeptide, dipeptide_reference, tmp_pa
     path = tmp_path / "exported.pt"
     save_module(module, str(path))
     with torch.no_grad():
-        in_process = float(module(torch.tensor(positions_nm(dipeptide.positions))))
+        in_process = float(module(torch.tensor(positions_nm(dipeptide_pdb.positions))))
     assert_energy_close(in_process, dipeptide_reference[0], 1e-10)
 
     script = textwrap.dedent(
@@ -646,8 +645,8 @@ def test_exported_module_in_fresh_process(dipeptide, dipeptide_reference, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def villin_link_system(amber):
-    modeller = villin_protein()
+def villin_link_system(amber, villin_pdb):
+    modeller = villin_solute(villin_pdb)
     topology = modeller.topology
     assert topology.getNumAtoms() == 582
     mm_system = amber.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=None)
@@ -708,8 +707,8 @@ def test_link_atoms_forces_are_minus_gradient(villin_link_system):
     assert group_energy(xyz) == pytest.approx(energy, rel=1e-10, abs=1e-8)
 
 
-def test_link_atoms_false_refuses_cut_bonds(amber):
-    modeller = villin_protein()
+def test_link_atoms_false_refuses_cut_bonds(amber, villin_pdb):
+    modeller = villin_solute(villin_pdb)
     topology = modeller.topology
     mm_system = amber.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=None)
     ml_atoms = [a.index for a in topology.atoms() if 10 <= a.residue.index <= 20]
@@ -725,20 +724,6 @@ def _cuda_platform():
         return openmm.Platform.getPlatformByName("CUDA")
     except Exception:  # OpenMMException: no such platform
         return None
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(
-    _cuda_platform() is None, reason="the OpenMM CUDA platform is not available on this machine"
-)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_cuda_matches_reference(dipeptide, dipeptide_reference, backend):
-    if not torch.cuda.is_available():
-        pytest.skip("PyTorch sees no CUDA device")
-    system = dipeptide_system(backend, "double")
-    energy, forces = evaluate(system, dipeptide.positions, "CUDA")
-    assert_energy_close(energy, dipeptide_reference[0], 1e-5)
-    assert_forces_close(forces, dipeptide_reference[1], 1e-5)
 
 
 def _cuda_ready():
@@ -765,15 +750,15 @@ def _after_steps(system, positions, steps: int):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["double", "single"])
-def test_cuda_graphs_match_network_after_capture(dipeptide, precision):
+def test_cuda_graphs_match_network_after_capture(dipeptide_pdb, precision):
     """useCUDAGraphs: after openmm-torch's 10 warm-up calls the step is a replayed graph; the
     energy and forces at the positions it reached equal the float64 network's there."""
     _cuda_ready()
     system = lsr_potential().createSystem(
-        dipeptide.topology, precision=precision, backend="torchforce", useCUDAGraphs=True
+        dipeptide_pdb.topology, precision=precision, backend="torchforce", useCUDAGraphs=True
     )
-    positions, energy, forces = _after_steps(system, dipeptide.positions, 25)
-    ref_energy, ref_forces = network_reference(dipeptide.topology, positions)
+    positions, energy, forces = _after_steps(system, dipeptide_pdb.positions, 25)
+    ref_energy, ref_forces = network_reference(dipeptide_pdb.topology, positions)
     tolerance = 1e-5 if precision == "double" else 2e-3
     assert_energy_close(energy, ref_energy, tolerance)
     assert_forces_close(forces, ref_forces, tolerance)
@@ -781,30 +766,26 @@ def test_cuda_graphs_match_network_after_capture(dipeptide, precision):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("compile_module", [False, True])
-def test_pythonforce_runs_network_on_cuda(dipeptide, compile_module):
+def test_pythonforce_runs_network_on_cuda(dipeptide_pdb, compile_module):
     """The Python-side backend computes on the GPU (device='cuda'), eager or torch.compile'd
     (CUDA graphs through mode='reduce-overhead'), and matches the float64 network."""
     _cuda_ready()
     system = lsr_potential().createSystem(
-        dipeptide.topology, precision="double", backend="pythonforce", device="cuda", compile=compile_module
+        dipeptide_pdb.topology,
+        precision="double",
+        backend="pythonforce",
+        device="cuda",
+        compile=compile_module,
     )
     computation = [f for f in system.getForces() if isinstance(f, openmm.PythonForce)]
     assert computation, "no PythonForce in the System"
-    positions, energy, forces = _after_steps(system, dipeptide.positions, 5)
-    ref_energy, ref_forces = network_reference(dipeptide.topology, positions)
+    positions, energy, forces = _after_steps(system, dipeptide_pdb.positions, 5)
+    ref_energy, ref_forces = network_reference(dipeptide_pdb.topology, positions)
     assert_energy_close(energy, ref_energy, 1e-5)
     assert_forces_close(forces, ref_forces, 1e-5)
 
 
-# ------------------------------------------------------------------ 9. local-only 'e2former'
-
-
-def test_local_only_potential_matches_network(dipeptide):
-    system = dipeptide_system("torchforce", "double", name="e2former")
-    energy, forces = evaluate(system, dipeptide.positions, "CPU")
-    ref_energy, ref_forces = network_reference(dipeptide.topology, dipeptide.positions, long_range=False)
-    assert_energy_close(energy, ref_energy, 1e-5)
-    assert_forces_close(forces, ref_forces, 1e-5)
+# ------------------------------------------------------------------------ 9. plug-in loading
 
 
 def test_openmm_imported_before_torch_still_gets_torchforce_kernels(tmp_path):

@@ -17,7 +17,7 @@ import openmm.unit as unit
 import pytest
 import torch
 from openmmml import MLPotential
-from test_openmm import SEED, evaluate, load_dipeptide, villin_protein
+from test_openmm import SEED, evaluate, load_dipeptide, villin_solute
 
 from openmmml_e2former.caps import CAP_BOND_LENGTH
 from openmmml_e2former.export import OpenMMModule, cut_bonds
@@ -71,11 +71,11 @@ def own_caps_energy(topology, positions, ml_atoms) -> float:
 
 
 @needs_openmmml_18
-def test_openmmml_link_atoms_agree_with_ours():
+def test_openmmml_link_atoms_agree_with_ours(villin_pdb):
     """openmm-ml 1.8's link atoms (virtual sites it adds) and ours (caps inside the module)
     give the same energy when placed at the same distances; at openmm-ml's default distances
     (sums of covalent radii) the caps sit 0.02 A closer and the energy moves by a little."""
-    modeller = villin_protein()
+    modeller = villin_solute(villin_pdb)
     topology, positions = modeller.topology, modeller.positions
     amber = app.ForceField("amber14-all.xml")
     mm_system = amber.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=None)
@@ -105,13 +105,13 @@ def test_openmmml_link_atoms_agree_with_ours():
     assert 1e-6 < abs(shift) < 5.0, shift  # kJ/mol, random network; docs/mixed-system.md
 
 
-def test_protocol_mixed_system_keeps_caps_in_the_model():
+def test_protocol_mixed_system_keeps_caps_in_the_model(villin_pdb):
     """Protocols carry one Topology through every stage, so an ML region that cuts bonds keeps
     its caps inside the model on both stacks: no extra particles, the ML energy of our own
     caps, and (openmm-ml 1.8) the same MM part as openmm-ml's own mechanical embedding."""
     from openmmml_e2former.simulate.system import build_mixed_system
 
-    modeller = villin_protein()
+    modeller = villin_solute(villin_pdb)
     topology, positions = modeller.topology, modeller.positions
     mm_system = app.ForceField("amber14-all.xml").createSystem(topology, nonbondedMethod=app.NoCutoff)
     ml_atoms = [a.index for a in topology.atoms() if 10 <= a.residue.index <= 20]

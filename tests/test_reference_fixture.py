@@ -1,14 +1,13 @@
-"""Our network against the authors' reference fixture (see tests/fixtures/PROVENANCE.md)."""
+"""Our network against the authors' reference fixture (see tests/fixtures/PROVENANCE.md); the
+network is ``reference_network`` (conftest.py), loaded once per session."""
 
 import os
 
 import numpy as np
 import pytest
 import torch
+from model_helpers import REFERENCE_FIXTURE as FIXTURE
 
-from openmmml_e2former.checkpoints import load_checkpoint
-
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "ubio-e2former-lsr")
 # Stage names in the fixture that our network records under the same name.
 STAGES = [
     "embed_proj_out",
@@ -26,12 +25,6 @@ STAGES = [
     "cluster_attn_1_out",
     "final_linear_out",
 ]
-
-
-@pytest.fixture(scope="module")
-def reference_model():
-    model, _ = load_checkpoint(os.path.join(FIXTURE, "state_dict.pt"))
-    return model
 
 
 def load_molecule(name):
@@ -57,19 +50,19 @@ def energy_and_forces(model, inputs, fixed_centres=True):
 
 
 @pytest.mark.parametrize("name", ["mol1.npz", "mol1_rot_trans.npz"])
-def test_energy_and_forces_match_reference(reference_model, name):
+def test_energy_and_forces_match_reference(reference_network, name):
     inputs, data = load_molecule(name)
-    energy, forces = energy_and_forces(reference_model, inputs)
+    energy, forces = energy_and_forces(reference_network, inputs)
     assert abs(energy - float(data["energy"][0])) <= 1e-5 * abs(float(data["energy"][0]))
     scale = np.abs(data["forces"]).max()
     assert np.abs(forces - data["forces"]).max() <= 1e-4 * scale
 
 
-def test_intermediate_tensors_match_reference(reference_model):
+def test_intermediate_tensors_match_reference(reference_network):
     inputs, _ = load_molecule("mol1.npz")
     stages_ref = np.load(os.path.join(FIXTURE, "mol1_intermediates.npz"))
     with torch.no_grad():
-        _, stages = reference_model.features(
+        _, stages = reference_network.features(
             inputs["positions"],
             inputs["atomic_numbers"],
             inputs["fragment_ids"],
@@ -82,7 +75,7 @@ def test_intermediate_tensors_match_reference(reference_model):
         ref = torch.tensor(stages_ref[name]).reshape(stages[name].shape)
         err = float((stages[name] - ref).abs().max())
         assert err <= 1e-5 * float(ref.abs().max()) + 1e-6, f"{name}: max error {err}"
-    per_atom = reference_model.per_atom_energies(
+    per_atom = reference_network.per_atom_energies(
         inputs["positions"],
         inputs["atomic_numbers"],
         inputs["fragment_ids"],
@@ -94,30 +87,14 @@ def test_intermediate_tensors_match_reference(reference_model):
     assert float((per_atom.detach() - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
 
 
-def test_torchscript_matches_eager_on_reference(reference_model):
-    inputs, _ = load_molecule("mol1.npz")
-    scripted = torch.jit.script(reference_model)
-    args = (
-        inputs["positions"],
-        inputs["atomic_numbers"],
-        inputs["fragment_ids"],
-        inputs["charge"],
-        None,
-        inputs["centres"],
-    )
-    assert abs(float(scripted(*args)) - float(reference_model(*args))) <= 1e-6 * abs(
-        float(reference_model(*args))
-    )
-
-
-def test_differentiable_centres_give_zero_net_force(reference_model):
+def test_differentiable_centres_give_zero_net_force(reference_network):
     """Our OpenMM path computes centres from positions: exact gradient, zero net force.
 
     The fixture's own net force is not zero (centres held fixed); the difference from the
     fixed-centre forces stays small (the fixture README quotes 1.5 % of max |F|).
     """
     inputs, data = load_molecule("mol1.npz")
-    _, forces = energy_and_forces(reference_model, inputs, fixed_centres=False)
+    _, forces = energy_and_forces(reference_network, inputs, fixed_centres=False)
     scale = np.abs(data["forces"]).max()
     assert np.abs(forces.sum(axis=0)).max() <= 1e-5 * scale
     assert np.abs(data["forces"].sum(axis=0)).max() > 1e-4  # the reference does not conserve momentum

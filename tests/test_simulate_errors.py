@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from simulate_helpers import md_stage, small_protocol, write_villin_piece
+from simulate_helpers import md_stage, small_protocol
 
 from openmmml_e2former.simulate import protocol_from_dict, run_protocol
 
@@ -17,9 +17,9 @@ MINIMIZE = {"name": "min", "type": "minimize", "forces": "mm", "max_iterations":
 
 
 @pytest.fixture(scope="module")
-def peptide(tmp_path_factory):
+def peptide(tmp_path_factory, villin_piece):
     """Villin residues 0-2 without solvent (its C-terminus lacks OXT: preparation adds it)."""
-    return write_villin_piece(str(tmp_path_factory.mktemp("pep") / "peptide.pdb"), "resid 0 to 2")
+    return villin_piece(str(tmp_path_factory.mktemp("pep") / "peptide.pdb"), "resid 0 to 2")
 
 
 def _run(tmp_path, pdb, ml, protocol=None, **kw):

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 import yaml
-from simulate_helpers import md_stage, small_protocol, write_villin_piece
+from simulate_helpers import md_stage, small_protocol
 
 from openmmml_e2former.analysis.run_data import read_state_csv
 from openmmml_e2former.simulate.restart import dcd_frame_count
@@ -49,8 +49,8 @@ def _dcd_xyz(path, pdb):
     return mdtraj.load_dcd(path, top=mdtraj.load_topology(pdb)).xyz
 
 
-def test_killed_run_resumes_without_duplicate_or_missing_frames(tmp_path):
-    pdb = write_villin_piece(str(tmp_path / "peptide.pdb"), "resid 0 to 2")
+def test_killed_run_resumes_without_duplicate_or_missing_frames(tmp_path, villin_piece):
+    pdb = villin_piece(str(tmp_path / "peptide.pdb"), "resid 0 to 2")
     stages = [
         {"name": "min", "type": "minimize", "forces": "mm", "max_iterations": 50},
         md_stage(
