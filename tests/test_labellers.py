@@ -269,3 +269,48 @@ def test_a_labeller_that_cannot_be_created_fails_before_any_output(tmp_path, mon
     finally:
         signal.alarm(0)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_killed_dask_labelling_keeps_what_was_written_and_a_rerun_completes_it(tmp_path):
+    """The labelling job is killed (SIGKILL) while 2 Dask workers label: every chunk on disk is
+    readable, what it holds is kept, and the same command completes the set without duplicates
+    and with the labels of labelling in one process."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from openmmml_e2former.data.extxyz import write_structures
+
+    structures = [methanol_dimer(seed) for seed in range(24)]
+    source = str(tmp_path / "in.extxyz")
+    write_structures(source, structures)
+    out = tmp_path / "labels"
+    command = [sys.executable, "-m", "openmmml_e2former.cli", "label", "run", source, "-o", str(out)]
+    command += ["--workers", "2", "--chunk-size", "5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (out.exists() and len(done_ids(str(out))) >= 3):
+        if process.poll() is not None or time.time() > deadline:
+            pytest.fail(f"labelling ended before it could be killed:\n{process.stdout.read()}")
+        time.sleep(0.05)
+    import psutil
+
+    workers = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGKILL)  # the whole job, as a batch system kills it
+    for child in workers:
+        child.kill()
+    process.wait()
+    kept = {s.id: s.energy for s in read_structures(str(out))}
+    assert 3 <= len(kept) < len(structures), "nothing was in flight: nothing to test"
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    labelled = read_structures(str(out))
+    assert sorted(s.id for s in labelled) == sorted(s.id for s in structures)  # none twice, none missing
+    reference = label_dataset(structures[:4], str(tmp_path / "serial"), progress=False)
+    assert reference["labelled"] == 4
+    by_id = {s.id: s.energy for s in labelled}
+    for s in read_structures(str(tmp_path / "serial")):  # other thread counts: SCF-converged alike
+        assert by_id[s.id] == pytest.approx(s.energy, abs=1e-6)
+    assert all(by_id[k] == v for k, v in kept.items())  # what was written before the kill is kept

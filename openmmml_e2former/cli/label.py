@@ -32,7 +32,10 @@ def add_parser(sub) -> None:
         "--gpu", default="auto", choices=["auto", "true", "false"],
         help="pyscf/hf: GPU4PySCF (auto: when installed and a CUDA device is present)",
     )  # fmt: skip
-    run.add_argument("--workers", type=int, default=1, help="labelling processes")
+    run.add_argument(
+        "--workers", type=int, default=1, help="labelling processes (more than 1: a local Dask cluster)"
+    )
+    run.add_argument("--address", default=None, help="label on a running Dask scheduler (tcp://host:8786)")
     run.add_argument("--chunk-size", type=int, default=100, help="structures per chunk file")
     run.add_argument("--retry-failed", action="store_true", help="label again the ids in failed.jsonl")
     run.set_defaults(func=run_label)
@@ -108,6 +111,7 @@ def run_label(args) -> None:
         args.workers,
         args.chunk_size,
         retry_failed=args.retry_failed,
+        address=args.address,
     )
     print(summary)
 

@@ -1,4 +1,4 @@
-"""Label a dataset in resumable chunks, in parallel over processes, with a progress bar.
+"""Label a dataset in resumable chunks, in parallel on Dask workers, with a progress bar.
 
 Output: a folder of ``chunk-NNNNN.extxyz`` files. A single writer (the main process) rewrites the
 current chunk atomically (temporary file + ``os.replace``) after every labelled structure, so a
@@ -17,34 +17,36 @@ import warnings
 from .extxyz import read_structures, write_structures
 from .structure import Structure
 
-_LABELLER = None
-_INIT_ERROR = None
+#: labellers already created in this process (a Dask worker keeps one per method and options)
+_LABELLERS: dict = {}
 
 
-def _init_worker(name: str, options: dict) -> None:
-    """Pool initializer. It must not raise: a Pool replaces a worker whose initializer fails, for
-    ever, so an error is kept and reported for each structure instead."""
-    global _LABELLER, _INIT_ERROR
+def _labeller(name: str, options: dict, worker: bool):
     from .labellers import make_labeller
 
-    try:
-        import torch
+    key = (name, json.dumps(options, sort_keys=True, default=str))
+    if key not in _LABELLERS:
+        if worker:  # a Dask worker process: one core each
+            try:
+                import torch
 
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+                torch.set_num_threads(1)
+            except ImportError:
+                pass
+        _LABELLERS[key] = make_labeller(name, **options)
+    return _LABELLERS[key]
+
+
+def label_one(structure: Structure, name: str, options: dict, worker: bool = False):
+    """``(labelled structure, None)`` or ``(structure, error text)``; never raises, so that one bad
+    structure (or a labeller a worker cannot create) is recorded and the others go on."""
     try:
-        _LABELLER = make_labeller(name, **options)
+        labeller = _labeller(name, options, worker)
     except Exception as exc:
-        _INIT_ERROR = f"cannot create the labeller: {type(exc).__name__}: {exc}"
-
-
-def _label_one(structure: Structure):
-    if _LABELLER is None:
-        return structure, _INIT_ERROR or "no labeller in this worker"
+        return structure, f"cannot create the labeller: {type(exc).__name__}: {exc}"
     try:
-        return _LABELLER.apply(structure), None
-    except Exception as exc:  # record and continue: one bad structure must not stop the run
+        return labeller.apply(structure), None
+    except Exception as exc:  # record and continue
         return structure, f"{type(exc).__name__}: {exc}"
 
 
@@ -89,13 +91,15 @@ def label_dataset(
     chunk_size: int = 100,
     progress: bool = True,
     retry_failed: bool = False,
+    address: str | None = None,
 ) -> dict:
     """Label every structure not yet in ``output_dir``; returns counts and CPU seconds.
 
+    ``workers`` > 1 labels on a local Dask cluster of that many processes, ``address`` on a
+    running Dask scheduler (``docs/campaigns.md``); one worker labels in this process.
+
     ``retry_failed`` labels again the structures listed in ``failed.jsonl`` (new failures are
     appended again; the latest line for an id is the one that counts)."""
-    from multiprocessing import get_context
-
     from tqdm import tqdm
 
     from .labellers import make_labeller
@@ -113,23 +117,47 @@ def label_dataset(
         return summary
     chunk_index, chunk = _next_chunk_index(output_dir), []
     start = time.time()
-    bar = tqdm(total=len(todo), desc=f"labelling ({labeller}, {workers} process(es))", disable=not progress)
-    with get_context("spawn" if workers > 1 else "fork").Pool(
-        workers, initializer=_init_worker, initargs=(labeller, dict(options or {}))
-    ) as pool:
-        for result, error in pool.imap_unordered(_label_one, todo, chunksize=1):
-            bar.update(1)
-            if error is not None:
-                summary["failed"] += 1
-                with open(os.path.join(output_dir, "failed.jsonl"), "a") as handle:
-                    handle.write(json.dumps({"id": result.id, "error": error}) + "\n")
-                continue
-            chunk.append(result)
-            summary["labelled"] += 1
-            summary["label_cpu_seconds"] += float(result.labels.get("label_seconds", 0.0))
-            write_structures(os.path.join(output_dir, f"chunk-{chunk_index:05d}.extxyz"), chunk)
-            if len(chunk) >= chunk_size:
-                chunk_index, chunk = chunk_index + 1, []
+    where = f"Dask at {address}" if address else f"{workers} process(es)"
+    bar = tqdm(total=len(todo), desc=f"labelling ({labeller}, {where})", disable=not progress)
+    for result, error in _results(todo, labeller, dict(options or {}), workers, address):
+        bar.update(1)
+        if error is not None:
+            summary["failed"] += 1
+            with open(os.path.join(output_dir, "failed.jsonl"), "a") as handle:
+                handle.write(json.dumps({"id": result.id, "error": error}) + "\n")
+            continue
+        chunk.append(result)
+        summary["labelled"] += 1
+        summary["label_cpu_seconds"] += float(result.labels.get("label_seconds", 0.0))
+        write_structures(os.path.join(output_dir, f"chunk-{chunk_index:05d}.extxyz"), chunk)
+        if len(chunk) >= chunk_size:
+            chunk_index, chunk = chunk_index + 1, []
     bar.close()
     summary["wall_seconds"] = round(time.time() - start, 1)
     return summary
+
+
+def _results(todo: list[Structure], name: str, options: dict, workers: int, address: str | None):
+    """``(structure, error)`` pairs as they finish: in this process for one worker, else as Dask
+    tasks on a local cluster of ``workers`` processes or on the scheduler at ``address`` (a task
+    whose worker dies is started again elsewhere by Dask)."""
+    if workers <= 1 and not address:
+        for structure in todo:
+            yield label_one(structure, name, options)
+        return
+    from ..optional import require
+
+    distributed = require("distributed", "campaign", "labelling on several processes")
+    cluster = None
+    if not address:
+        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
+    with distributed.Client(address or cluster) as client:
+        futures = [
+            client.submit(label_one, s, name, options, True, key=f"label-{k}-{s.id}")
+            for k, s in enumerate(todo)
+        ]
+        for future in distributed.as_completed(futures):
+            yield future.result()
+            future.release()
+    if cluster is not None:
+        cluster.close()
