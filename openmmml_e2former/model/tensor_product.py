@@ -38,16 +38,9 @@ class VectorTensorProduct(nn.Module):
         self.channels = channels
         self.lmax = lmax
         self.paths = message_paths(lmax)
-        dim = (lmax + 1) ** 2
-        out_rows = sum(2 * lo + 1 for _, lo in self.paths)
-        geometry = torch.zeros(dim, 3, out_rows)
-        row = 0
-        for l1, lo in self.paths:
-            # component normalisation: every path scaled by sqrt(2 l_out + 1)
-            cg = wigner_3j(l1, 1, lo, dtype=torch.get_default_dtype()) * math.sqrt(2 * lo + 1)
-            geometry[l1 * l1 : (l1 + 1) ** 2, :, row : row + 2 * lo + 1] = cg
-            row += 2 * lo + 1
-        self.register_buffer("geometry", geometry, persistent=False)
+        self.register_buffer(
+            "geometry", self._exact_geometry().to(torch.get_default_dtype()), persistent=False
+        )
         # 1/sqrt(number of paths into each l_out)
         counts = [sum(1 for _, lo in self.paths if lo == lout) for lout in range(lmax + 1)]
         path_norm = torch.cat([torch.full((2 * l + 1,), counts[l] ** -0.5) for l in range(lmax + 1)])
@@ -56,6 +49,26 @@ class VectorTensorProduct(nn.Module):
         self.num_paths = len(self.paths)
         self.path_l_in = [p[0] for p in self.paths]
         self.path_l_out = [p[1] for p in self.paths]
+
+    def _exact_geometry(self) -> torch.Tensor:
+        """The Wigner-3j coupling of every path (component normalised: times sqrt(2 l_out + 1)),
+        [(lmax+1)^2, 3, rows], in float64."""
+        dim = (self.lmax + 1) ** 2
+        geometry = torch.zeros(dim, 3, sum(2 * lo + 1 for _, lo in self.paths), dtype=torch.float64)
+        row = 0
+        for l1, lo in self.paths:
+            cg = wigner_3j(l1, 1, lo, dtype=torch.float64) * math.sqrt(2 * lo + 1)
+            geometry[l1 * l1 : (l1 + 1) ** 2, :, row : row + 2 * lo + 1] = cg
+            row += 2 * lo + 1
+        return geometry
+
+    def _apply(self, fn, recurse=True):
+        """``.double()``/``.float()``/``.to(...)``: the constants are converted from their float64
+        values, not from the rounded copy a float32 model holds (a float64 model built in float32
+        would otherwise keep float32 coefficients and be rotation-invariant only to ~1e-10)."""
+        super()._apply(fn, recurse)
+        self.geometry = fn(self._exact_geometry().to(self.geometry.device))
+        return self
 
     def forward(
         self,
