@@ -83,6 +83,13 @@ ION_RESIDUE_NAMES = frozenset(
     }
 )
 
+
+def is_water_or_ion(residue_name: str) -> bool:
+    """Whether a residue name is a water or a monatomic ion (any case: ``Na``, ``NA``, ``HOH``)."""
+    name = residue_name.upper()
+    return name in WATER_RESIDUE_NAMES or name in ION_RESIDUE_NAMES
+
+
 #: formal charges of monatomic ions, by element symbol
 ION_CHARGES = {
     "Li": 1,

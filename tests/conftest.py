@@ -14,9 +14,10 @@ import pytest
 import torch
 from model_helpers import REFERENCE_FIXTURE, seeded_model, villin_pdb_path
 
+from openmmml_e2former.chemistry import is_water_or_ion
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIPEPTIDE_PDB = os.path.join(HERE, "data", "ace_ala_nme.pdb")
-SOLVENT = {"HOH", "Cl", "CL", "NA", "Na"}
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +46,7 @@ def villin_inputs(villin_pdb):
 
     from openmmml_e2former.fragments import fragment_ids_from_topology
 
-    atoms = [a for a in villin_pdb.topology.atoms() if a.residue.name not in SOLVENT]
+    atoms = [a for a in villin_pdb.topology.atoms() if not is_water_or_ion(a.residue.name)]
     indices = [a.index for a in atoms]
     xyz = np.asarray(villin_pdb.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
     positions = torch.tensor(xyz[indices], dtype=torch.float64)

@@ -11,10 +11,11 @@ import os
 
 import numpy as np
 
+from ..chemistry import is_water_or_ion
+
 #: Boltzmann's constant in kJ/mol/K
 KB_KJ_MOL_K = 0.008314462618
 #: residue names counted as solvent (water and ions)
-SOLVENT = ("HOH", "NA", "CL", "Na", "Cl")
 
 
 def load_protein(folder: str):
@@ -101,7 +102,7 @@ def final_temperatures(folder: str, stage: str) -> dict:
     v = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
     atoms = list(pdb.topology.atoms())
     mass = np.array([a.element.mass.value_in_unit(unit.dalton) for a in atoms])
-    solvent = np.array([a.residue.name in SOLVENT for a in atoms])
+    solvent = np.array([is_water_or_ion(a.residue.name) for a in atoms])
     hydrogen = np.array([a.element.symbol == "H" for a in atoms])
     waters = sum(1 for r in pdb.topology.residues() if r.name == "HOH")
     out = {}

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from ..chemistry import is_water_or_ion
 from . import metrics, plots
 from .run_data import load_run
 
@@ -49,7 +50,7 @@ def solute_indices(topology, ligand: str | None = None) -> np.ndarray:
     protein = topology.select("protein" if not ligand else f"protein or resname {ligand}")
     if len(protein):
         return protein
-    return topology.select("not water and not (resname NA CL K Na+ Cl- K+ MG CA ZN)")
+    return np.array([a.index for a in topology.atoms if not is_water_or_ion(a.residue.name)], dtype=int)
 
 
 def compute_frames(run) -> dict:

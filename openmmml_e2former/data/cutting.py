@@ -13,12 +13,11 @@ import numpy as np
 import torch
 
 from ..caps import cap_bond_length, cap_positions
-from ..chemistry import formal_charge
+from ..chemistry import formal_charge, is_water_or_ion
 from ..fragments import fragment_ids_from_topology
 from .structure import Structure
 
 #: residue names removed to get a protein from a solvated structure (water and the ions OpenMM adds)
-SOLVENT_RESIDUES = ("HOH", "Cl", "Na", "NA", "CL")
 
 
 def atomic_numbers(topology) -> np.ndarray:
@@ -33,12 +32,12 @@ def first_appearance(ids) -> np.ndarray:
 
 
 def protein_only(topology, positions: np.ndarray):
-    """(topology, positions Å) without the residues of :data:`SOLVENT_RESIDUES`."""
+    """(topology, positions Å) without waters and ions (``chemistry.is_water_or_ion``)."""
     import openmm.app as app
     import openmm.unit as unit
 
     modeller = app.Modeller(topology, positions * unit.angstrom)
-    modeller.delete([r for r in topology.residues() if r.name in SOLVENT_RESIDUES])
+    modeller.delete([r for r in topology.residues() if is_water_or_ion(r.name)])
     return modeller.topology, np.array(modeller.positions.value_in_unit(unit.angstrom))
 
 

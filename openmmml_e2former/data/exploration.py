@@ -15,8 +15,8 @@ import os
 import numpy as np
 
 from ..bonds import BROKEN, bond_change, bond_lengths, bond_pairs
-from ..chemistry import formal_charge
-from .cutting import SOLVENT_RESIDUES, atomic_numbers, environment_structures, protein_only, window_structures
+from ..chemistry import formal_charge, is_water_or_ion
+from .cutting import atomic_numbers, environment_structures, protein_only, window_structures
 from .structure import Structure
 
 
@@ -222,7 +222,7 @@ def run_folder_frames(folder: str, stage: str | None = None, tag: str | None = N
         traj.make_molecules_whole(inplace=True)  # OpenMM may wrap ML atoms one by one
     positions = np.array(pdb.getPositions(asNumpy=True)._value) * 10.0
     top, _ = protein_only(pdb.topology, positions)
-    protein = [a.index for a in pdb.topology.atoms() if a.residue.name not in SOLVENT_RESIDUES]
+    protein = [a.index for a in pdb.topology.atoms() if not is_water_or_ion(a.residue.name)]
     frames = [np.asarray(xyz, dtype=np.float64)[protein] * 10.0 for xyz in traj.xyz]
     return top, fragment_ids_from_topology(top), frames, os.path.basename(stage_dir), tag
 

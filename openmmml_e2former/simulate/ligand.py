@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..chemistry import is_water_or_ion
 from ..optional import require
 from ..units import ANGSTROM_PER_NM, KCAL_TO_KJ
 
@@ -97,7 +98,8 @@ def find_residue(path: str, resname: str) -> tuple[list[str], list[str], np.ndar
     structure = reader(path)
     found = [r for r in structure.topology.residues() if r.name == resname]
     if not found:
-        others = sorted({r.name for r in structure.topology.residues()} - _standard_residues())
+        names = {r.name for r in structure.topology.residues() if not is_water_or_ion(r.name)}
+        others = sorted(names - _standard_residues())
         raise ValueError(
             f"ligand residue {resname!r} not found in {path}; its non-standard residues are "
             f"{others or 'none'}"
@@ -119,7 +121,7 @@ def find_residue(path: str, resname: str) -> tuple[list[str], list[str], np.ndar
 def _standard_residues() -> set:
     from pdbfixer.pdbfixer import dnaResidues, proteinResidues, rnaResidues
 
-    return set(proteinResidues) | set(rnaResidues) | set(dnaResidues) | {"HOH", "WAT"}
+    return set(proteinResidues) | set(rnaResidues) | set(dnaResidues)
 
 
 def _unique_names(names: list[str], elements: list[str]) -> list[str]:
