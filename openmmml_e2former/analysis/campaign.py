@@ -141,29 +141,25 @@ def _format(value) -> str:
 
 
 def _html(name: str, rows: list[dict], groups: list[dict], plot: str | None) -> str:
-    head = "".join(
-        f"<th>{html.escape(h)}</th>" for h in ["run", "input", "status", *(COLUMNS[k][0] for k in COLUMNS)]
-    )
+    shown = [k for k in COLUMNS if any(r.get(k) is not None for r in rows)]  # no empty columns
+    headers = [COLUMNS[k][0] for k in shown]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "input", "status", *headers])
     body = []
     for r in rows:
         status = html.escape(r["status"]) + (
             f"<br><small>{html.escape(r['error'])}</small>" if r.get("error") else ""
         )
-        cells = [
-            html.escape(r["name"]),
-            html.escape(r["group"]),
-            status,
-            *(_format(r.get(k)) for k in COLUMNS),
-        ]
+        cells = [html.escape(r["name"]), html.escape(r["group"]), status, *(_format(r.get(k)) for k in shown)]
         style = ' class="failed"' if r["status"] == "failed" else ""
         body.append(f"<tr{style}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    ghead = "".join(
-        f"<th>{html.escape(h)}</th>" for h in ["input", "finished/runs", *(COLUMNS[k][0] for k in COLUMNS)]
-    )
+    ghead = "".join(f"<th>{html.escape(h)}</th>" for h in ["input", "finished/runs", *headers])
     gbody = []
     for g in groups:
-        stats = [f"{g[k]['mean']:.3g} ± {g[k]['std']:.2g}" if k in g else "" for k in COLUMNS]
-        cells = [html.escape(g["group"]), f"{g['finished']}/{g['runs']}", *stats]
+        cells = [
+            html.escape(g["group"]),
+            f"{g['finished']}/{g['runs']}",
+            *(_mean_sd(g.get(k)) for k in shown),
+        ]
         gbody.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     image = ""
     if plot:
@@ -180,6 +176,14 @@ def _html(name: str, rows: list[dict], groups: list[dict], plot: str | None) -> 
         f"<table><tr>{ghead}</tr>{''.join(gbody)}</table>"
         f"{image}<p>Each run's own report: RUN/analysis/report.html.</p></body></html>"
     )
+
+
+def _mean_sd(stat: dict | None) -> str:
+    if not stat:
+        return ""
+    if stat["n"] == 1:
+        return f"{stat['mean']:.3g} (one run)"
+    return f"{stat['mean']:.3g} ± {stat['std']:.2g} (n = {stat['n']})"
 
 
 def _atomic(path: str, text: str) -> None:
