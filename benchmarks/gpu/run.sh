@@ -15,7 +15,7 @@
 #   1. env    install .whl/*.whl into $SITE (/tmp/site), put the repo and $SITE on PYTHONPATH,
 #             register the package's openmm-ml entry points (a generated .dist-info in $SITE),
 #             versions, OpenMM platforms, a CUDA Context, openmmtorch, MLPotential names -> env.txt
-#   2. tests  pytest -m gpu on the three modules holding `gpu` tests -> gpu-tests.log
+#   2. tests  pytest -m gpu on the four modules holding `gpu` tests -> gpu-tests.log
 #   3. speed  python -m openmmml_e2former.bench.speed --device cuda -> speed_gpu.json/.png, speed.log
 #   4. summary.txt: exit code and seconds of each step (written after every step)
 #
@@ -29,8 +29,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT" || exit 0
 
 # The modules that hold tests marked `gpu` (pytest imports every module it is given, and an
-# ImportError in any one stops collection: only these three are collected).
-GPU_TEST_FILES=(tests/test_openmm.py tests/test_shipped_potential.py tests/test_training.py)
+# ImportError in any one stops collection: only these are collected).
+GPU_TEST_FILES=(tests/test_openmm.py tests/test_model_invariants.py tests/test_shipped_potential.py tests/test_training.py)
 
 # ------------------------------------------------------------------------------- --make-wheels
 # Run here (not on the device): download the cp312 manylinux x86_64 wheels, build the two pure
