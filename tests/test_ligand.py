@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from openmmml_e2former.simulate.complexes import TARGETS, jacs_folder, write_complex
-from openmmml_e2former.simulate.ligand import LigandSpec, prepare_ligand
+from openmmml_e2former.simulate.ligand import LigandSpec, openmm_vec, prepare_ligand
 
 RES = "L26"
 
@@ -311,3 +311,45 @@ def test_complex_command_writes_the_file_and_prints_the_run_command(tmp_path, ca
     text = capsys.readouterr().out
     assert out.exists() and "SMILES: O=C([O-])c1oc2ccccc2c1CCCOc1cccc2ccccc12" in text
     assert f"--ligand {RES} --ligand-smiles" in text
+
+
+def test_ligand_hydrogens_in_the_file_and_mmcif_input_give_the_same_ligand(mcl1, prepared, tmp_path):
+    """A PDB whose ligand carries its hydrogens (as the package's SDF has them), and the complex
+    as mmCIF: the file's hydrogens are replaced by the template's, and the result is the same
+    molecule as from the heavy-atom PDB."""
+    import openmm.app as app
+    import openmm.unit as unit
+    from rdkit import Chem
+
+    path, smiles, _ = mcl1
+    pdb = app.PDBFile(path)
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.delete([r for r in modeller.topology.residues() if r.name == RES])
+    ligand = _packaged_ligand("26")
+    topology = app.Topology()
+    residue = topology.addResidue(RES, topology.addChain("L"))
+    for k, atom in enumerate(ligand.GetAtoms()):
+        topology.addAtom(f"{atom.GetSymbol()}{k + 1}", app.Element.getBySymbol(atom.GetSymbol()), residue)
+    xyz = ligand.GetConformer().GetPositions() / 10.0
+    modeller.add(topology, [openmm_vec(p) for p in xyz] * unit.nanometer)
+    with_h = str(tmp_path / "with-h.pdb")
+    with open(with_h, "w") as handle:
+        app.PDBFile.writeFile(modeller.topology, modeller.positions, handle)
+    cif = str(tmp_path / "complex.cif")
+    with open(cif, "w") as handle:
+        app.PDBxFile.writeFile(pdb.topology, pdb.positions, handle)
+    for source, hydrogens in ((with_h, 17), (cif, 0)):
+        other = prepare_ligand(
+            source, LigandSpec(RES, smiles=smiles), str(tmp_path / ("run-" + os.path.basename(source)))
+        )
+        assert other.record["found"]["hydrogens_in_file"] == hydrogens
+        assert other.record["smiles"] == prepared.record["smiles"]
+        assert other.record["formula"] == prepared.record["formula"] == "C22H17O4"
+        mol = Chem.MolFromMolFile(other.sdf_path, removeHs=False)
+        reference = Chem.MolFromMolFile(prepared.sdf_path, removeHs=False)
+        heavy = [a.GetIdx() for a in reference.GetAtoms() if a.GetAtomicNum() > 1]
+        np.testing.assert_allclose(
+            np.sort(mol.GetConformer().GetPositions()[heavy], axis=0),
+            np.sort(reference.GetConformer().GetPositions()[heavy], axis=0),
+            atol=1e-3,
+        )
