@@ -6,6 +6,7 @@ MMFF94 torsion energy, OpenMM's classical energies."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -353,3 +354,22 @@ def test_ligand_hydrogens_in_the_file_and_mmcif_input_give_the_same_ligand(mcl1,
             np.sort(reference.GetConformer().GetPositions()[heavy], axis=0),
             atol=1e-3,
         )
+
+
+def test_prepare_command_with_a_ligand(mcl1, tmp_path, capsys):
+    """``e2former prepare --ligand ... --ligand-smiles ...``: the prepared structure holds the
+    protonated ligand, its charge counts in the neutralisation, its parameters are in ligand/."""
+    import openmm.app as app
+
+    from openmmml_e2former.cli import main
+
+    path, smiles, _ = mcl1
+    out = tmp_path / "prep"
+    args = ["prepare", "--pdb", path, "--protocol", "ligand-in-pocket", "-o", str(out)]
+    assert main([*args, "--ligand", RES, "--ligand-smiles", smiles]) == 0
+    assert f"ligand {RES}" in capsys.readouterr().out
+    prepared = app.PDBFile(str(out / "prepared.pdb"))
+    assert sum(a.residue.name == RES for a in prepared.topology.atoms()) == 43
+    report = json.load(open(out / "prepare.json"))
+    assert report["solute_net_charge"] == 3 and report["ligand"]["net_charge"] == -1  # MCL1 +4, ligand -1
+    assert (out / "ligand" / f"{RES}.xml").exists()

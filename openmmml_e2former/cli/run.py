@@ -20,14 +20,7 @@ def add_parser(sub) -> None:
     run.add_argument(
         "--platform", default=None, help="OpenMM platform (default: the protocol's, auto = fastest)"
     )
-    ligand = run.add_argument_group("ligand (docs/ligands.md; overrides the protocol's ligand section)")
-    ligand.add_argument(
-        "--ligand", default=None, metavar="RESNAME", help="the ligand's residue name in --pdb"
-    )
-    ligand.add_argument("--ligand-smiles", default=None, metavar="SMILES", help="its chemistry as SMILES")
-    ligand.add_argument(
-        "--ligand-sdf", default=None, metavar="FILE", help="or as an SDF/MOL2 file (one molecule)"
-    )
+    add_ligand_arguments(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--analyze", action="store_true", help="write the analysis report when the run is done")
     run.set_defaults(func=run_run)
@@ -55,6 +48,18 @@ def run_run(args) -> int:
 
         analyze_run(args.output)
     return 0
+
+
+def add_ligand_arguments(parser) -> None:
+    """``--ligand``, ``--ligand-smiles``, ``--ligand-sdf`` (for ``run`` and ``prepare``)."""
+    ligand = parser.add_argument_group("ligand (docs/ligands.md; overrides the protocol's ligand section)")
+    ligand.add_argument(
+        "--ligand", default=None, metavar="RESNAME", help="the ligand's residue name in --pdb"
+    )
+    ligand.add_argument("--ligand-smiles", default=None, metavar="SMILES", help="its chemistry as SMILES")
+    ligand.add_argument(
+        "--ligand-sdf", default=None, metavar="FILE", help="or as an SDF/MOL2 file (one molecule)"
+    )
 
 
 def with_ligand_options(protocol, args):
