@@ -23,6 +23,14 @@ from openmmml_e2former.data.peptides import STANDARD_RESIDUES, TERMINAL_VARIANTS
 
 RESIDUES = STANDARD_RESIDUES + list(VARIANTS)
 
+#: The run folders of the MD runs whose frames the villin-run parts are cut from: the records in
+#: ``stability/`` cut to the protein and the last stage's saved frames, folder names kept, by
+#: ``scripts/extract_dataset_sources.py``.
+SOURCES = "datasets/sources"
+STAGE1_RUN = os.path.join(SOURCES, "villin-20ps-stage1-run")
+AL1_RUN = os.path.join(SOURCES, "villin-20ps-al1-run")
+AL2_RUN = os.path.join(SOURCES, "villin-20ps-al2-run")
+
 
 def tripeptide_sequences(count: int, seed: int = 1, residues: list[str] = RESIDUES) -> list[list[str]]:
     rng = np.random.default_rng(seed)
@@ -106,9 +114,7 @@ def zwitterion_heldout(out: str) -> list:
 
 def villin_run_environments() -> list:
     """Charged-group neighbourhoods in the frames of both failed villin runs."""
-    return run_folder_environments("stability/villin-20ps-stage1-run") + run_folder_environments(
-        "stability/villin-20ps-al1-run", tag="villin-20ps-run-al1"
-    )
+    return run_folder_environments(STAGE1_RUN) + run_folder_environments(AL1_RUN, tag="villin-20ps-run-al1")
 
 
 PARTS = {
@@ -120,9 +126,7 @@ PARTS = {
     # active learning round 1 (see datasets/README.md): where the stage-1 potential's dynamics go
     "mlmd": lambda out: mlmd_exploration(os.path.join(out, "raw", "mlmd-records.jsonl")),
     # the failed stage-1 stability run, labelled while its folder was still named villin-20ps-run
-    "villin-run": lambda out: run_folder_windows(
-        "stability/villin-20ps-stage1-run", window=3, tag="villin-20ps-run"
-    ),
+    "villin-run": lambda out: run_folder_windows(STAGE1_RUN, window=3, tag="villin-20ps-run"),
     # active learning round 2 (see datasets/README.md): free termini and charged-group contacts
     "zwitterions": lambda out: g.capped_peptides(
         zwitterion_sequences()[0], (300.0, 600.0), 10, seed=2000, caps=False
@@ -133,9 +137,7 @@ PARTS = {
     "zw-heldout": zwitterion_heldout,
     "villin-env": lambda out: g.villin_environments() + villin_run_environments(),
     # the round-1 potential's stopped run (guard at 2.05 ps): its frames' 3-residue windows
-    "villin-run-al1": lambda out: run_folder_windows(
-        "stability/villin-20ps-al1-run", window=3, tag="villin-20ps-run-al1"
-    ),
+    "villin-run-al1": lambda out: run_folder_windows(AL1_RUN, window=3, tag="villin-20ps-run-al1"),
     # round 3: halves of villin (residues 1-18 and 18-35, ~290 atoms) from the frames of the three
     # failed runs and from OBC2 MD, to teach the long-range blocks a context closer to a whole protein
     "villin-halves": lambda out: villin_run_halves(),
@@ -182,9 +184,9 @@ def integrase_windows(out: str) -> list:
 #: (run folder, tag, frame) of the held-out whole-protein structures: the last saved frame before
 #: the bond guard stopped the run (round 2, round 1) or before ARG14's HE moved onto CZ (stage 1).
 WHOLE_FRAMES = [
-    ("stability/villin-20ps-al2-run", "villin-20ps-run-al2", 1),
-    ("stability/villin-20ps-al1-run", "villin-20ps-run-al1", 3),
-    ("stability/villin-20ps-stage1-run", "villin-20ps-stage1-run", 12),
+    (AL2_RUN, "villin-20ps-run-al2", 1),
+    (AL1_RUN, "villin-20ps-run-al1", 3),
+    (STAGE1_RUN, "villin-20ps-stage1-run", 12),
 ]
 
 
@@ -200,9 +202,9 @@ def villin_run_wholes() -> list:
 def villin_run_halves() -> list:
     """Residues 1-18 and 18-35 (H-capped) of every saved frame of the three failed villin runs."""
     runs = [
-        ("stability/villin-20ps-al2-run", "villin-20ps-run-al2"),
-        ("stability/villin-20ps-al1-run", "villin-20ps-run-al1"),
-        ("stability/villin-20ps-stage1-run", "villin-20ps-stage1-run"),
+        (AL2_RUN, "villin-20ps-run-al2"),
+        (AL1_RUN, "villin-20ps-run-al1"),
+        (STAGE1_RUN, "villin-20ps-stage1-run"),
     ]
     return [s for folder, tag in runs for s in run_folder_windows(folder, 18, tag=f"halves/{tag}", stride=17)]
 

@@ -72,8 +72,9 @@ def _record(payload: bytes) -> bytes:
     return struct.pack("<i", len(payload)) + payload + struct.pack("<i", len(payload))
 
 
-def subset_dcd(source: str, target: str, keep: list[int], first: int, count: int) -> None:
-    """Frames ``first .. first + count - 1`` of an OpenMM DCD file, atoms ``keep`` only."""
+def subset_dcd(source: str, target: str, keep: list[int], first: int = 0, count: int | None = None) -> int:
+    """Frames ``first .. first + count - 1`` (``None``: to the last) of an OpenMM DCD file, atoms
+    ``keep`` only; returns the number of frames written."""
     data = open(source, "rb").read()
     control, offset = _block(data, 0)
     title, offset = _block(data, offset)
@@ -82,6 +83,7 @@ def subset_dcd(source: str, target: str, keep: list[int], first: int, count: int
     icntrl = list(struct.unpack("<4s9if10i", control))
     frames, start, interval = icntrl[1], icntrl[2], icntrl[3]
     has_cell = icntrl[11] == 1
+    count = frames - first if count is None else count
     assert first + count <= frames
     icntrl[1] = count
     icntrl[2] = start + first * interval
@@ -102,6 +104,7 @@ def subset_dcd(source: str, target: str, keep: list[int], first: int, count: int
     assert offset == len(data)
     with open(target, "wb") as handle:
         handle.write(b"".join(out))
+    return count
 
 
 def subset_state(source: str, pdb: str, target: str, keep: list[int]) -> None:
