@@ -32,6 +32,7 @@ CLUSTER_DEFAULTS = {
     "retries": 2,  # extra attempts for a run whose worker died
     "jobs": 1,  # dask-jobqueue: batch jobs to start
     "jobqueue": {},  # dask-jobqueue keyword arguments (cores, memory, walltime, queue, ...)
+    "gpu": False,  # workers at `address` declare `--resources GPU=1`: one run per GPU
 }
 DONE = "campaign-done.json"
 
@@ -109,6 +110,10 @@ def campaign_from_dict(data, base: str = ".", where: str = "campaign") -> Campai
         local = _path(protocol, base)
         protocol = local if os.path.isfile(local) else resolve_protocol_path(protocol)
         runs.extend(_expand(merged, protocol, base, output, label))
+    for run in runs:  # every input and protocol checked before any run starts
+        if not os.path.isfile(run.pdb):
+            raise FileNotFoundError(f"{where} [{run.name}]: structure file not found: {run.pdb}")
+        build_protocol(run)
     names = [r.name for r in runs]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
@@ -178,6 +183,11 @@ def build_protocol(run: RunSpec):
     data["random_seed"] = run.seed
     protocol = protocol_from_dict(data, where=f"{run.name} ({run.protocol} + overrides)")
     if run.ligand:
+        unknown = sorted(set(run.ligand) - set(protocol.ligand))
+        if unknown:
+            raise ValueError(
+                f"{run.name} [ligand]: unknown key(s) {unknown}; allowed: {sorted(protocol.ligand)}"
+            )
         protocol.ligand.update(run.ligand)
         check_ligand(protocol.ligand, f"{run.name} [ligand]")
     protocol.source = os.path.abspath(run.protocol)
@@ -235,14 +245,15 @@ def simulated_ns(timings: dict) -> float:
 
 
 def _pick_gpu() -> None:
-    """On a worker started for one GPU (resource ``GPU``), make only that GPU visible before
-    OpenMM or PyTorch initialise CUDA. Local GPU clusters name their workers 0..n-1."""
+    """On a local GPU cluster's worker, make only its GPU visible before OpenMM or PyTorch
+    initialise CUDA. The devices are those the campaign saw (``CUDA_VISIBLE_DEVICES`` of the
+    command, or all); local workers are named 0..n-1."""
     try:
         worker = require("distributed", "campaign").get_worker()
     except (ImportError, ValueError):
         return
     gpus = os.environ.get("E2FORMER_CAMPAIGN_GPUS")
-    if gpus and "CUDA_VISIBLE_DEVICES" not in os.environ:
+    if gpus:
         devices = gpus.split(",")
         per_gpu = int(os.environ.get("E2FORMER_CAMPAIGN_RUNS_PER_GPU", "1"))
         os.environ["CUDA_VISIBLE_DEVICES"] = devices[(int(worker.name) // per_gpu) % len(devices)]
@@ -294,7 +305,9 @@ def make_cluster(cluster: dict, gpus: int = 0):
     dask.config.set({"distributed.scheduler.allowed-failures": int(cluster["retries"])})
     if gpus:
         per_gpu = int(cluster["runs_per_gpu"])
-        os.environ["E2FORMER_CAMPAIGN_GPUS"] = ",".join(str(i) for i in range(gpus))
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        devices = visible.split(",") if visible else [str(i) for i in range(gpus)]
+        os.environ["E2FORMER_CAMPAIGN_GPUS"] = ",".join(devices[:gpus])
         os.environ["E2FORMER_CAMPAIGN_RUNS_PER_GPU"] = str(per_gpu)
         return distributed.LocalCluster(
             n_workers=gpus * per_gpu, threads_per_worker=1, processes=True, resources={"GPU": 1.0 / per_gpu}
@@ -304,6 +317,17 @@ def make_cluster(cluster: dict, gpus: int = 0):
         threads_per_worker=int(cluster["threads_per_worker"]),
         processes=True,
     )
+
+
+def gpu_resource(cluster: dict, local_gpus: int) -> float:
+    """The share of the ``GPU`` worker resource each run asks for (0: none): on a local GPU
+    cluster, and wherever the workers declare a ``GPU`` resource (``jobqueue.worker_resources``,
+    or ``gpu: true`` for workers started by hand with ``--resources GPU=1``), so that a worker
+    with many threads still runs one run per GPU."""
+    declared = (cluster.get("jobqueue") or {}).get("worker_resources") or {}
+    if local_gpus or "GPU" in declared or cluster.get("gpu"):
+        return 1.0 / int(cluster["runs_per_gpu"])
+    return 0.0
 
 
 def run_campaign(campaign: Campaign, progress: bool = True) -> dict:
@@ -325,23 +349,32 @@ def run_campaign(campaign: Campaign, progress: bool = True) -> dict:
         )
         cluster = make_cluster(campaign.cluster, gpus)
         address = campaign.cluster["address"] if cluster is None else cluster
-        with distributed.Client(address) as client:
-            say(f"Dask scheduler {client.scheduler.address}; dashboard {client.dashboard_link}")
-            extra = {"resources": {"GPU": 1.0 / int(campaign.cluster["runs_per_gpu"])}} if gpus else {}
-            futures = {
-                client.submit(execute_run, asdict(r), key=f"run-{r.name}-{r.digest()}", retries=0, **extra): r
-                for r in todo
-            }
-            for future in distributed.as_completed(futures):
-                run = futures[future]
-                try:
-                    result = future.result()
-                except Exception as exc:  # the worker died more often than the scheduler allows
-                    result = {"name": run.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-                results[run.name] = result
-                say(_progress_line(results, campaign, time.time() - start, result))
-        if cluster is not None:
-            cluster.close()
+        try:
+            with distributed.Client(address) as client:
+                say(f"Dask scheduler {client.scheduler.address}; dashboard {client.dashboard_link}")
+                gpu_share = gpu_resource(campaign.cluster, gpus)
+                extra = {"resources": {"GPU": gpu_share}} if gpu_share else {}
+                futures = {
+                    client.submit(
+                        execute_run, asdict(r), key=f"run-{r.name}-{r.digest()}", retries=0, **extra
+                    ): r
+                    for r in todo
+                }
+                for future in distributed.as_completed(futures):
+                    run = futures[future]
+                    try:
+                        result = future.result()
+                    except Exception as exc:  # the worker died more often than the scheduler allows
+                        result = {
+                            "name": run.name,
+                            "status": "failed",
+                            "error": f"{type(exc).__name__}: {exc}",
+                        }
+                    results[run.name] = result
+                    say(_progress_line(results, campaign, time.time() - start, result))
+        finally:  # no worker (or batch job) outlives the command, also after an error or Ctrl-C
+            if cluster is not None:
+                cluster.close()
     ordered = {r.name: results[r.name] for r in campaign.runs}
     _write_json(
         os.path.join(campaign.output, "campaign.json"),

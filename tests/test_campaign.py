@@ -197,6 +197,12 @@ def test_bad_campaign_files_are_refused_before_any_run(tmp_path):
         campaign_from_dict({"runs": [good, good]}, str(tmp_path))
     with pytest.raises(FileNotFoundError, match="protocol 'nope' not found"):
         campaign_from_dict({"runs": [{**good, "protocol": "nope"}]}, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="structure file not found"):
+        campaign_from_dict({"runs": [{**good, "pdb": "missing.pdb"}]}, str(tmp_path))
+    with pytest.raises(ValueError, match=r"\[prepare\]: unknown key"):
+        campaign_from_dict({"runs": [{**good, "overrides": {"prepare": {"padding": 1.0}}}]}, str(tmp_path))
+    with pytest.raises(ValueError, match=r"\[ligand\]: unknown key\(s\) \['smile'\]"):
+        campaign_from_dict({"runs": [{**good, "ligand": {"resname": "LIG", "smile": "C"}}]}, str(tmp_path))
     with pytest.raises(ValueError, match="type must be local, slurm or pbs"):
         campaign_from_dict({"runs": [good], "cluster": {"type": "k8s"}}, str(tmp_path))
 
@@ -225,3 +231,10 @@ def test_slurm_configuration_gives_one_gpu_per_worker(tmp_path):
         batch.close()
     assert "#SBATCH -p gpu" in script and "#SBATCH --gres=gpu:1" in script
     assert "#SBATCH -t 12:00:00" in script and "--resources GPU=1" in script
+    # workers that declare a GPU get one run at a time each, however many threads they have
+    from openmmml_e2former.campaign import CLUSTER_DEFAULTS, gpu_resource
+
+    assert gpu_resource({**CLUSTER_DEFAULTS, **cluster}, 0) == 1.0
+    assert gpu_resource({**CLUSTER_DEFAULTS, "address": "tcp://x:8786", "gpu": True}, 0) == 1.0
+    assert gpu_resource(dict(CLUSTER_DEFAULTS), 0) == 0.0  # CPU workers: no resource asked
+    assert gpu_resource({**CLUSTER_DEFAULTS, "runs_per_gpu": 2}, 4) == 0.5

@@ -373,3 +373,57 @@ def test_prepare_command_with_a_ligand(mcl1, tmp_path, capsys):
     report = json.load(open(out / "prepare.json"))
     assert report["solute_net_charge"] == 3 and report["ligand"]["net_charge"] == -1  # MCL1 +4, ligand -1
     assert (out / "ligand" / f"{RES}.xml").exists()
+
+
+def test_the_element_check_follows_what_the_selection_takes(tmp_path):
+    """A fluorinated ligand is refused only when the ML selection (evaluated on the input) takes
+    its atoms: 'protein' or 'protein and not (resname LIG)' leave it classical and pass."""
+    from rdkit import Chem
+
+    from openmmml_e2former.simulate import load_protocol
+    from openmmml_e2former.simulate.engine import check_ligand_input
+
+    sdf = os.path.join(jacs_folder("tyk2"), TARGETS["tyk2"][1])
+    name = next(
+        m.GetProp("_Name")
+        for m in Chem.SDMolSupplier(sdf)
+        if m and any(a.GetSymbol() == "F" for a in m.GetAtoms())
+    )
+    path = str(tmp_path / "tyk2.pdb")
+    smiles = write_complex("tyk2", name, path, "LIG")
+    protocol = load_protocol("ligand-in-pocket")
+    protocol.ligand.update(resname="LIG", smiles=smiles)
+    for selection in ("protein", "protein and not (resname LIG)", "none"):
+        check_ligand_input(protocol, path, selection)
+    for selection in ("(resname LIG) or protein", "all", "residues within 0.5 of (resname LIG)"):
+        with pytest.raises(ValueError, match="contains .*F"):
+            check_ligand_input(protocol, path, selection)
+
+
+def test_a_ligand_given_by_name_only_is_kept_with_its_own_force_field_file(mcl1, prepared, tmp_path):
+    """No SMILES/SDF: the residue stays in the structure (with its hydrogens, as in the file) and
+    the force field files listed in the protocol parameterise it."""
+    import openmm.app as app
+
+    from openmmml_e2former.simulate import load_protocol
+    from openmmml_e2former.simulate.engine import prepare_into
+    from openmmml_e2former.simulate.protocol import check_ligand
+
+    with_h = str(tmp_path / "with-h.pdb")
+    pdb = app.PDBFile(mcl1[0])
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.delete([r for r in modeller.topology.residues() if r.name == RES])
+    modeller.add(*prepared.topology())
+    with open(with_h, "w") as handle:
+        app.PDBFile.writeFile(modeller.topology, modeller.positions, handle)
+    protocol = load_protocol("ligand-in-pocket")
+    protocol.ligand["resname"] = RES
+    protocol.system["forcefield"] = ["amber14-all.xml", "amber14/tip3pfb.xml", prepared.xml_path]
+    protocol.prepare.update(padding_nm=0.8, box_shape="cube")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    prepare_into(str(folder), protocol, with_h, has_ml=True)
+    kept = app.PDBFile(str(folder / "prepared.pdb"))
+    assert sum(a.residue.name == RES for a in kept.topology.atoms()) == 43
+    with pytest.raises(ValueError, match="1-3 characters"):
+        check_ligand({"resname": "LIGX", "smiles": None, "sdf": None}, "test")

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ImportError) as exc:  # ImportError: a missing extra, named
         print(f"e2former {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -24,25 +24,16 @@ def add_parser(sub) -> None:
 
 
 def run_prepare(args) -> None:
-    from ..simulate.engine import _write_pdb
-    from ..simulate.ligand import LigandSpec, prepare_ligand
-    from ..simulate.prepare import format_report, prepare_structure
+    from ..simulate.engine import check_ligand_input, prepare_into
     from ..simulate.protocol import load_protocol
-    from ..simulate.restart import atomic_write_json, atomic_write_text
-    from ..simulate.system import forcefield_files, load_forcefield, resolve_min_box
 
     protocol = with_ligand_options(load_protocol(args.protocol), args)
-    spec = LigandSpec.from_options(protocol.ligand)
-    ligand = prepare_ligand(args.pdb, spec, args.output) if spec and spec.has_template else None
-    files = forcefield_files(protocol.system, protocol.prepare["water_model"])
-    forcefield = load_forcefield(files + ([ligand.xml_path] if ligand else []))
-    options = resolve_min_box(protocol.prepare, protocol.potential, ml_selected=True)
-    topology, positions, report = prepare_structure(args.pdb, options, forcefield, ligand)
+    check_ligand_input(protocol, args.pdb, "none")
     os.makedirs(args.output, exist_ok=True)
-    lines = format_report(report)
-    atomic_write_json(os.path.join(args.output, "prepare.json"), report)
-    atomic_write_text(os.path.join(args.output, "prepare.txt"), "\n".join(lines) + "\n")
-    _write_pdb(os.path.join(args.output, "prepared.pdb"), topology, positions)
+    prepared = os.path.join(args.output, "prepared.pdb")
+    if os.path.isfile(prepared):
+        raise ValueError(f"{prepared} exists: choose another -o (it is never overwritten)")
+    _, lines = prepare_into(args.output, protocol, args.pdb, has_ml=True)
     for line in lines:
         print(line)
     print(f"wrote {args.output}/prepared.pdb, prepare.json, prepare.txt")

@@ -9,6 +9,7 @@ killed run loses at most the structures in flight, and a restart skips every id 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import time
@@ -151,13 +152,19 @@ def _results(todo: list[Structure], name: str, options: dict, workers: int, addr
     cluster = None
     if not address:
         cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
-    with distributed.Client(address or cluster) as client:
-        futures = [
-            client.submit(label_one, s, name, options, True, key=f"label-{k}-{s.id}")
-            for k, s in enumerate(todo)
-        ]
-        for future in distributed.as_completed(futures):
-            yield future.result()
-            future.release()
-    if cluster is not None:
-        cluster.close()
+    tag = hashlib.sha256(json.dumps([name, options], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    try:
+        with distributed.Client(address or cluster) as client:
+            futures = {
+                client.submit(label_one, s, name, options, True, key=f"label-{tag}-{k}-{s.id}"): s
+                for k, s in enumerate(todo)
+            }
+            for future in distributed.as_completed(futures):
+                try:
+                    yield future.result()
+                except Exception as exc:  # e.g. KilledWorker: it took down its workers too often
+                    yield futures[future], f"{type(exc).__name__}: {exc}"
+                future.release()
+    finally:  # no worker outlives the labelling, also after an error or Ctrl-C
+        if cluster is not None:
+            cluster.close()

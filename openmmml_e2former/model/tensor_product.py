@@ -67,7 +67,7 @@ class VectorTensorProduct(nn.Module):
         values, not from the rounded copy a float32 model holds (a float64 model built in float32
         would otherwise keep float32 coefficients and be rotation-invariant only to ~1e-10)."""
         super()._apply(fn, recurse)
-        self.geometry = fn(self._exact_geometry().to(self.geometry.device))
+        self.geometry = self._exact_geometry().to(device=self.geometry.device, dtype=self.geometry.dtype)
         return self
 
     def forward(

@@ -89,6 +89,7 @@ def run_protocol(
         "random_weights": _uses_random_weights(protocol, selection),
         "weights_sha256": _weights_digest(protocol, selection),
     }
+    check_ligand_input(protocol, structure, selection)
     resumed = restart.open_run_folder(folder, manifest, overwrite)
     say(f"{'resuming' if resumed else 'starting'} protocol {protocol.name!r} in {folder}")
     if resumed and "weights_sha256" not in restart.read_json(os.path.join(folder, restart.MANIFEST)):
@@ -133,7 +134,6 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
     import openmm
     import openmm.app as app
 
-    from .prepare import format_report, prepare_structure
     from .selection import NONE_WORDS, format_ml_summary, ml_region_summary, select_atoms
     from .system import (
         RANDOM_WARNING,
@@ -141,28 +141,17 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
         build_mm_system,
         choose_platform,
         degrees_of_freedom,
-        forcefield_files,
         keep_ml_constraints,
-        load_forcefield,
-        resolve_min_box,
         resolve_potential,
     )
 
-    files = forcefield_files(protocol.system, protocol.prepare["water_model"])
-    ligand = _prepare_ligand(protocol, structure, folder, selection)
-    forcefield = load_forcefield(files + ([ligand.xml_path] if ligand else []))
     prepared = os.path.join(folder, "prepared.pdb")
+    has_ml = str(selection).strip().lower() not in NONE_WORDS
     if not os.path.isfile(prepared):
         say(f"preparing {structure} (pdbfixer: heterogens, missing atoms, hydrogens; solvent and ions)")
-        has_ml = str(selection).strip().lower() not in NONE_WORDS
-        options = resolve_min_box(protocol.prepare, protocol.potential, has_ml)
-        topology, positions, report = prepare_structure(structure, options, forcefield, ligand)
-        lines = format_report(report)
-        restart.atomic_write_json(os.path.join(folder, "prepare.json"), report)
-        restart.atomic_write_text(os.path.join(folder, "prepare.txt"), "\n".join(lines) + "\n")
-        _write_pdb(os.path.join(folder, "prepared.pdb"), topology, positions)
-        for line in lines:
-            say("  " + line)
+    forcefield, lines = prepare_into(folder, protocol, structure, has_ml)
+    for line in lines:
+        say("  " + line)
     pdb = app.PDBFile(prepared)
     mm_system = build_mm_system(forcefield, pdb.topology, protocol.system)
     positions = np.array(pdb.getPositions(asNumpy=True)._value)
@@ -180,10 +169,9 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
     system = build_mixed_system(pdb.topology, mm_system, ml_atoms, protocol.potential, keep, metadata)
     summary = ml_region_summary(pdb.topology, ml_atoms, mm_system, protocol.potential, metadata)
     say(format_ml_summary(selection, summary))
-    if ligand is not None:
-        summary["ligand"] = ligand_fragments(
-            pdb.topology, ml_atoms, ligand.resname, protocol.potential, metadata
-        )
+    ligand = protocol.ligand.get("resname")
+    if ligand:
+        summary["ligand"] = ligand_fragments(pdb.topology, ml_atoms, ligand, protocol.potential, metadata)
         say(summary["ligand"]["text"])
     ml_record = {
         "selection": selection,
@@ -192,7 +180,7 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
         "random_weights": random,
         "ml_constraints_kept": keep,
         "potential": protocol.potential,
-        "ligand": ligand.resname if ligand else None,
+        "ligand": ligand or None,
     }
     restart.atomic_write_json(os.path.join(folder, "ml_region.json"), ml_record)
     system_xml = os.path.join(folder, "system.xml")
@@ -215,23 +203,57 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
     )
 
 
-def _prepare_ligand(protocol: Protocol, structure: str, folder: str, selection: str):
-    """The protocol's ligand protonated and parameterised (once; ``<run>/ligand/``), refused
-    before any preparation when it is in the ML region with elements the potential lacks."""
-    from .ligand import LigandSpec, check_elements, prepare_ligand
-    from .selection import NONE_WORDS
+def prepare_into(folder: str, protocol: Protocol, structure: str, has_ml: bool) -> tuple:
+    """Prepare ``structure`` into ``folder`` (``prepared.pdb``, ``prepare.json``/``.txt``, the
+    ligand's ``ligand/``) unless ``prepared.pdb`` is there already; return the force field (with
+    the ligand's template) and the report's lines (empty when nothing was prepared)."""
+    from .prepare import format_report, prepare_structure
+    from .system import forcefield_files, load_forcefield, resolve_min_box
+
+    ligand = _prepare_ligand(protocol, structure, folder)
+    files = forcefield_files(protocol.system, protocol.prepare["water_model"])
+    forcefield = load_forcefield(files + ([ligand.xml_path] if ligand else []))
+    if os.path.isfile(os.path.join(folder, "prepared.pdb")):
+        return forcefield, []
+    options = resolve_min_box(protocol.prepare, protocol.potential, has_ml)
+    name = protocol.ligand.get("resname")
+    if name and ligand is None:  # a ligand without template: kept as it is, its XML in the force field
+        options = {**options, "keep_heterogens": [*(options["keep_heterogens"] or []), name]}
+    topology, positions, report = prepare_structure(structure, options, forcefield, ligand)
+    lines = format_report(report)
+    restart.atomic_write_json(os.path.join(folder, "prepare.json"), report)
+    restart.atomic_write_text(os.path.join(folder, "prepare.txt"), "\n".join(lines) + "\n")
+    _write_pdb(os.path.join(folder, "prepared.pdb"), topology, positions)
+    return forcefield, lines
+
+
+def check_ligand_input(protocol: Protocol, structure: str, selection: str) -> None:
+    """Everything about the protocol's ligand that can be refused from the input alone — the
+    residue, the template, their match, the elements the potential lacks when the ML selection
+    takes ligand atoms — before the run folder is touched (a corrected rerun then starts cleanly)."""
+    from .ligand import LigandSpec, check_elements, ligand_in_selection, protonate_input
     from .system import resolve_potential
+
+    spec = LigandSpec.from_options(protocol.ligand)
+    if spec is None:
+        return
+    mol = protonate_input(structure, spec)
+    if mol is not None and ligand_in_selection(structure, spec.resname, selection):
+        from ..potential import model_elements
+
+        name, kwargs, _ = resolve_potential(protocol.potential)
+        check_elements(mol, spec.resname, model_elements(name, **kwargs), name)
+
+
+def _prepare_ligand(protocol: Protocol, structure: str, folder: str):
+    """The protocol's ligand protonated and parameterised (once; ``<run>/ligand/``)."""
+    from .ligand import LigandSpec, prepare_ligand
 
     spec = LigandSpec.from_options(protocol.ligand)
     if spec is None or not spec.has_template:
         return None
     ligand = prepare_ligand(structure, spec, folder)
     say(ligand.summary())
-    if str(selection).strip().lower() not in NONE_WORDS and f"resname {spec.resname}" in selection:
-        from ..potential import model_elements
-
-        name, kwargs, _ = resolve_potential(protocol.potential)
-        check_elements(ligand, model_elements(name, **kwargs), name)
     return ligand
 
 

@@ -424,17 +424,49 @@ def prepare_ligand(structure: str, spec: LigandSpec, folder: str) -> PreparedLig
     return PreparedLigand(spec.resname, paths["xml"], paths["sdf"], record)
 
 
-def check_elements(prepared: PreparedLigand, supported: list[int] | None, potential: str) -> None:
+def protonate_input(structure: str, spec: LigandSpec):
+    """The protonated ligand from the structure file and the template, written nowhere (None
+    without a template: then only the residue's presence is checked)."""
+    if spec.sdf and not os.path.isfile(spec.sdf):
+        raise FileNotFoundError(f"ligand {spec.resname}: file not found: {spec.sdf}")
+    heavy_names, elements, positions, _ = find_residue(structure, spec.resname)
+    if not spec.has_template:
+        return None
+    return protonate(heavy_names, elements, positions, read_template(spec), spec.resname)
+
+
+def ligand_in_selection(structure: str, resname: str, selection: str) -> bool:
+    """Whether ``selection`` takes atoms of the ligand in the input structure (heavy atoms, before
+    preparation; distances as in the file). A selection that cannot be evaluated on the input
+    (it names solvent that preparation adds) counts as taking the ligand: the potential's own
+    element check then decides after preparation."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    from .selection import NONE_WORDS, select_atoms
+
+    if str(selection).strip().lower() in NONE_WORDS:
+        return False
+    reader = app.PDBxFile if structure.lower().endswith((".cif", ".mmcif")) else app.PDBFile
+    data = reader(structure)
+    xyz = data.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    try:
+        chosen = set(select_atoms(data.topology, selection, positions_nm=xyz))
+    except ValueError:
+        return True
+    return any(a.index in chosen for a in data.topology.atoms() if a.residue.name == resname)
+
+
+def check_elements(mol, resname: str, supported: list[int] | None, potential: str) -> None:
     """Refuse, before any simulation, a ligand in the ML region with elements the potential lacks."""
     if not supported:
         return
     Chem = _chem()
-    mol = Chem.MolFromMolFile(prepared.sdf_path, removeHs=False)
     bad = sorted({a.GetSymbol() for a in mol.GetAtoms() if a.GetAtomicNum() not in supported})
     if bad:
         table = Chem.GetPeriodicTable()
         names = ", ".join(table.GetElementSymbol(z) for z in supported)
         raise ValueError(
-            f"ligand {prepared.resname} contains {', '.join(bad)}, which the potential {potential!r} "
+            f"ligand {resname} contains {', '.join(bad)}, which the potential {potential!r} "
             f"does not support (it knows {names}); leave the ligand out of the ML region or use other weights"
         )

@@ -346,8 +346,11 @@ def check_ligand(ligand: dict, where: str) -> None:
     """``resname`` names the ligand's residue; at most one of ``smiles`` and ``sdf`` gives its
     chemistry (neither: the force field files must have a template for it)."""
     name = ligand.get("resname")
-    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 4):
-        raise ValueError(f"{where}: resname must be the ligand's residue name (1-4 characters), not {name!r}")
+    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 3):
+        raise ValueError(
+            f"{where}: resname must be the ligand's residue name (1-3 characters, as PDB files hold it), "
+            f"not {name!r}"
+        )
     if ligand.get("smiles") and ligand.get("sdf"):
         raise ValueError(f"{where}: give smiles or sdf, not both")
     if (ligand.get("smiles") or ligand.get("sdf")) and not name:
