@@ -249,23 +249,28 @@ def test_ligand_in_pocket_quick_run_on_mcl1(mcl1, tmp_path):
     assert os.path.getmtime(os.path.join(folder, "ligand", f"{RES}.xml")) == xml_time
 
 
+def _fluorinated_tyk2(tmp_path):
+    """(complex PDB path, ligand-in-pocket protocol) for the first Tyk2 ligand with fluorine."""
+    from rdkit import Chem
+
+    from openmmml_e2former.simulate import load_protocol
+
+    sdf = os.path.join(jacs_folder("tyk2"), TARGETS["tyk2"][1])
+    mols = Chem.SDMolSupplier(sdf)
+    fluorinated = (m for m in mols if m and any(a.GetSymbol() == "F" for a in m.GetAtoms()))
+    path = str(tmp_path / "tyk2.pdb")
+    smiles = write_complex("tyk2", next(fluorinated).GetProp("_Name"), path, "LIG")
+    protocol = load_protocol("ligand-in-pocket")
+    protocol.ligand.update(resname="LIG", smiles=smiles)
+    return path, protocol
+
+
 def test_unsupported_ligand_element_stops_before_preparation(tmp_path):
     """A fluorinated Tyk2 ligand in the ML region: the shipped potential has no F, so the run
     stops naming the element before pdbfixer or any stage runs."""
-    from rdkit import Chem
+    from openmmml_e2former.simulate import run_protocol
 
-    from openmmml_e2former.simulate import load_protocol, run_protocol
-
-    sdf = os.path.join(jacs_folder("tyk2"), TARGETS["tyk2"][1])
-    name = next(
-        m.GetProp("_Name")
-        for m in Chem.SDMolSupplier(sdf)
-        if m and any(a.GetSymbol() == "F" for a in m.GetAtoms())
-    )
-    path = str(tmp_path / "tyk2.pdb")
-    smiles = write_complex("tyk2", name, path, "LIG")
-    protocol = load_protocol("ligand-in-pocket")
-    protocol.ligand.update(resname="LIG", smiles=smiles)
+    path, protocol = _fluorinated_tyk2(tmp_path)
     folder = tmp_path / "run"
     with pytest.raises(ValueError, match=r"ligand LIG contains .*F.* does not support"):
         run_protocol(protocol, path, str(folder), progress=False)
@@ -378,21 +383,9 @@ def test_prepare_command_with_a_ligand(mcl1, tmp_path, capsys):
 def test_the_element_check_follows_what_the_selection_takes(tmp_path):
     """A fluorinated ligand is refused only when the ML selection (evaluated on the input) takes
     its atoms: 'protein' or 'protein and not (resname LIG)' leave it classical and pass."""
-    from rdkit import Chem
-
-    from openmmml_e2former.simulate import load_protocol
     from openmmml_e2former.simulate.engine import check_ligand_input
 
-    sdf = os.path.join(jacs_folder("tyk2"), TARGETS["tyk2"][1])
-    name = next(
-        m.GetProp("_Name")
-        for m in Chem.SDMolSupplier(sdf)
-        if m and any(a.GetSymbol() == "F" for a in m.GetAtoms())
-    )
-    path = str(tmp_path / "tyk2.pdb")
-    smiles = write_complex("tyk2", name, path, "LIG")
-    protocol = load_protocol("ligand-in-pocket")
-    protocol.ligand.update(resname="LIG", smiles=smiles)
+    path, protocol = _fluorinated_tyk2(tmp_path)
     for selection in ("protein", "protein and not (resname LIG)", "none"):
         check_ligand_input(protocol, path, selection)
     for selection in ("(resname LIG) or protein", "all", "residues within 0.5 of (resname LIG)"):
