@@ -206,15 +206,16 @@ def build_run(protocol, structure, folder, selection, platform_name, progress) -
 def prepare_into(folder: str, protocol: Protocol, structure: str, has_ml: bool) -> tuple:
     """Prepare ``structure`` into ``folder`` (``prepared.pdb``, ``prepare.json``/``.txt``, the
     ligand's ``ligand/``) unless ``prepared.pdb`` is there already; return the force field (with
-    the ligand's template) and the report's lines (empty when nothing was prepared)."""
+    the ligand's template) and the report's lines (the ligand's alone when nothing was prepared;
+    the report already holds it otherwise)."""
     from .prepare import format_report, prepare_structure
     from .system import forcefield_files, load_forcefield, resolve_min_box
 
     ligand = _prepare_ligand(protocol, structure, folder)
     files = forcefield_files(protocol.system, protocol.prepare["water_model"])
     forcefield = load_forcefield(files + ([ligand.xml_path] if ligand else []))
-    if os.path.isfile(os.path.join(folder, "prepared.pdb")):
-        return forcefield, []
+    if os.path.isfile(os.path.join(folder, "prepared.pdb")):  # resumed: the ligand's line only
+        return forcefield, [ligand.summary()] if ligand else []
     options = resolve_min_box(protocol.prepare, protocol.potential, has_ml)
     name = protocol.ligand.get("resname")
     if name and ligand is None:  # a ligand without template: kept as it is, its XML in the force field
@@ -252,9 +253,7 @@ def _prepare_ligand(protocol: Protocol, structure: str, folder: str):
     spec = LigandSpec.from_options(protocol.ligand)
     if spec is None or not spec.has_template:
         return None
-    ligand = prepare_ligand(structure, spec, folder)
-    say(ligand.summary())
-    return ligand
+    return prepare_ligand(structure, spec, folder)
 
 
 def ligand_fragments(topology, ml_atoms, resname: str, potential: dict, metadata: dict) -> dict:
