@@ -13,6 +13,7 @@ before ``openmmtorch.TorchForce(path)`` in a fresh process.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -65,7 +66,9 @@ class OpenMMModule(nn.Module):
     ):
         super().__init__()
         retain_freed_memory()  # CPU calls: reuse freed pages (host_memory.py)
-        self.model = model.to(dtype)
+        # a frozen copy: autograd then keeps only what the forces need, not every input of every
+        # Linear for weight gradients nobody reads (docs/speed.md); the caller's network is untouched
+        self.model = copy.deepcopy(model).to(dtype).requires_grad_(False)
         n = len(atomic_numbers)
         indices = list(range(n)) if atom_indices is None else list(atom_indices)
         pairs = [tuple(p) for p in (cap_pairs or [])]

@@ -17,6 +17,7 @@ from .layers import (
     InvariantProjection,
     SO3Linear,
     mlp,
+    scatter_sum,
 )
 from .so3 import SphericalHarmonics
 from .tensor_product import VectorTensorProduct
@@ -332,5 +333,4 @@ class EdgeDegreeEmbedding(nn.Module):
             f = f * gate.unsqueeze(1)
             parts.append(sh[:, l * l : (l + 1) * (l + 1)].unsqueeze(-1) * f.unsqueeze(1))
         per_edge = torch.cat(parts, dim=1)
-        out = torch.zeros((n, per_edge.shape[1], per_edge.shape[2]), dtype=rbf.dtype, device=rbf.device)
-        return out.index_add(0, receivers, per_edge) / self.avg_degree
+        return scatter_sum(per_edge, receivers, n) / self.avg_degree

@@ -18,6 +18,7 @@ import math
 import torch
 from torch import nn
 
+from .layers import scatter_sum
 from .so3 import wigner_3j
 
 
@@ -92,12 +93,10 @@ class VectorTensorProduct(nn.Module):
         # TP(v, u) is linear in u: sum_e TP(w_e v_e, u_e) = sum_k G_k (sum_e u_ek w_e v_e), so
         # the edges only scale gathered values by scalars and the Clebsch-Gordan contraction
         # runs once per node (no [E, rows, C] tensor per edge).
-        dim = values.shape[1]
         parts: list[torch.Tensor] = []
         for k in range(3):
             scaled = values * (weights * vectors[:, k : k + 1]).unsqueeze(1)
-            acc = torch.zeros((num_nodes, dim, values.shape[2]), dtype=values.dtype, device=values.device)
-            parts.append(acc.index_add(0, receivers, scaled))
+            parts.append(scatter_sum(scaled, receivers, num_nodes))
         stacked = torch.stack(parts, dim=1)  # [N, 3, (lmax+1)^2, C]
         summed = torch.einsum("iko,nkic->noc", self.geometry.to(values.dtype), stacked)
         return self.mix(summed)
