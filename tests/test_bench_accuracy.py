@@ -41,8 +41,14 @@ def test_quick_run_reports_every_model_family_and_pair(quick_run):
         assert len(curve["distance"]) == len(curve["reference"]) > 5
         assert curve["distance"] == sorted(curve["distance"])
         assert set(curve["models"]) == set(accuracy.MODELS)
+    far = result["far_field"]  # the oracle's force from beyond each radius, protein families
+    assert set(far["families"]) == {"segments", "spheres"}
+    radii = {f"{r:g}" for r in far["radii"]}
+    assert far["bins"] and all(set(b["far_mean_abs"]) == radii for b in far["bins"])
+    values = [v for row in far["structures"].values() for v in row["far_mean_abs"].values()]
+    assert all(math.isfinite(v) and v >= 0 for v in values) and max(values) > 0
     assert (root / "acc.png").exists()
-    assert "largest/smallest" in stdout
+    assert "largest/smallest" in stdout and "from beyond R" in stdout
 
 
 def test_family_of_ids():

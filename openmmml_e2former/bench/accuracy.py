@@ -405,7 +405,27 @@ def run(args) -> dict:
             entry["seconds_energy_forces"] = time_architecture(path, args.speed_sizes, threads=args.threads)
         result["models"][name] = entry
     result["decay_curves"] = decay_curves(structures, predicted_all)
+    if args.labels == "oracle":
+        result["far_field"] = far_field_summary(set_dir, evaluated, args.quick, args.seed)
     return result
+
+
+def far_field_summary(set_dir: str, evaluated, quick: bool, seed: int) -> dict:
+    """The oracle's force from beyond each receptive radius, by size bin, for the protein
+    families and all of them together (:mod:`.far_field`)."""
+    from .far_field import far_field_bins, far_field_table
+
+    table = far_field_table(set_dir, evaluated, quick=quick, seed=seed)
+    rows = table["structures"]
+    families = sorted({family_of(sid) for sid in rows})
+    return {
+        "radii": table["radii"],
+        "bins": far_field_bins(list(rows.values()), BIN_EDGES),
+        "families": {
+            f: far_field_bins([r for i, r in rows.items() if family_of(i) == f], BIN_EDGES) for f in families
+        },
+        "structures": rows,
+    }
 
 
 def report(result: dict) -> None:
@@ -427,6 +447,12 @@ def report(result: dict) -> None:
                 + " time "
                 + ", ".join(f"{n} atoms {t:.3f} s" for n, t in entry["seconds_energy_forces"].items())
             )
+    far = result.get("far_field")
+    if far and far["bins"]:
+        print("  oracle force from beyond R (mean |component|, eV/Å), segments + spheres:")
+        for radius in far["bins"][0]["far_mean_abs"]:
+            cells = "  ".join(f"{b['bin']}: {b['far_mean_abs'][radius]:.4f}" for b in far["bins"])
+            print(f"    R = {radius:>2} Å  {cells}")
     for curve in result["decay_curves"]:
         cells = ", ".join(
             f"{m} {v['mae_beyond_meV']:.1f}"
@@ -478,6 +504,7 @@ def plot(result: dict, path: str) -> str | None:
                 color=colours[name],
                 label=label,
             )
+        _far_field_lines(ax, (result.get("far_field") or {}).get("families", {}).get(family))
         ax.set(xscale="log", yscale="log", xlabel="atoms", ylabel="force MAE (eV/Å)", title=family)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded minor labels
         ax.legend(fontsize=7)
@@ -496,6 +523,17 @@ def plot(result: dict, path: str) -> str | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _far_field_lines(ax, bins) -> None:
+    """Grey lines: the oracle's force from beyond 5 and 15 Å (what one 5 Å hop, and three, miss)."""
+    if not bins:
+        return
+    for radius, style in (("5", ":"), ("15", "--")):
+        points = [(b["mean_atoms"], b["far_mean_abs"][radius]) for b in bins if b["far_mean_abs"][radius] > 0]
+        if points:
+            label = f"oracle force from beyond {radius} Å"
+            ax.plot(*zip(*points, strict=True), style, color="grey", label=label)
 
 
 def _summary_row(axes, result: dict, colours: dict) -> None:

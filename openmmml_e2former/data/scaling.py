@@ -222,6 +222,10 @@ class AmberOracle:
     def charge(self, topology) -> int:
         return self._context(topology)[1]
 
+    def system(self, topology):
+        """The oracle's ``openmm.System`` for ``topology``."""
+        return self._context(topology)[0].getSystem()
+
     def __call__(self, topology, positions: np.ndarray) -> tuple[float, np.ndarray]:
         """(energy eV, forces eV/Å) of ``positions`` (Å)."""
         import openmm.unit as unit
@@ -612,18 +616,10 @@ def _charged_residues(topology) -> list[int]:
     return [r.index for r in topology.residues() if r.name in ("LYS", "ARG", "ASP", "GLU")]
 
 
-def build_family(family: str, out: str, quick: bool = False, seed: int = 0) -> list[tuple[Structure, str]]:
-    """Generate one family (oracle-labelled). ``quick``: a tiny version for tests (seconds)."""
-    oracle = AmberOracle()
-    if family == "pairs":
-        return charged_pairs(oracle, seed, train_per_pair=3 if quick else 60)
-    if family == "shells":
-        radii = SHELL_RADII[:3] if quick else SHELL_RADII
-        frames, train = (3, 1) if quick else (12, 8)
-        if quick:
-            md = {"padding": 0.8, "equilibration": 50, "interval": 20}
-            return water_shells(oracle, SHELL_SEQUENCE[:2], radii, frames, train, seed, **md)
-        return water_shells(oracle, SHELL_SEQUENCE, radii, frames, train, seed)
+def protein_and_frames(out: str, quick: bool = False, seed: int = 0) -> tuple:
+    """(topology, frames [Å], name) of the protein the segments and spheres are cut from: 1BHL
+    prepared (or villin's protein atoms for ``quick``) and its MD frames, both cached in
+    ``out/raw``. The first three frames train, the fourth validates, the rest evaluate."""
     if quick:  # villin (no preparation step), protein atoms only
         from .cutting import protein_only
         from .generators import villin_topology
@@ -643,6 +639,23 @@ def build_family(family: str, out: str, quick: bool = False, seed: int = 0) -> l
         with open(f"{cache}.tmp", "wb") as handle:
             np.save(handle, np.array(frames))
         os.replace(f"{cache}.tmp", cache)
+    return topology, frames, name
+
+
+def build_family(family: str, out: str, quick: bool = False, seed: int = 0) -> list[tuple[Structure, str]]:
+    """Generate one family (oracle-labelled). ``quick``: a tiny version for tests (seconds)."""
+    oracle = AmberOracle()
+    if family == "pairs":
+        return charged_pairs(oracle, seed, train_per_pair=3 if quick else 60)
+    if family == "shells":
+        radii = SHELL_RADII[:3] if quick else SHELL_RADII
+        frames, train = (3, 1) if quick else (12, 8)
+        if quick:
+            md = {"padding": 0.8, "equilibration": 50, "interval": 20}
+            return water_shells(oracle, SHELL_SEQUENCE[:2], radii, frames, train, seed, **md)
+        return water_shells(oracle, SHELL_SEQUENCE, radii, frames, train, seed)
+    topology, frames, name = protein_and_frames(out, quick, seed)
+    train = 1 if quick else 3
     if family == "segments":
         lengths = (3, 5, 12) if quick else SEGMENT_LENGTHS
         return segments(oracle, topology, frames, name, lengths, train, train_stride=8 if quick else 3)

@@ -1,0 +1,147 @@
+"""How much of the oracle's force comes from far away: the floor under a model that sees only so far.
+
+A model that sees atoms within R of each atom cannot know the force that atoms farther than R
+exert, only its average over the environments it was trained on. For the AMBER14 oracle of the
+size-scaling set that part is exact and cheap: the Coulomb and Lennard-Jones forces of the atom
+pairs farther apart than R (no bonded term and no 1-2/1-3/1-4 exception reaches 5 Å). Its mean
+absolute component, per size, says whether the experiment *can* show a local model's error
+growing with size: only if it grows and is not buried under the models' own error
+(``docs/accuracy.md``).
+
+The protein families' evaluation members (segments, spheres) are rebuilt from the set's prepared
+structure and MD frames (``raw/``), their positions checked against the stored ones, and their
+AMBER14 parameters read from the oracle's own System.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+#: receptive radii (Å): one 5 Å hop, the 3-block local model's 15 Å, and beyond
+RADII = (5.0, 10.0, 15.0, 20.0)
+#: Coulomb constant, kJ/mol nm e^-2 (OpenMM's ONE_4PI_EPS0)
+COULOMB = 138.935456
+#: kJ/mol/nm -> eV/Å
+KJ_NM_TO_EV_ANGSTROM = 1.0 / 96.48533212331002 / 10.0
+
+
+def nonbonded_parameters(system) -> tuple[np.ndarray, np.ndarray, np.ndarray, set]:
+    """(charges e, sigmas nm, epsilons kJ/mol, excluded or exception pairs) of a System's
+    NonbondedForce."""
+    import openmm
+
+    force = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+    n = force.getNumParticles()
+    params = [force.getParticleParameters(i) for i in range(n)]
+    charges = np.array([p[0]._value for p in params])
+    sigmas = np.array([p[1]._value for p in params])
+    epsilons = np.array([p[2]._value for p in params])
+    pairs = set()
+    for k in range(force.getNumExceptions()):
+        i, j = force.getExceptionParameters(k)[:2]
+        pairs.add((min(i, j), max(i, j)))
+    return charges, sigmas, epsilons, pairs
+
+
+def far_field_forces(
+    positions: np.ndarray, charges, sigmas, epsilons, exceptions: set, radii=RADII
+) -> np.ndarray:
+    """Forces (eV/Å) ``[len(radii), N, 3]`` on each atom from the Coulomb + Lennard-Jones terms
+    (Lorentz-Berthelot) of the atoms farther than each radius (Å); exception pairs are left out
+    (they are all closer than the smallest radius in a protein)."""
+    x = np.asarray(positions, dtype=np.float64) * 0.1  # nm
+    d = x[:, None, :] - x[None, :, :]
+    r = np.linalg.norm(d, axis=-1)
+    np.fill_diagonal(r, np.inf)
+    sigma = 0.5 * (sigmas[:, None] + sigmas[None, :])
+    epsilon = np.sqrt(epsilons[:, None] * epsilons[None, :])
+    sr6 = (sigma / r) ** 6
+    # -dE/dr / r for E = k qi qj / r + 4 eps (sr^12 - sr^6)
+    scale = (COULOMB * charges[:, None] * charges[None, :] / r + 24.0 * epsilon * (2.0 * sr6 * sr6 - sr6)) / (
+        r * r
+    )
+    for i, j in exceptions:
+        scale[i, j] = scale[j, i] = 0.0
+    out = np.empty((len(radii), len(x), 3))
+    for k, radius in enumerate(radii):
+        far = np.where(r > 0.1 * radius, scale, 0.0)
+        out[k] = np.einsum("ij,ijc->ic", far, d)
+    return out * KJ_NM_TO_EV_ANGSTROM
+
+
+_SEGMENT = re.compile(r"-seg:(\d+)-(\d+)/f(\d+)$")
+_SPHERE = re.compile(r"-sphere:([A-Z]+)(\w+?)/r([\d.]+)/f(\d+)$")
+
+
+def residues_of(structure_id: str, topology, frames) -> tuple[list[int], int] | None:
+    """(residue indices, frame) a segment or sphere member was cut from, from its id; None for
+    other families."""
+    match = _SEGMENT.search(structure_id)
+    if match:
+        first, last, frame = (int(g) for g in match.groups())
+        return list(range(first - 1, last)), frame
+    match = _SPHERE.search(structure_id)
+    if match:
+        name, number, radius, frame = (
+            match.group(1),
+            match.group(2),
+            float(match.group(3)),
+            int(match.group(4)),
+        )
+        centre = next(r for r in topology.residues() if r.name == name and r.id == number)
+        ca = next(a.index for a in centre.atoms() if a.name == "CA")
+        d = np.linalg.norm(frames[frame] - frames[frame][ca], axis=1)
+        return sorted({a.residue.index for a in topology.atoms() if d[a.index] <= radius}), frame
+    return None
+
+
+def far_field_table(
+    set_dir: str, structures, radii=RADII, quick: bool = False, seed: int = 0, progress=print
+) -> dict:
+    """Per protein evaluation member (segments, spheres): atoms, mean |component| of the oracle
+    force and of its part from beyond each radius (eV/Å). ~15 CPU s for the full set."""
+    from ..data.scaling import AmberOracle, capped_piece, protein_and_frames
+
+    ids = sorted(s.id for s in structures if _SEGMENT.search(s.id) or _SPHERE.search(s.id))
+    topology, frames, _ = protein_and_frames(set_dir, quick, seed)
+    oracle = AmberOracle()
+    rows = {}
+    wanted = {s.id: s for s in structures if s.id in ids}
+    for n, (sid, s) in enumerate(sorted(wanted.items())):
+        residues, frame = residues_of(sid, topology, frames)
+        piece, xyz = capped_piece(topology, frames[frame], residues)
+        if xyz.shape != s.positions.shape or not np.allclose(xyz, s.positions, atol=1e-4):
+            raise ValueError(f"{sid}: the rebuilt piece does not match the stored structure")
+        forces = far_field_forces(xyz, *nonbonded_parameters(oracle.system(piece)), radii=radii)
+        rows[sid] = {
+            "atoms": int(s.num_atoms),
+            "force_mean_abs": float(np.abs(s.forces).mean()),
+            "far_mean_abs": {f"{r:g}": float(np.abs(f).mean()) for r, f in zip(radii, forces, strict=True)},
+        }
+        if n % 20 == 0:
+            progress(f"far field: {n + 1}/{len(wanted)} ({sid}, {s.num_atoms} atoms)")
+    return {"radii": list(radii), "structures": rows}
+
+
+def far_field_bins(rows: list[dict], bin_edges) -> list[dict]:
+    """Rows of :func:`far_field_table` by size bin: mean over structures of each radius's
+    far-field force."""
+    out = []
+    for lo, hi in zip(bin_edges, bin_edges[1:], strict=False):
+        inside = [r for r in rows if lo < r["atoms"] <= hi]
+        if inside:
+            out.append(
+                {
+                    "bin": f"{lo + 1}-{hi}",
+                    "structures": len(inside),
+                    "mean_atoms": float(np.mean([r["atoms"] for r in inside])),
+                    "force_mean_abs": float(np.mean([r["force_mean_abs"] for r in inside])),
+                    "far_mean_abs": {
+                        k: float(np.mean([r["far_mean_abs"][k] for r in inside]))
+                        for k in inside[0]["far_mean_abs"]
+                    },
+                }
+            )
+    return out

@@ -1,0 +1,75 @@
+"""The far-field floor of the size-scaling benchmark (bench/far_field.py) against OpenMM's own forces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from openmmml_e2former.bench.far_field import far_field_forces, nonbonded_parameters, residues_of
+from openmmml_e2former.data import scaling
+
+
+@pytest.fixture(scope="module")
+def charged_pair():
+    """The ACE-LYS-NME / ACE-ASP-NME decay-curve member 8 Å beyond contact."""
+    made = scaling.charged_pairs(scaling.AmberOracle(), seed=0, train_per_pair=0)
+    curve = [s for s, _ in made if s.id.startswith("pair:ammonium-carboxylate/curve/d")]
+    curve.sort(key=lambda s: float(s.id.rsplit("/d", 1)[1]))
+    return curve[scaling.DECAY_GAPS.index(8.0)]
+
+
+def test_far_field_of_two_molecules_is_their_whole_interaction(charged_pair):
+    """Summed over a molecule, the far-field force beyond a radius smaller than every
+    intermolecular distance is the force the other molecule exerts (intramolecular pairs cancel
+    by Newton's third law): it must equal OpenMM's total force summed over that molecule."""
+    oracle = scaling.AmberOracle()
+    from openmmml_e2former.data.peptides import build_capped_peptide
+
+    top_a, _ = build_capped_peptide(["LYS"])
+    top_b, _ = build_capped_peptide(["ASP"])
+    topology = scaling._combine(top_a, top_b)
+    xyz = charged_pair.positions
+    na = top_a.getNumAtoms()
+    between = np.linalg.norm(xyz[:na, None] - xyz[None, na:], axis=-1)
+    assert between.min() > 5.0
+    _, openmm_forces = oracle(topology, xyz)
+    np.testing.assert_allclose(openmm_forces, charged_pair.forces, atol=1e-8)  # same structure
+
+    far = far_field_forces(
+        xyz, *nonbonded_parameters(oracle.system(topology)), radii=(5.0, between.max() + 0.01, 100.0)
+    )
+    for molecule in (slice(0, na), slice(na, None)):
+        net = openmm_forces[molecule].sum(axis=0)
+        assert np.linalg.norm(net) > 0.05  # a real signal: about 14.4 / 12^2 eV/Å
+        np.testing.assert_allclose(far[0][molecule].sum(axis=0), net, rtol=1e-5, atol=1e-7)
+    # beyond the farthest intermolecular distance only intramolecular pairs could remain (net zero)
+    for molecule in (slice(0, na), slice(na, None)):
+        np.testing.assert_allclose(far[1][molecule].sum(axis=0), 0.0, atol=1e-9)
+    assert np.abs(far[2]).max() == 0.0  # nothing is 100 Å apart
+
+
+def test_members_are_found_from_their_ids():
+    class Residue:
+        def __init__(self, index, name, number):
+            self.index, self.name, self.id = index, name, number
+
+        def atoms(self):
+            return [Atom(self.index, "CA", self)]
+
+    class Atom:
+        def __init__(self, index, name, residue):
+            self.index, self.name, self.residue = index, name, residue
+
+    class Topology:
+        residues_ = [Residue(0, "ALA", "1"), Residue(1, "LYS", "2"), Residue(2, "GLY", "3")]
+
+        def residues(self):
+            return self.residues_
+
+        def atoms(self):
+            return [a for r in self.residues_ for a in r.atoms()]
+
+    frames = [np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [9.0, 0.0, 0.0]])] * 5
+    assert residues_of("1bhl-seg:2-3/f4", Topology(), frames) == ([1, 2], 4)
+    assert residues_of("1bhl-sphere:LYS2/r4/f3", Topology(), frames) == ([0, 1], 3)
+    assert residues_of("pair:ammonium-carboxylate/curve/+10", Topology(), frames) is None
