@@ -181,6 +181,23 @@ def test_resume_mid_run_continues_the_same_loss_curve(tiny_dataset, tmp_path):
     c = steps(str(tmp_path / "killed"))
     assert [s for s, _ in a] == [s for s, _ in c]
     np.testing.assert_allclose([x for _, x in a], [x for _, x in c], rtol=1e-10, atol=0)
+    # stopped after the last step of epoch 1, before its validation: the resume's epoch rows
+    # still average every step of their epoch (they did not restart the mean, or give NaN)
+    boundary = Trainer(tiny_config(tiny_dataset, str(tmp_path / "boundary")))
+    assert boundary.fit(max_steps=4) == "max_steps"
+    Trainer(tiny_config(tiny_dataset, str(tmp_path / "boundary"))).fit()
+    expected = epoch_losses(str(tmp_path / "full"))
+    for run in ("part", "killed", "boundary"):
+        np.testing.assert_allclose(epoch_losses(str(tmp_path / run)), expected, rtol=1e-10, atol=0)
+    by_epoch: dict = {}
+    for row in csv.DictReader(open(os.path.join(tmp_path / "full", "steps.csv"))):
+        by_epoch.setdefault(int(row["epoch"]), []).append(float(row["loss"]))
+    np.testing.assert_allclose(expected, [np.mean(v) for _, v in sorted(by_epoch.items())], rtol=1e-12)
+
+
+def epoch_losses(path: str) -> list[float]:
+    with open(os.path.join(path, "epochs.csv")) as handle:
+        return [float(r["train_loss"]) for r in csv.DictReader(handle)]
 
 
 def test_plateau_schedule_and_early_stopping_follow_the_validation_losses(tiny_dataset, tmp_path):

@@ -64,6 +64,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
+        self.epoch_losses: list[float] = []  # this epoch's step losses so far (kept in last.pt)
         self.best_val = math.inf
         self.bad_epochs = 0
         self.plateau_scale = 1.0
@@ -273,6 +274,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
+            "epoch_losses": list(self.epoch_losses),
             "best_val": self.best_val,
             "bad_epochs": self.bad_epochs,
             "plateau_scale": self.plateau_scale,
@@ -313,6 +315,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         for key in ("step", "epoch", "batch_in_epoch", "best_val", "bad_epochs", "plateau_scale", "history"):
             setattr(self, key, state[key])
+        self.epoch_losses = list(state.get("epoch_losses", []))  # older states: from the resume on
         torch.set_rng_state(state["torch_rng"])
         # states written before elapsed_seconds existed: the time at the last epoch end
         fallback = float(self.history[-1]["seconds"]) if self.history else 0.0
@@ -446,7 +449,7 @@ class Trainer:
                 desc=f"epoch {self.epoch + 1}/{self.t['epochs']}",
                 disable=not self.t["progress"] or self.rank != 0,
             )
-            losses = []
+            losses = self.epoch_losses
             while self.batch_in_epoch < len(batches):
                 loss = self.train_step(batches[self.batch_in_epoch])
                 self.batch_in_epoch += 1
@@ -522,6 +525,7 @@ class Trainer:
             )
         self.epoch += 1
         self.batch_in_epoch = 0
+        self.epoch_losses = []
         self.save_state()
         if self.bad_epochs >= self.t["early_stopping_patience"]:
             return "early_stopping"
