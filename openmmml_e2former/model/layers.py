@@ -20,13 +20,17 @@ SIGMOID_2MOM = 1.8467055342154763
 def scatter_sum(src: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
     """``out[index[e]] += src[e]`` into ``[num_rows, *src.shape[1:]]``.
 
-    ``index_put`` with ``accumulate`` keeps only ``index`` for the backward pass, where
-    ``index_add`` also keeps ``src`` (a whole ``[E, (lmax+1)^2, C]`` edge tensor per call:
-    ~0.9 GiB at 2,000 atoms; ``docs/speed.md``). The sums are the same.
+    On the CPU by ``index_put`` with ``accumulate``, which keeps only ``index`` for the backward
+    pass, where ``index_add`` also keeps ``src`` (a whole ``[E, (lmax+1)^2, C]`` edge tensor per
+    call: ~0.9 GiB at 2,000 atoms; ``docs/speed.md``). On a GPU by ``index_add``: its atomic
+    kernel can be captured in a CUDA graph, PyTorch's sort-based accumulating ``index_put``
+    cannot. The sums are the same.
     """
     size = list(src.shape)
     size[0] = num_rows
     out = torch.zeros(size, dtype=src.dtype, device=src.device)
+    if src.is_cuda:
+        return out.index_add(0, index, src)
     return out.index_put((index,), src, accumulate=True)
 
 
