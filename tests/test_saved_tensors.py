@@ -28,25 +28,30 @@ def _saved_storages(fn) -> dict[int, tuple[int, ...]]:
     return saved, out
 
 
-def test_scatter_sum_equals_index_add_and_keeps_only_the_index():
+def test_scatter_sum_adds_rows_and_large_sources_keep_only_the_index():
     torch.manual_seed(0)
     src = torch.randn(50, 9, 4, dtype=torch.float64)
     index = torch.randint(0, 7, (50,))
-    expected = torch.zeros(7, 9, 4, dtype=torch.float64).index_add(0, index, src)
+    expected = torch.zeros(7, 9, 4, dtype=torch.float64)
+    for e in range(50):  # the sum written out
+        expected[index[e]] += src[e]
 
     leaf = src.clone().requires_grad_(True)
     scaled = leaf * 2.0  # a non-leaf source, as in the network
-    saved, out = _saved_storages(lambda: scatter_sum(scaled, index, 7))
+    saved, out = _saved_storages(lambda: scatter_sum(scaled, index, 7, lean_above=0))
     torch.testing.assert_close(out, 2.0 * expected, rtol=0, atol=1e-13)
     assert list(saved.values()) == [(50,)], saved  # the index only, not the [50, 9, 4] source
 
-    # gradient: each source row gets its target row's weight (checked by finite differences)
+    # the gradient, by finite differences
     weights = torch.randn(7, 9, 4, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda s: (scatter_sum(s, index, 7) * weights).sum(), (leaf,))
+    for lean_above in (0, 10**9):  # both ways of summing
+        total = scatter_sum(scaled, index, 7, lean_above=lean_above)
+        torch.testing.assert_close(total, 2.0 * expected, rtol=0, atol=1e-13)
+        check = lambda s, n=lean_above: (scatter_sum(s, index, 7, lean_above=n) * weights).sum()  # noqa: E731
+        assert torch.autograd.gradcheck(check, (leaf,))
 
-    # the old way kept the source: this is what the test guards against
-    zeros = torch.zeros(7, 9, 4, dtype=torch.float64)
-    saved_add, _ = _saved_storages(lambda: zeros.index_add(0, index, scaled))
+    # small sources take index_add, which keeps the source (fast, threaded): what lean_above is for
+    saved_add, _ = _saved_storages(lambda: scatter_sum(scaled, index, 7))
     assert (50, 9, 4) in saved_add.values()
 
 

@@ -17,19 +17,21 @@ SILU_2MOM = 1.6791767923989418
 SIGMOID_2MOM = 1.8467055342154763
 
 
-def scatter_sum(src: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
+def scatter_sum(
+    src: torch.Tensor, index: torch.Tensor, num_rows: int, lean_above: int = 16777216
+) -> torch.Tensor:
     """``out[index[e]] += src[e]`` into ``[num_rows, *src.shape[1:]]``.
 
-    On the CPU by ``index_put`` with ``accumulate``, which keeps only ``index`` for the backward
-    pass, where ``index_add`` also keeps ``src`` (a whole ``[E, (lmax+1)^2, C]`` edge tensor per
-    call: ~0.9 GiB at 2,000 atoms; ``docs/speed.md``). On a GPU by ``index_add``: its atomic
-    kernel can be captured in a CUDA graph, PyTorch's sort-based accumulating ``index_put``
-    cannot. The sums are the same.
+    ``index_add`` (atomic on a GPU, so a CUDA graph can capture it; threaded on the CPU) keeps
+    its whole ``src`` for the backward pass. On the CPU a ``src`` of more than ``lean_above``
+    elements (16 Mi: 64 MiB in float32, ~1,300 atoms of the small model's edges) is summed by
+    ``index_put(accumulate=True)`` instead, which keeps only ``index`` but runs on one thread
+    (``docs/speed.md``, "What autograd keeps"). The sums are the same.
     """
     size = list(src.shape)
     size[0] = num_rows
     out = torch.zeros(size, dtype=src.dtype, device=src.device)
-    if src.is_cuda:
+    if src.is_cuda or src.numel() <= lean_above:
         return out.index_add(0, index, src)
     return out.index_put((index,), src, accumulate=True)
 
