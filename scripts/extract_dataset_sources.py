@@ -30,6 +30,7 @@ from openmmml_e2former.chemistry import is_water_or_ion
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "data"))
 from make_run_fixtures import kept_atoms, subset_dcd, write_pdb  # noqa: E402
+from stability_records import unpack_for  # noqa: E402
 
 RECORDS = os.path.join(ROOT, "stability")
 OUT = os.path.join(ROOT, "datasets", "sources")
@@ -71,6 +72,8 @@ def extract(run: str) -> list[str]:
 
 
 def main() -> None:
+    for run in RUNS:
+        unpack_for(os.path.join(ROOT, "stability", run))  # the run records keep their frames packed
     rows = [row for run in RUNS for row in extract(run)]
     text = [
         "# datasets/sources",

@@ -36,6 +36,7 @@ import os
 import time
 
 import numpy as np
+from stability_records import unpack_for
 
 from openmmml_e2former.data.exploration import BROKEN, bond_change, bond_pairs
 
@@ -306,6 +307,8 @@ def main() -> None:
     parser.add_argument("--molecules", default="all", choices=["all", "dipeptides"], help="explore: which")
     parser.add_argument("--radius", type=float, default=6.0, help="locality: neighbourhood radius (Å)")
     args = parser.parse_args()
+    if args.folder:
+        unpack_for(args.folder)  # stability/ run records keep their frames packed
     name = _weights_name(args.model_path)
     run_name = os.path.basename(os.path.normpath(args.folder or ""))
     if args.which == "locality":

@@ -15,6 +15,7 @@ import json
 import os
 
 import yaml
+from stability_records import unpack_for
 
 from openmmml_e2former.checkpoints import file_sha256, load_checkpoint
 from openmmml_e2former.train.metrics import format_table
@@ -206,6 +207,8 @@ def main() -> None:
     )
     parser.add_argument("--config", default="configs/e2former-lsr-al3.yaml", help="the shipped stage config")
     args = parser.parse_args()
+    for folder in (args.long_run or LONG_RUNS) + [MM_REFERENCE]:
+        unpack_for(folder)  # stability/ run records keep their frames packed
     with open(os.path.join(POT, "e2former-lsr.metrics.json")) as handle:
         m = json.load(handle)
     with open(args.config) as handle:

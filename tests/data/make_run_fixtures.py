@@ -132,8 +132,19 @@ def subset_state(source: str, pdb: str, target: str, keep: list[int]) -> None:
         handle.write(openmm.XmlSerializer.serialize(kept))
 
 
+def _unpack(folder: str) -> None:
+    """The stability/ run records keep their frames and states packed (scripts/stability_records.py)."""
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from stability_records import unpack_for
+
+    unpack_for(folder)
+
+
 def make(run: str, name: str, waters: int, ions: int | None, first: int, count: int, state: bool) -> None:
     source = os.path.join(ROOT, "stability", run)
+    _unpack(source)
     target = os.path.join(OUT, name)
     os.makedirs(os.path.join(target, "stages", "01-minimize"), exist_ok=True)
     os.makedirs(os.path.join(target, "stages", "02-nvt"), exist_ok=True)
