@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from openmmml_e2former.data.extxyz import write_structures
-from openmmml_e2former.data.labellers import XTBLabeller
 from openmmml_e2former.model import E2FormerLSR, small_config
 from openmmml_e2former.train.batching import fit_reference_energies, predict, to_sample
 from openmmml_e2former.train.config import merge_config
 from openmmml_e2former.train.trainer import Trainer
 
+TINY_DATASET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "tiny-dipeptides.extxyz.gz")
 TINY = dict(
     channels=16, embed_dim=16, num_local_layers=1, num_long_layers=1, num_heads=2, head_dim=4,
     num_basis=16, edge_embed_dim=16,
@@ -44,17 +44,10 @@ def jiggled_molecules(per_molecule: int = 6, seed: int = 0) -> list:
 
 
 @pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> str:
+def tiny_dataset() -> str:
     """GFN2-xTB-labelled conformers of five capped dipeptides (charges -1, 0, +1; OBC2 MD at 400 K,
-    8 each), written once."""
-    from openmmml_e2former.data.generators import capped_peptides
-
-    path = str(tmp_path_factory.mktemp("data") / "tiny.extxyz")
-    labeller = XTBLabeller()
-    names = [["GLY"], ["ALA"], ["SER"], ["LYS"], ["ASP"]]
-    structures = capped_peptides(names, (400.0,), 8, interval=100, progress=False)
-    write_structures(path, [labeller.apply(s) for s in structures])
-    return path
+    8 each): the frozen tests/data/tiny-dipeptides.extxyz.gz (make_tiny_dataset.py)."""
+    return TINY_DATASET
 
 
 def tiny_config(data: str, output: str, **training) -> dict:

@@ -43,7 +43,7 @@ make_wheels() {
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64
         --platform manylinux_2_24_x86_64 --platform manylinux_2_34_x86_64)
     local binary=(openmm==8.5.2 openmm-cuda-13==8.5.2 acellera-openmmtorch-cu13==1.10
-        vesin-torch==0.6.2 ase==3.29.0 tblite==0.8.0 cffi==2.0.0 pycparser==3.12)
+        vesin-torch==0.6.2 ase==3.29.0)
     local sdist=(openmmml==1.7 pdbfixer==1.12.0)  # no wheels on PyPI: built here (pure Python)
     mkdir -p "$raw" "$dest" || return 1
     grep -qx '/.whl/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.whl/' >>"$ROOT/.git/info/exclude"
@@ -77,7 +77,6 @@ DROP = {
     "vesin_torch-": [f"vesin_torch/torch-2.{m}/*" for m in (3, 4, 5, 6, 7, 8, 9, 13, 14)],
     "pdbfixer-": ["pdbfixer/tests/*"],
     "ase-": ["ase/test/*", "ase/gui/*"],
-    "tblite-": ["tblite/test_*"],
 }
 
 def record_hash(data):
