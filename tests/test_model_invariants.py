@@ -328,7 +328,7 @@ TORCHFORCE = ("small-lsr-coulomb", "f64"), ("reference-fixture", "f32")
 
 def openmm_system(network: Network, backend: str):
     """A System whose only force runs the exported module: as TorchScript in a TorchForce, or
-    eager in the plug-in's PythonForce callback (on the CPU: the model is shared)."""
+    eager in the plug-in's PythonForce callback (the module wraps its own frozen copy of the network)."""
     systems = network._system = network._system or {}
     if backend not in systems:
         import openmm

@@ -15,8 +15,8 @@ from openmmml_e2former.export import OpenMMModule
 from openmmml_e2former.model.layers import scatter_sum
 
 
-def _saved_storages(fn) -> dict[int, tuple[int, ...]]:
-    """Run ``fn()`` and return {storage pointer: shape} of every tensor autograd saved."""
+def _saved_storages(fn) -> tuple[dict[int, tuple[int, ...]], torch.Tensor]:
+    """Run ``fn()``; return ({storage pointer: shape} of every tensor autograd saved, its result)."""
     saved: dict[int, tuple[int, ...]] = {}
 
     def pack(tensor):
@@ -28,7 +28,7 @@ def _saved_storages(fn) -> dict[int, tuple[int, ...]]:
     return saved, out
 
 
-def test_scatter_sum_adds_rows_and_large_sources_keep_only_the_index():
+def test_scatter_sum_adds_rows_and_keeps_only_the_index():
     torch.manual_seed(0)
     src = torch.randn(50, 9, 4, dtype=torch.float64)
     index = torch.randint(0, 7, (50,))
@@ -38,20 +38,21 @@ def test_scatter_sum_adds_rows_and_large_sources_keep_only_the_index():
 
     leaf = src.clone().requires_grad_(True)
     scaled = leaf * 2.0  # a non-leaf source, as in the network
-    saved, out = _saved_storages(lambda: scatter_sum(scaled, index, 7, lean_above=0))
+    saved, out = _saved_storages(lambda: scatter_sum(scaled, index, 7))
     torch.testing.assert_close(out, 2.0 * expected, rtol=0, atol=1e-13)
-    assert list(saved.values()) == [(50,)], saved  # the index only, not the [50, 9, 4] source
+    assert list(saved.values()) == [(50, 36)], saved  # the index (a broadcast view of [50]) only
+    assert next(iter(saved)) == index.untyped_storage().data_ptr()
 
     # the gradient, by finite differences
     weights = torch.randn(7, 9, 4, dtype=torch.float64)
-    for lean_above in (0, 10**9):  # both ways of summing
-        total = scatter_sum(scaled, index, 7, lean_above=lean_above)
-        torch.testing.assert_close(total, 2.0 * expected, rtol=0, atol=1e-13)
-        check = lambda s, n=lean_above: (scatter_sum(s, index, 7, lean_above=n) * weights).sum()  # noqa: E731
-        assert torch.autograd.gradcheck(check, (leaf,))
+    assert torch.autograd.gradcheck(lambda s: (scatter_sum(s, index, 7) * weights).sum(), (leaf,))
 
-    # small sources take index_add, which keeps the source (fast, threaded): what lean_above is for
-    saved_add, _ = _saved_storages(lambda: scatter_sum(scaled, index, 7))
+    empty = scatter_sum(torch.zeros(0, 9, 4), torch.zeros(0, dtype=torch.long), 3)  # no edges
+    assert empty.shape == (3, 9, 4) and not empty.any()
+
+    # index_add, the obvious way, keeps the source: what scatter_sum avoids
+    zeros = torch.zeros(7, 9, 4, dtype=torch.float64)
+    saved_add, _ = _saved_storages(lambda: zeros.index_add(0, index, scaled))
     assert (50, 9, 4) in saved_add.values()
 
 
@@ -63,6 +64,10 @@ def test_openmm_module_freezes_a_copy_and_saves_no_weight_inputs(cached_seeded_m
     inputs = (numbers[chosen].tolist(), _renumber(fragments[chosen]))
     module = OpenMMModule(network, *inputs, dtype=torch.float64)
     assert [p.requires_grad for p in network.parameters()] == trainable  # the caller's is untouched
+    assert module.model is not network
+    as_float32 = OpenMMModule(network, *inputs, dtype=torch.float32)  # converts its copy only
+    assert next(network.parameters()).dtype == torch.float64
+    assert next(as_float32.model.parameters()).dtype == torch.float32
     assert not any(p.requires_grad for p in module.parameters())
 
     x_nm = (positions[chosen] / 10.0).clone().requires_grad_(True)

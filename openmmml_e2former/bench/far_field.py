@@ -19,12 +19,15 @@ import re
 
 import numpy as np
 
+from ..units import ANGSTROM_PER_NM, KJ_PER_MOL_TO_EV
+from ..units import COULOMB as COULOMB_BY_UNIT
+
 #: receptive radii (Å): one 5 Å hop, the 3-block local model's 15 Å, and beyond
 RADII = (5.0, 10.0, 15.0, 20.0)
 #: Coulomb constant, kJ/mol nm e^-2 (OpenMM's ONE_4PI_EPS0)
-COULOMB = 138.935456
+COULOMB = COULOMB_BY_UNIT["kJ/mol"] / ANGSTROM_PER_NM
 #: kJ/mol/nm -> eV/Å
-KJ_NM_TO_EV_ANGSTROM = 1.0 / 96.48533212331002 / 10.0
+KJ_NM_TO_EV_ANGSTROM = KJ_PER_MOL_TO_EV / ANGSTROM_PER_NM
 
 
 def nonbonded_parameters(system) -> tuple[np.ndarray, np.ndarray, np.ndarray, set]:
@@ -32,6 +35,13 @@ def nonbonded_parameters(system) -> tuple[np.ndarray, np.ndarray, np.ndarray, se
     NonbondedForce."""
     import openmm
 
+    others = [
+        type(f).__name__
+        for f in system.getForces()
+        if "Nonbonded" in type(f).__name__ or "GB" in type(f).__name__
+    ]
+    if others != ["NonbondedForce"]:
+        raise ValueError(f"the far field is the NonbondedForce's alone; this System has {others}")
     force = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
     n = force.getNumParticles()
     params = [force.getParticleParameters(i) for i in range(n)]

@@ -17,23 +17,19 @@ SILU_2MOM = 1.6791767923989418
 SIGMOID_2MOM = 1.8467055342154763
 
 
-def scatter_sum(
-    src: torch.Tensor, index: torch.Tensor, num_rows: int, lean_above: int = 16777216
-) -> torch.Tensor:
+def scatter_sum(src: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
     """``out[index[e]] += src[e]`` into ``[num_rows, *src.shape[1:]]``.
 
-    ``index_add`` (atomic on a GPU, so a CUDA graph can capture it; threaded on the CPU) keeps
-    its whole ``src`` for the backward pass. On the CPU a ``src`` of more than ``lean_above``
-    elements (16 Mi: 64 MiB in float32, ~1,300 atoms of the small model's edges) is summed by
-    ``index_put(accumulate=True)`` instead, which keeps only ``index`` but runs on one thread
-    (``docs/speed.md``, "What autograd keeps"). The sums are the same.
+    ``scatter_add`` with the index broadcast (a stride-0 view) over the row: its backward keeps
+    only the index, where ``index_add``'s keeps the whole ``src`` (~0.9 GiB of edge tensors at
+    2,000 atoms; ``docs/speed.md``). Threaded on the CPU, atomic (CUDA-graph capturable) on a GPU.
     """
+    rows = src.shape[0]
+    flat = src.flatten(1)  # [E, rest] (also when E = 0)
     size = list(src.shape)
     size[0] = num_rows
-    out = torch.zeros(size, dtype=src.dtype, device=src.device)
-    if src.is_cuda or src.numel() <= lean_above:
-        return out.index_add(0, index, src)
-    return out.index_put((index,), src, accumulate=True)
+    out = torch.zeros((num_rows, flat.shape[1]), dtype=src.dtype, device=src.device)
+    return out.scatter_add(0, index.view(-1, 1).expand(rows, flat.shape[1]), flat).view(size)
 
 
 def degree_index(lmax: int) -> torch.Tensor:
