@@ -1,7 +1,8 @@
-"""How much of the oracle's force comes from far away: the floor under a model that sees only so far.
+"""How much of the oracle's force comes from far away: a bound on what a model that sees only so far misses.
 
-A model that sees atoms within R of each atom cannot know the force that atoms farther than R
-exert, only its average over the environments it was trained on. For the AMBER14 oracle of the
+A model whose energy sees atoms within R of each atom can represent the force of atoms farther
+than R only through neighbours (up to 2R), and beyond that only its average over the environments
+it was trained on: the force from beyond R bounds what it misses from above. For the AMBER14 oracle of the
 size-scaling set that part is exact and cheap: the Coulomb and Lennard-Jones forces of the atom
 pairs farther apart than R (no bonded term and no 1-2/1-3/1-4 exception reaches 5 Å). Its mean
 absolute component, per size, says whether the experiment *can* show a local model's error
