@@ -236,22 +236,43 @@ def error_rows(structures, predicted: dict) -> list[dict]:
     return rows
 
 
-def size_table(rows: list[dict]) -> list[dict]:
-    """Per size bin: structures, mean atoms, force MAE (mean over structures), energy MAE/atom."""
-    table = []
+def size_bins(rows: list[dict]):
+    """(label, rows) of each :data:`BIN_EDGES` size bin that holds rows (by ``row["atoms"]``)."""
     for lo, hi in zip(BIN_EDGES, BIN_EDGES[1:], strict=False):
         inside = [r for r in rows if lo < r["atoms"] <= hi]
         if inside:
-            table.append(
-                {
-                    "bin": f"{lo + 1}-{hi}",
-                    "structures": len(inside),
-                    "mean_atoms": float(np.mean([r["atoms"] for r in inside])),
-                    "force_mae": float(np.mean([r["force_mae"] for r in inside])),
-                    "energy_mae_per_atom": float(np.mean([abs(r["energy_error_per_atom"]) for r in inside])),
-                }
-            )
-    return table
+            yield f"{lo + 1}-{hi}", inside
+
+
+def size_table(rows: list[dict]) -> list[dict]:
+    """Per size bin: structures, mean atoms, force MAE (mean over structures), energy MAE/atom."""
+    return [
+        {
+            "bin": label,
+            "structures": len(inside),
+            "mean_atoms": float(np.mean([r["atoms"] for r in inside])),
+            "force_mae": float(np.mean([r["force_mae"] for r in inside])),
+            "energy_mae_per_atom": float(np.mean([abs(r["energy_error_per_atom"]) for r in inside])),
+        }
+        for label, inside in size_bins(rows)
+    ]
+
+
+def far_field_bins(rows: list[dict]) -> list[dict]:
+    """Rows of :func:`.far_field.far_field_table` per size bin: mean over structures of the
+    oracle force and of each radius's far-field force."""
+    return [
+        {
+            "bin": label,
+            "structures": len(inside),
+            "mean_atoms": float(np.mean([r["atoms"] for r in inside])),
+            "force_mean_abs": float(np.mean([r["force_mean_abs"] for r in inside])),
+            "far_mean_abs": {
+                k: float(np.mean([r["far_mean_abs"][k] for r in inside])) for k in inside[0]["far_mean_abs"]
+            },
+        }
+        for label, inside in size_bins(rows)
+    ]
 
 
 def scaling_summary(rows: list[dict]) -> dict:
@@ -413,17 +434,15 @@ def run(args) -> dict:
 def far_field_summary(set_dir: str, evaluated, quick: bool, seed: int) -> dict:
     """The oracle's force from beyond each receptive radius, by size bin, for the protein
     families and all of them together (:mod:`.far_field`)."""
-    from .far_field import far_field_bins, far_field_table
+    from .far_field import far_field_table
 
     table = far_field_table(set_dir, evaluated, quick=quick, seed=seed)
     rows = table["structures"]
     families = sorted({family_of(sid) for sid in rows})
     return {
         "radii": table["radii"],
-        "bins": far_field_bins(list(rows.values()), BIN_EDGES),
-        "families": {
-            f: far_field_bins([r for i, r in rows.items() if family_of(i) == f], BIN_EDGES) for f in families
-        },
+        "bins": far_field_bins(list(rows.values())),
+        "families": {f: far_field_bins([r for i, r in rows.items() if family_of(i) == f]) for f in families},
         "structures": rows,
     }
 
@@ -530,7 +549,8 @@ def _far_field_lines(ax, bins) -> None:
     if not bins:
         return
     for radius, style in (("5", ":"), ("15", "--")):
-        points = [(b["mean_atoms"], b["far_mean_abs"][radius]) for b in bins if b["far_mean_abs"][radius] > 0]
+        points = [(b["mean_atoms"], b["far_mean_abs"].get(radius, 0.0)) for b in bins]
+        points = [p for p in points if p[1] > 0]
         if points:
             label = f"oracle force from beyond {radius} Å"
             ax.plot(*zip(*points, strict=True), style, color="grey", label=label)

@@ -134,25 +134,3 @@ def far_field_table(
         if n % 20 == 0:
             progress(f"far field: {n + 1}/{len(wanted)} ({sid}, {s.num_atoms} atoms)")
     return {"radii": list(radii), "structures": rows}
-
-
-def far_field_bins(rows: list[dict], bin_edges) -> list[dict]:
-    """Rows of :func:`far_field_table` by size bin: mean over structures of each radius's
-    far-field force."""
-    out = []
-    for lo, hi in zip(bin_edges, bin_edges[1:], strict=False):
-        inside = [r for r in rows if lo < r["atoms"] <= hi]
-        if inside:
-            out.append(
-                {
-                    "bin": f"{lo + 1}-{hi}",
-                    "structures": len(inside),
-                    "mean_atoms": float(np.mean([r["atoms"] for r in inside])),
-                    "force_mean_abs": float(np.mean([r["force_mean_abs"] for r in inside])),
-                    "far_mean_abs": {
-                        k: float(np.mean([r["far_mean_abs"][k] for r in inside]))
-                        for k in inside[0]["far_mean_abs"]
-                    },
-                }
-            )
-    return out
