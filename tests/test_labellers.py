@@ -222,9 +222,19 @@ def test_labelling_resumes_and_parallel_equals_serial(tmp_path):
     first = label_dataset(structures[:4], out, chunk_size=3, progress=False)
     assert first["labelled"] == 4
     # a crash mid-write leaves only a temporary file, which readers ignore
-    (tmp_path / "labels" / "chunk-00001.extxyz.tmp-99").write_text("garbage")
+    (tmp_path / "labels" / "chunk-00001.extxyz.gz.tmp-99").write_text("garbage")
+    assert sorted(os.listdir(out)) == [
+        "chunk-00000.extxyz.gz",
+        "chunk-00001.extxyz.gz",
+        "chunk-00001.extxyz.gz.tmp-99",
+    ]
+    # chunks written before 2026-12-05 are plain text: a folder may hold both, and resumes over both
+    plain = read_structures(os.path.join(out, "chunk-00001.extxyz.gz"))
+    os.remove(os.path.join(out, "chunk-00001.extxyz.gz"))
+    write_structures(os.path.join(out, "chunk-00001.extxyz"), plain)
     second = label_dataset(structures, out, chunk_size=3, progress=False)
     assert second["already_done"] == 4 and second["labelled"] == 2
+    assert os.path.exists(os.path.join(out, "chunk-00002.extxyz.gz"))
     labelled = read_structures(out)
     assert sorted(s.id for s in labelled) == sorted(s.id for s in structures)
     assert done_ids(out) == {s.id for s in structures}

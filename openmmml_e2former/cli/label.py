@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 
     run = lsub.add_parser("run", help="label structures into a folder of chunks (resumable)")
     run.add_argument("input", help="extxyz file (or folder) of structures")
-    run.add_argument("-o", "--output", required=True, help="output folder of chunk-*.extxyz")
+    run.add_argument("-o", "--output", required=True, help="output folder of chunk-*.extxyz.gz")
     run.add_argument("--method", default="gfn2", help="gfn2 (default), gfn1, pyscf (DFT), hf")
     run.add_argument("--xc", default="pbe0", help="pyscf: exchange-correlation functional")
     run.add_argument("--basis", default="def2-svp", help="pyscf/hf: basis set")

@@ -1,6 +1,6 @@
 """Label a dataset in resumable chunks, in parallel on Dask workers, with a progress bar.
 
-Output: a folder of ``chunk-NNNNN.extxyz`` files. A single writer (the main process) rewrites the
+Output: a folder of ``chunk-NNNNN.extxyz.gz`` files. A single writer (the main process) rewrites the
 current chunk atomically (temporary file + ``os.replace``) after every labelled structure, so a
 killed run loses at most the structures in flight, and a restart skips every id already written
 (and every id listed in ``failed.jsonl``).
@@ -51,10 +51,19 @@ def label_one(structure: Structure, name: str, options: dict, worker: bool = Fal
         return structure, f"{type(exc).__name__}: {exc}"
 
 
+def chunk_files(output_dir: str) -> list[str]:
+    """The chunk files of a labelling folder: ``chunk-NNNNN.extxyz.gz`` (written since
+    2026-12-05, about a quarter of the size) and older ``chunk-NNNNN.extxyz``; temporary files of
+    an interrupted write are not chunks."""
+    names = glob.glob(os.path.join(output_dir, "chunk-*.extxyz"))
+    names += glob.glob(os.path.join(output_dir, "chunk-*.extxyz.gz"))
+    return sorted(names)
+
+
 def done_ids(output_dir: str, include_failed: bool = True) -> set[str]:
-    """Ids already labelled (in ``chunk-*.extxyz``) or (``include_failed``) recorded as failed."""
+    """Ids already labelled (in the chunk files) or (``include_failed``) recorded as failed."""
     ids = set()
-    for path in sorted(glob.glob(os.path.join(output_dir, "chunk-*.extxyz"))):
+    for path in chunk_files(output_dir):
         ids.update(s.id for s in read_structures(path))
     failed = os.path.join(output_dir, "failed.jsonl")
     if include_failed and os.path.exists(failed):
@@ -79,8 +88,7 @@ def _failed_ids(path: str) -> set[str]:
 
 
 def _next_chunk_index(output_dir: str) -> int:
-    names = glob.glob(os.path.join(output_dir, "chunk-*.extxyz"))
-    return 1 + max((int(os.path.basename(n)[6:11]) for n in names), default=-1)
+    return 1 + max((int(os.path.basename(n)[6:11]) for n in chunk_files(output_dir)), default=-1)
 
 
 def label_dataset(
@@ -130,7 +138,7 @@ def label_dataset(
         chunk.append(result)
         summary["labelled"] += 1
         summary["label_cpu_seconds"] += float(result.labels.get("label_seconds", 0.0))
-        write_structures(os.path.join(output_dir, f"chunk-{chunk_index:05d}.extxyz"), chunk)
+        write_structures(os.path.join(output_dir, f"chunk-{chunk_index:05d}.extxyz.gz"), chunk)
         if len(chunk) >= chunk_size:
             chunk_index, chunk = chunk_index + 1, []
     bar.close()
