@@ -89,6 +89,8 @@ _SPHERE = re.compile(r"-sphere:([A-Z]+)(\w+?)/r([\d.]+)/f(\d+)$")
 def residues_of(structure_id: str, topology, frames) -> tuple[list[int], int] | None:
     """(residue indices, frame) a segment or sphere member was cut from, from its id; None for
     other families."""
+    from ..data.scaling import sphere_residues
+
     match = _SEGMENT.search(structure_id)
     if match:
         first, last, frame = (int(g) for g in match.groups())
@@ -101,10 +103,8 @@ def residues_of(structure_id: str, topology, frames) -> tuple[list[int], int] | 
             float(match.group(3)),
             int(match.group(4)),
         )
-        centre = next(r for r in topology.residues() if r.name == name and r.id == number)
-        ca = next(a.index for a in centre.atoms() if a.name == "CA")
-        d = np.linalg.norm(frames[frame] - frames[frame][ca], axis=1)
-        return sorted({a.residue.index for a in topology.atoms() if d[a.index] <= radius}), frame
+        centre = next(r.index for r in topology.residues() if r.name == name and r.id == number)
+        return sphere_residues(topology, frames[frame], centre, radius), frame
     return None
 
 

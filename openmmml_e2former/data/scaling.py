@@ -371,6 +371,14 @@ def segments(
     return out
 
 
+def sphere_residues(topology, frame: np.ndarray, centre: int, radius: float) -> list[int]:
+    """Indices of the whole residues with an atom within ``radius`` (Å) of residue ``centre``'s CA
+    in ``frame`` (Å)."""
+    ca = _atoms_by_name(list(topology.residues())[centre])["CA"].index
+    d = np.linalg.norm(frame - frame[ca], axis=1)
+    return sorted({a.residue.index for a in topology.atoms() if d[a.index] <= radius})
+
+
 def spheres(
     oracle, topology, frames, name: str, radii, centres, train_frames: int
 ) -> list[tuple[Structure, str]]:
@@ -381,10 +389,8 @@ def spheres(
     for f, frame in enumerate(frames):
         seen: set = set()  # a residue set already cut from this frame (another radius or centre)
         for c in centres:
-            ca = _atoms_by_name(residues[c])["CA"].index
-            d = np.linalg.norm(frame - frame[ca], axis=1)
             for radius in radii:
-                keep = sorted({a.residue.index for a in topology.atoms() if d[a.index] <= radius})
+                keep = sphere_residues(topology, frame, c, radius)
                 if tuple(keep) in seen:
                     continue
                 seen.add(tuple(keep))
@@ -616,6 +622,11 @@ def _charged_residues(topology) -> list[int]:
     return [r.index for r in topology.residues() if r.name in ("LYS", "ARG", "ASP", "GLU")]
 
 
+def protein_train_frames(quick: bool = False) -> int:
+    """How many of the protein's frames give training members (the next one validates)."""
+    return 1 if quick else 3
+
+
 def protein_and_frames(out: str, quick: bool = False, seed: int = 0) -> tuple:
     """(topology, frames [Å], name) of the protein the segments and spheres are cut from: 1BHL
     prepared (or villin's protein atoms for ``quick``) and its MD frames, both cached in
@@ -629,7 +640,7 @@ def protein_and_frames(out: str, quick: bool = False, seed: int = 0) -> tuple:
     else:
         topology, positions = prepared_1bhl(os.path.join(out, "raw", "1bhl-prepared.pdb"))
         name = "1bhl"
-    train = 1 if quick else 3
+    train = protein_train_frames(quick)
     cache = os.path.join(out, "raw", f"{name}-frames-seed{seed}{'-quick' if quick else ''}.npy")
     if os.path.exists(cache):  # segments and spheres share the frames
         frames = list(np.load(cache))
@@ -655,7 +666,7 @@ def build_family(family: str, out: str, quick: bool = False, seed: int = 0) -> l
             return water_shells(oracle, SHELL_SEQUENCE[:2], radii, frames, train, seed, **md)
         return water_shells(oracle, SHELL_SEQUENCE, radii, frames, train, seed)
     topology, frames, name = protein_and_frames(out, quick, seed)
-    train = 1 if quick else 3
+    train = protein_train_frames(quick)
     if family == "segments":
         lengths = (3, 5, 12) if quick else SEGMENT_LENGTHS
         return segments(oracle, topology, frames, name, lengths, train, train_stride=8 if quick else 3)
