@@ -47,7 +47,14 @@ def test_quick_run_reports_every_model_family_and_pair(quick_run):
     assert far["bins"] and all(set(b["far_mean_abs"]) == radii for b in far["bins"])
     values = [v for row in far["structures"].values() for v in row["far_mean_abs"].values()]
     assert all(math.isfinite(v) and v >= 0 for v in values) and max(values) > 0
-    assert (root / "acc.png").exists()
+    for entry in result["models"].values():  # per-atom error by crowding, small vs large pieces
+        table = entry["environments"]
+        assert table["training_neighbours"]["max"] >= table["training_neighbours"]["p99"] > 0
+        for groups in table["families"].values():
+            for group in groups.values():
+                assert group["atoms"] > 0 and 0.0 <= group["fraction_beyond_training"] <= 1.0
+                assert sum(b["atoms"] for b in group["bins"]) <= group["atoms"]
+    assert (root / "acc.png").exists() and (root / "acc_environments.png").exists()
     assert "largest/smallest" in stdout and "from beyond R" in stdout
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .environments import environment_table, plot_environments, training_neighbours
+
 #: the architectures compared (small_config() changes); same data, seed and epochs for all.
 #: The first three are the paper's comparison; the last two are this project's answers to what
 #: they miss: learned charges + Coulomb (model/electrostatics.py), and fragment weights that can
@@ -398,6 +400,10 @@ def run(args) -> dict:
         if roles.get(s.id) in wanted and s.num_atoms <= args.max_atoms
     ]
     evaluated = [s for s in structures if roles[s.id] == "eval"]
+    family_by_id = {s.id: family_of(s.id) for s in evaluated}
+    training = training_neighbours(
+        [s for p in label_paths(set_dir, args.labels) for s in read_structures(p) if roles.get(s.id) == "train"]
+    )
     result = {
         "labels": args.labels,
         "set": set_dir,
@@ -421,6 +427,7 @@ def run(args) -> dict:
             "overall": scaling_summary(rows),
             "families": {f: scaling_summary([r for r in rows if r["family"] == f]) for f in families},
             "structures": rows,
+            "environments": environment_table(evaluated, predicted, family_by_id, training),
         }
         if not args.no_speed:
             entry["seconds_energy_forces"] = time_architecture(path, args.speed_sizes, threads=args.threads)
@@ -466,6 +473,19 @@ def report(result: dict) -> None:
                 + " time "
                 + ", ".join(f"{n} atoms {t:.3f} s" for n, t in entry["seconds_energy_forces"].items())
             )
+        for family, groups in (entry.get("environments") or {}).get("families", {}).items():
+            small, large = groups.get("small"), groups.get("large")
+            if small and large and large["force_mae_within_training"] is not None:
+                beyond = large["force_mae_beyond_training"]
+                print(
+                    f"  {'':<10} {family}: per-atom MAE small {small['force_mae']:.4f}, large {large['force_mae']:.4f}"
+                    f" = {large['force_mae_within_training']:.4f} as crowded as training atoms"
+                    + (
+                        f", {beyond:.4f} more crowded ({100 * large['fraction_beyond_training']:.0f} % of atoms)"
+                        if beyond is not None
+                        else ""
+                    )
+                )
     far = result.get("far_field")
     if far and far["bins"]:
         print("  oracle force from beyond R (mean |component|, eV/Å), segments + spheres:")
@@ -635,5 +655,6 @@ def main_from_args(args, argv=None) -> int:
         )
     report(result)
     png = plot(result, args.plot or os.path.splitext(out)[0] + ".png")
-    print(f"\nwrote {out}" + (f" and {png}" if png else ""))
+    crowding = plot_environments(result, os.path.splitext(args.plot or out)[0] + "_environments.png")
+    print(f"\nwrote {out}" + "".join(f" and {p}" for p in (png, crowding) if p))
     return 0
