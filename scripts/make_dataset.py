@@ -1,7 +1,7 @@
 """Generate and label the GFN2-xTB training set of the shipped potential, part by part.
 
 Usage: ``python scripts/make_dataset.py OUT_DIR [--parts a,b,...] [--workers N]``.
-Each part is generated once into ``OUT_DIR/raw/<part>.extxyz`` (skipped if present) and labelled
+Each part is generated once into ``OUT_DIR/raw/<part>.extxyz.gz`` (skipped if present) and labelled
 into ``OUT_DIR/labelled/<part>/`` (resumable: rerun the same command after an interruption).
 A line of JSON per finished part is appended to ``OUT_DIR/log.jsonl`` (counts, CPU seconds).
 """
@@ -150,6 +150,8 @@ PARTS = {
     "integrase-heldout": lambda out: integrase_windows(out),
     # held out: charged pairs 3.5-10 Å apart (the contact clusters stop at 3.2 Å)
     "pairs-heldout": lambda out: g.separated_pairs(per_pair=12, seed=5),
+    # round 4: 150-600-atom spheres and segments of four other proteins (docs: datasets/README.md)
+    "protein-pieces": lambda out: g.protein_pieces_set(threads=1),
 }
 
 
@@ -218,6 +220,8 @@ def main() -> None:
     args = parser.parse_args()
     for part in args.parts.split(","):
         raw = os.path.join(args.out, "raw", f"{part}.extxyz")
+        if not os.path.exists(raw):  # parts made before 2026-12-05 are plain text
+            raw += ".gz"
         start = time.process_time()
         if not os.path.exists(raw):
             os.makedirs(os.path.dirname(raw), exist_ok=True)

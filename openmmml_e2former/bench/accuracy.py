@@ -401,9 +401,8 @@ def run(args) -> dict:
     ]
     evaluated = [s for s in structures if roles[s.id] == "eval"]
     family_by_id = {s.id: family_of(s.id) for s in evaluated}
-    training = training_neighbours(
-        [s for p in label_paths(set_dir, args.labels) for s in read_structures(p) if roles.get(s.id) == "train"]
-    )
+    trained = [s for p in label_paths(set_dir, args.labels) for s in read_structures(p)]
+    training = training_neighbours([s for s in trained if roles.get(s.id) == "train"])
     result = {
         "labels": args.labels,
         "set": set_dir,
@@ -476,15 +475,12 @@ def report(result: dict) -> None:
         for family, groups in (entry.get("environments") or {}).get("families", {}).items():
             small, large = groups.get("small"), groups.get("large")
             if small and large and large["force_mae_within_training"] is not None:
-                beyond = large["force_mae_beyond_training"]
+                beyond, share = large["force_mae_beyond_training"], 100 * large["fraction_beyond_training"]
                 print(
-                    f"  {'':<10} {family}: per-atom MAE small {small['force_mae']:.4f}, large {large['force_mae']:.4f}"
-                    f" = {large['force_mae_within_training']:.4f} as crowded as training atoms"
-                    + (
-                        f", {beyond:.4f} more crowded ({100 * large['fraction_beyond_training']:.0f} % of atoms)"
-                        if beyond is not None
-                        else ""
-                    )
+                    f"  {'':<10} {family}: per-atom MAE small {small['force_mae']:.4f}, "
+                    f"large {large['force_mae']:.4f} = {large['force_mae_within_training']:.4f} "
+                    "as crowded as training atoms"
+                    + (f", {beyond:.4f} more crowded ({share:.0f} % of atoms)" if beyond is not None else "")
                 )
     far = result.get("far_field")
     if far and far["bins"]:
