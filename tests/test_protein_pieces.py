@@ -56,3 +56,13 @@ def test_protein_pieces_within_bounds_unique_and_labelled_by_protein():
 def test_unknown_protein_is_named():
     with pytest.raises(ValueError, match="unknown protein 'XYZ'"):
         g.piece_protein_path("XYZ")
+
+
+def test_caps_a_prepared_protein_already_has_join_the_piece():
+    top, _ = g.protein_for_md(g.piece_protein_path("PTP1B"))  # chain breaks capped with ACE/NME
+    residues = list(top.residues())
+    nme = next(r.index for r in residues if r.name == "NME")
+    assert g._with_existing_caps(residues, [nme - 2, nme - 1]) == [nme - 2, nme - 1, nme]
+    assert g._with_existing_caps(residues, [nme]) == [nme - 1, nme]  # a cap alone is no molecule
+    pieces = g.protein_pieces(g.piece_protein_path("PTP1B"), "PTP1B", num_frames=1, spheres=4, segments=4)
+    assert len(pieces) == 8 and all(150 <= p.num_atoms <= 600 for p in pieces)

@@ -453,6 +453,8 @@ def _piece_of_size(topology, frame, kind: str, target: int, rng, charged: list[i
                 break
         return keep
     start = int(rng.integers(len(residues)))
+    while residues[start].name in CAP_RESIDUES:  # a segment starts at an amino acid
+        start = int(rng.integers(len(residues)))
     chain = residues[start].chain
     keep = [start]
     while sizes[keep].sum() < target:
@@ -464,6 +466,22 @@ def _piece_of_size(topology, frame, kind: str, target: int, rng, charged: list[i
         else:
             break
     return keep
+
+
+#: caps a prepared protein may carry where its chain is broken
+CAP_RESIDUES = ("ACE", "NME")
+
+
+def _with_existing_caps(residues, keep: list[int]) -> list[int]:
+    """``keep`` plus the ACE/NME caps the protein already has next to it, and the residue a kept
+    cap belongs to (a cap has no CA to cut a new cap from, and alone it is no molecule)."""
+    out = set(keep)
+    for i in keep:
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(residues) and residues[j].chain is residues[i].chain:
+                if residues[j].name in CAP_RESIDUES or residues[i].name in CAP_RESIDUES:
+                    out.add(j)
+    return sorted(out)
 
 
 def protein_pieces(
@@ -487,7 +505,8 @@ def protein_pieces(
     from .scaling import AmberOracle, capped_piece, protein_frames
 
     top, pos = protein_for_md(pdb)
-    charged = [r.index for r in top.residues() if r.name in ("LYS", "ARG", "ASP", "GLU")]
+    residues = list(top.residues())
+    charged = [r.index for r in residues if r.name in ("LYS", "ARG", "ASP", "GLU")]
     frames = protein_frames(top, pos, num_frames, seed, interval=interval, threads=threads)
     rng = np.random.default_rng(seed)
     oracle = AmberOracle()
@@ -500,14 +519,14 @@ def protein_pieces(
                 if made == count:
                     break
                 target = int(rng.integers(atoms[0], atoms[1] + 1))
-                keep = _piece_of_size(top, frame, kind, target, rng, charged)
+                keep = _with_existing_caps(residues, _piece_of_size(top, frame, kind, target, rng, charged))
                 if tuple(keep) in seen:
                     continue
                 piece, xyz = capped_piece(top, frame, keep)
                 if not atoms[0] <= len(xyz) <= atoms[1]:
                     continue
                 seen.add(tuple(keep))
-                first, last = list(top.residues())[keep[0]].id, list(top.residues())[keep[-1]].id
+                first, last = residues[keep[0]].id, residues[keep[-1]].id
                 out.append(
                     Structure(
                         id=f"{name}-{kind}:{first}-{last}:{len(keep)}/f{f}",
