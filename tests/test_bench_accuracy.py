@@ -54,6 +54,9 @@ def test_quick_run_reports_every_model_family_and_pair(quick_run):
             for group in groups.values():
                 assert group["atoms"] > 0 and 0.0 <= group["fraction_beyond_training"] <= 1.0
                 assert sum(b["atoms"] for b in group["bins"]) <= group["atoms"]
+        charged = entry["by_charge"]  # the same rows regrouped by net charge
+        counted = sum(b["structures"] for g in charged.values() for b in g["bins"])
+        assert counted == sum(r["family"] in ("segments", "spheres") for r in entry["structures"])
     assert (root / "acc.png").exists() and (root / "acc_environments.png").exists()
     assert "largest/smallest" in stdout and "from beyond R" in stdout
 

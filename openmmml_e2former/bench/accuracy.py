@@ -260,6 +260,23 @@ def size_table(rows: list[dict]) -> list[dict]:
     ]
 
 
+#: net-charge groups (|total charge|) of the protein members: the training members reach |q| = 3
+CHARGE_GROUPS = {"|q| <= 1": (0, 1), "|q| 2-3": (2, 3), "|q| >= 4": (4, 10_000)}
+
+
+def charge_table(rows: list[dict]) -> dict:
+    """Force MAE by size bin within each :data:`CHARGE_GROUPS` group of the protein members
+    (segments and spheres): large pieces cut around charged residues carry larger net charges, so
+    growth with size can be growth with charge."""
+    protein = [r for r in rows if r["family"] in ("segments", "spheres")]
+    out = {}
+    for name, (lo, hi) in CHARGE_GROUPS.items():
+        inside = [r for r in protein if lo <= abs(r["charge"]) <= hi]
+        if inside:
+            out[name] = scaling_summary(inside)
+    return out
+
+
 def far_field_bins(rows: list[dict]) -> list[dict]:
     """Rows of :func:`.far_field.far_field_table` per size bin: mean over structures of the
     oracle force and of each radius's far-field force."""
@@ -401,8 +418,9 @@ def run(args) -> dict:
     ]
     evaluated = [s for s in structures if roles[s.id] == "eval"]
     family_by_id = {s.id: family_of(s.id) for s in evaluated}
-    trained = [s for p in label_paths(set_dir, args.labels) for s in read_structures(p)]
-    training = training_neighbours([s for s in trained if roles.get(s.id) == "train"])
+    # the set's training members, labelled or not (their positions are the same under any labels)
+    members = [s for p in label_paths(set_dir, "oracle") for s in read_structures(p)]
+    training = training_neighbours([s for s in members if roles.get(s.id) == "train"])
     result = {
         "labels": args.labels,
         "set": set_dir,
@@ -427,6 +445,7 @@ def run(args) -> dict:
             "families": {f: scaling_summary([r for r in rows if r["family"] == f]) for f in families},
             "structures": rows,
             "environments": environment_table(evaluated, predicted, family_by_id, training),
+            "by_charge": charge_table(rows),
         }
         if not args.no_speed:
             entry["seconds_energy_forces"] = time_architecture(path, args.speed_sizes, threads=args.threads)
@@ -472,6 +491,10 @@ def report(result: dict) -> None:
                 + " time "
                 + ", ".join(f"{n} atoms {t:.3f} s" for n, t in entry["seconds_energy_forces"].items())
             )
+        for group, summary in (entry.get("by_charge") or {}).items():
+            bins = summary["bins"]
+            cells = "  ".join(f"{b['bin']}: {b['force_mae']:.4f} ({b['structures']})" for b in bins)
+            print(f"  {'':<10} segments + spheres, {group}: {cells}")
         for family, groups in (entry.get("environments") or {}).get("families", {}).items():
             small, large = groups.get("small"), groups.get("large")
             if small and large and large["force_mae_within_training"] is not None:

@@ -19,7 +19,8 @@ RADIUS = 10.0
 #: neighbour-count bin edges within :data:`RADIUS`
 EDGES = (0, 50, 100, 150, 200, 250, 300, 350, 400, 500, 100_000)
 #: structures with at most this many atoms are "small" (the training members' limit), more than
-#: ``LARGE`` "large"
+#: ``LARGE`` "large" -- or more than half the largest evaluated size where none is above ``LARGE``
+#: (the GFN2-xTB labels stop at 650 atoms)
 SMALL, LARGE = 160, 640
 #: a bin is reported when it holds at least this many atoms
 MIN_ATOMS = 20
@@ -69,14 +70,17 @@ def training_neighbours(training) -> dict:
 
 def environment_table(evaluated, predicted: dict, families: dict, training: dict) -> dict:
     """Per family: per-atom force MAE by neighbour count for the small (<= :data:`SMALL` atoms)
-    and large (> :data:`LARGE`) evaluated structures, and the large ones' error split at the
+    and large (> :data:`LARGE`, see there) evaluated structures, and the large ones' error split at the
     training atoms' 99th-percentile neighbour count. ``predicted``: {id: (energy, forces)};
     ``families``: {id: family}; ``training``: :func:`training_neighbours`."""
     limit = training["p99"]
-    out = {"radius": RADIUS, "training_neighbours": training, "families": {}}
+    largest = max((s.num_atoms for s in evaluated), default=0)
+    large = LARGE if largest > 2 * LARGE else max(SMALL, largest // 2)
+    out = {"radius": RADIUS, "small_atoms": SMALL, "large_above": large, "training_neighbours": training}
+    out["families"] = {}
     for family in sorted(set(families.values())):
         groups = {}
-        for name, test in (("small", lambda n: n <= SMALL), ("large", lambda n: n > LARGE)):
+        for name, test in (("small", lambda n: n <= SMALL), ("large", lambda n: n > large)):
             members = [s for s in evaluated if families[s.id] == family and test(s.num_atoms)]
             if not members:
                 continue
@@ -125,9 +129,10 @@ def plot_environments(result: dict, path: str) -> str | None:
         ax.axvline(next(iter(tables.values()))["training_neighbours"]["p99"], color="grey", lw=1)
         ax.set(xlabel=f"neighbours within {RADIUS:g} Å", ylabel="per-atom force MAE (eV/Å)", title=family)
     handles = [plt.Line2D([], [], color=colours[n], lw=2, label=n) for n in tables]
+    large = next(iter(tables.values())).get("large_above", LARGE)
     handles += [
         plt.Line2D([], [], color="k", ls="-", marker="o", ms=3, label=f"structures <= {SMALL} atoms"),
-        plt.Line2D([], [], color="k", ls="--", marker="s", ms=3, label=f"structures > {LARGE} atoms"),
+        plt.Line2D([], [], color="k", ls="--", marker="s", ms=3, label=f"structures > {large} atoms"),
         plt.Line2D([], [], color="grey", lw=1, label="training atoms, 99th percentile"),
     ]
     fig.legend(handles=handles, loc="center right", fontsize=7)
