@@ -10,6 +10,8 @@
 #   bash benchmarks/gpu/run.sh --make-wheels    here: download and slim the wheels into .whl/
 #                                               (benchmarks/gpu/wheels.txt lists what it makes)
 #   bash benchmarks/gpu/run.sh --size           here: MiB that would travel (tree + .whl) of 64
+#   bash benchmarks/gpu/run.sh --slim|--unslim  here: move data the device never reads out of the
+#                                               tree before the call / back after it
 #
 # Steps (each runs whatever happened before it; the script always exits 0):
 #   1. env    install .whl/*.whl into $SITE (/tmp/site), put the repo and $SITE on PYTHONPATH,
@@ -117,9 +119,41 @@ size_report() {
     awk -v t="$tree" -v w="$wheels" 'BEGIN {m = 1048576; printf "travels: tree %.2f MiB + .whl %.2f MiB = %.2f MiB of 64 MiB (%.2f MiB left)\n", t/m, w/m, (t+w)/m, 64-(t+w)/m}'
 }
 
+# Data the device never reads (the size-scaling set and its labels, round-4 pieces, packed MD
+# records, accuracy checkpoints): --slim moves them out of the tree before the device call so
+# the rest fits the 64 MiB, --unslim puts them back (run it right after the call).
+SLIM_DIR=/tmp/e2f-gpu-slim
+SLIM_PATHS=(datasets/scaling datasets/labelling benchmarks/results/accuracy_runs)
+slim() {
+    local moved=0 path
+    if [[ -e "$SLIM_DIR" ]] && [[ -n "$(ls -A "$SLIM_DIR")" ]]; then
+        echo "$SLIM_DIR is not empty: run --unslim first" >&2
+        return 1
+    fi
+    for path in "${SLIM_PATHS[@]}" stability/*/records.tar.xz; do
+        [[ -e "$ROOT/$path" ]] || continue
+        mkdir -p "$SLIM_DIR/$(dirname "$path")"
+        mv "$ROOT/$path" "$SLIM_DIR/$path" && moved=$((moved + 1))
+    done
+    echo "moved $moved paths to $SLIM_DIR; put them back with: bash benchmarks/gpu/run.sh --unslim"
+    size_report
+}
+unslim() {
+    [[ -d "$SLIM_DIR" ]] || { echo "nothing to put back ($SLIM_DIR missing)"; return 0; }
+    (cd "$SLIM_DIR" && find . -mindepth 1 \( -type f -o -type l \) -print0) | while IFS= read -r -d '' f; do
+        mkdir -p "$ROOT/$(dirname "$f")"
+        mv "$SLIM_DIR/$f" "$ROOT/$f"
+    done
+    rm -rf "$SLIM_DIR"
+    git -C "$ROOT" status --short | grep '^ D' && echo "files still missing" >&2 && return 1
+    echo "restored"
+}
+
 case "${1:-}" in
     --make-wheels) make_wheels; exit $? ;;
     --size) size_report; exit 0 ;;
+    --slim) slim; exit $? ;;
+    --unslim) unslim; exit $? ;;
 esac
 
 # ------------------------------------------------------------------------------- settings
