@@ -140,3 +140,13 @@ def test_longer_training_runs_in_its_own_folder(tmp_path):
     assert longer["training"]["output"] == os.path.join(
         str(tmp_path), f"oracle-local-5A-e{TRAINING['epochs'] + 24}"
     )
+
+
+def test_trained_on_set_reads_the_checkpoints_data_paths(monkeypatch):
+    # checkpoint data paths are relative to the repository root, where the benchmark runs
+    monkeypatch.chdir(os.path.join(os.path.dirname(__file__), ".."))
+    oracle_run = "benchmarks/results/accuracy_runs/oracle-lsr-5A-e30/best.pt"
+    assert accuracy.trained_on_set(oracle_run, "datasets/scaling")
+    assert not accuracy.trained_on_set(oracle_run, "datasets/scal")  # a prefix is no folder
+    # the shipped potential was trained on datasets/gfn2-*, not on the set
+    assert not accuracy.trained_on_set("openmmml_e2former/potentials/e2former-lsr.pt", "datasets/scaling")

@@ -43,7 +43,8 @@ def test_large_error_splits_at_the_training_crowding():
     for s in small + large:
         counts = env.neighbour_counts(s.positions)
         err = np.where(counts <= limit, 0.1, 0.3)
-        predicted[s.id] = (0.0, np.repeat(err[:, None], 3, axis=1))
+        # component errors e/2, e, 3e/2 (signs mixed): per-atom mean |error| e, max 1.5e, norm/sqrt(3) ~1.08e
+        predicted[s.id] = (0.0, err[:, None] * np.array([0.5, -1.0, 1.5]))
     table = env.environment_table(small + large, predicted, {s.id: "cubes" for s in small + large}, training)
     groups = table["families"]["cubes"]
     beyond = groups["small"]["fraction_beyond_training"]
@@ -55,3 +56,16 @@ def test_large_error_splits_at_the_training_crowding():
     assert big["fraction_beyond_training"] == pytest.approx((counts > limit).mean())
     assert 0.2 < big["fraction_beyond_training"] < 0.8
     assert big["force_mae"] == pytest.approx(0.1 + 0.2 * big["fraction_beyond_training"])
+
+
+def test_without_a_training_set_there_is_no_split():
+    assert env.training_neighbours([]) is None
+    xyz = _lattice(9)
+    s = _structure("large", xyz)
+    predicted = {"large": (0.0, np.full((len(xyz), 3), 0.2))}
+    table = env.environment_table([s], predicted, {"large": "cubes"}, None)
+    large = table["families"]["cubes"]["large"]
+    assert table["training_neighbours"] is None and large["force_mae"] == pytest.approx(0.2)
+    assert large["fraction_beyond_training"] is None and large["force_mae_beyond_training"] is None
+    result = {"labels": "x", "models": {"m": {"environments": {"families": {}, "training_neighbours": None}}}}
+    assert env.plot_environments(result, "/nonexistent/never-written.png") is None

@@ -120,32 +120,48 @@ size_report() {
 }
 
 # Data the device never reads (the size-scaling set and its labels, round-4 pieces, packed MD
-# records, accuracy checkpoints): --slim moves them out of the tree before the device call so
-# the rest fits the 64 MiB, --unslim puts them back (run it right after the call).
-SLIM_DIR=/tmp/e2f-gpu-slim
+# records, accuracy checkpoints): --slim moves them into .gpu-slim/ (ignored, so it does not
+# travel; a rename on the same disk) before the device call, --unslim puts them back right after.
+SLIM_DIR="$ROOT/.gpu-slim"
 SLIM_PATHS=(datasets/scaling datasets/labelling benchmarks/results/accuracy_runs)
 slim() {
     local moved=0 path
-    if [[ -e "$SLIM_DIR" ]] && [[ -n "$(ls -A "$SLIM_DIR")" ]]; then
-        echo "$SLIM_DIR is not empty: run --unslim first" >&2
+    if [[ -e "$SLIM_DIR" ]]; then
+        echo "$SLIM_DIR exists: run --unslim first" >&2
         return 1
     fi
     for path in "${SLIM_PATHS[@]}" stability/*/records.tar.xz; do
         [[ -e "$ROOT/$path" ]] || continue
-        mkdir -p "$SLIM_DIR/$(dirname "$path")"
-        mv "$ROOT/$path" "$SLIM_DIR/$path" && moved=$((moved + 1))
+        mkdir -p "$SLIM_DIR/$(dirname "$path")" || return 1
+        mv "$ROOT/$path" "$SLIM_DIR/$path" || { echo "could not move $path; run --unslim" >&2; return 1; }
+        moved=$((moved + 1))
     done
     echo "moved $moved paths to $SLIM_DIR; put them back with: bash benchmarks/gpu/run.sh --unslim"
     size_report
 }
 unslim() {
+    local path
     [[ -d "$SLIM_DIR" ]] || { echo "nothing to put back ($SLIM_DIR missing)"; return 0; }
-    (cd "$SLIM_DIR" && find . -mindepth 1 \( -type f -o -type l \) -print0) | while IFS= read -r -d '' f; do
-        mkdir -p "$ROOT/$(dirname "$f")"
-        mv "$SLIM_DIR/$f" "$ROOT/$f"
+    local records=()
+    for path in "$SLIM_DIR"/stability/*/records.tar.xz; do
+        [[ -e "$path" ]] && records+=("${path#"$SLIM_DIR"/}")
     done
-    rm -rf "$SLIM_DIR"
-    git -C "$ROOT" status --short | grep '^ D' && echo "files still missing" >&2 && return 1
+    for path in "${SLIM_PATHS[@]}" "${records[@]}"; do
+        [[ -e "$SLIM_DIR/$path" ]] || continue
+        if [[ -e "$ROOT/$path" ]]; then
+            echo "$path exists in the tree and in $SLIM_DIR: left both, sort it out by hand" >&2
+            return 1
+        fi
+        mkdir -p "$ROOT/$(dirname "$path")" || return 1
+        mv "$SLIM_DIR/$path" "$ROOT/$path" || { echo "could not move $path back" >&2; return 1; }
+    done
+    find "$SLIM_DIR" -depth -type d -empty -delete
+    if [[ -e "$SLIM_DIR" ]]; then
+        echo "files left in $SLIM_DIR:" >&2
+        find "$SLIM_DIR" -type f >&2
+        return 1
+    fi
+    git -C "$ROOT" status --short | grep '^ D' && { echo "tracked files still missing" >&2; return 1; }
     echo "restored"
 }
 

@@ -221,6 +221,15 @@ def cached_predictions(cache: str, checkpoint: str, structures, threads: int = 1
     return {s.id: stored[s.id] for s in structures}
 
 
+def trained_on_set(checkpoint: str, set_dir: str) -> bool:
+    """Whether every training data path in the checkpoint's metadata lies inside ``set_dir``."""
+    from ..checkpoints import load_checkpoint
+
+    paths = load_checkpoint(checkpoint)[1].get("data") or []
+    root = os.path.abspath(set_dir)
+    return bool(paths) and all(os.path.abspath(p).startswith(root + os.sep) for p in paths)
+
+
 def error_rows(structures, predicted: dict) -> list[dict]:
     rows = []
     for s in structures:
@@ -444,7 +453,10 @@ def run(args) -> dict:
             "overall": scaling_summary(rows),
             "families": {f: scaling_summary([r for r in rows if r["family"] == f]) for f in families},
             "structures": rows,
-            "environments": environment_table(evaluated, predicted, family_by_id, training),
+            # the training range is the set's training members' for models trained on this set
+            "environments": environment_table(
+                evaluated, predicted, family_by_id, training if trained_on_set(path, set_dir) else None
+            ),
             "by_charge": charge_table(rows),
         }
         if not args.no_speed:
@@ -497,14 +509,16 @@ def report(result: dict) -> None:
             print(f"  {'':<10} segments + spheres, {group}: {cells}")
         for family, groups in (entry.get("environments") or {}).get("families", {}).items():
             small, large = groups.get("small"), groups.get("large")
-            if small and large and large["force_mae_within_training"] is not None:
-                beyond, share = large["force_mae_beyond_training"], 100 * large["fraction_beyond_training"]
-                print(
-                    f"  {'':<10} {family}: per-atom MAE small {small['force_mae']:.4f}, "
-                    f"large {large['force_mae']:.4f} = {large['force_mae_within_training']:.4f} "
-                    "as crowded as training atoms"
-                    + (f", {beyond:.4f} more crowded ({share:.0f} % of atoms)" if beyond is not None else "")
-                )
+            if not (small and large):
+                continue
+            line = f"  {'':<10} {family}: per-atom MAE small {small['force_mae']:.4f}"
+            line += f", large {large['force_mae']:.4f}"
+            within, beyond = large["force_mae_within_training"], large["force_mae_beyond_training"]
+            if within is not None and beyond is not None:
+                share = 100 * large["fraction_beyond_training"]
+                line += f" (atoms as crowded as training atoms {within:.4f}"
+                line += f", more crowded {beyond:.4f}: {share:.0f} %)"
+            print(line)
     far = result.get("far_field")
     if far and far["bins"]:
         print("  oracle force from beyond R (mean |component|, eV/Å), segments + spheres:")

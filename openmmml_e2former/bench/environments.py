@@ -19,8 +19,8 @@ RADIUS = 10.0
 #: neighbour-count bin edges within :data:`RADIUS`
 EDGES = (0, 50, 100, 150, 200, 250, 300, 350, 400, 500, 100_000)
 #: structures with at most this many atoms are "small" (the training members' limit), more than
-#: ``LARGE`` "large" -- or more than half the largest evaluated size where none is above ``LARGE``
-#: (the GFN2-xTB labels stop at 650 atoms)
+#: ``LARGE`` "large" -- unless the largest evaluated structure has at most ``2 * LARGE`` atoms:
+#: then "large" is more than half of it (the GFN2-xTB labels stop at 650 atoms)
 SMALL, LARGE = 160, 640
 #: a bin is reported when it holds at least this many atoms
 MIN_ATOMS = 20
@@ -58,9 +58,12 @@ def _binned(counts: np.ndarray, errors: np.ndarray) -> list[dict]:
     return out
 
 
-def training_neighbours(training) -> dict:
-    """Median, 99th percentile and maximum neighbour count of the training structures' atoms."""
-    counts = np.concatenate([neighbour_counts(s.positions) for s in training]) if training else np.zeros(1)
+def training_neighbours(training) -> dict | None:
+    """Median, 99th percentile and maximum neighbour count of the training structures' atoms
+    (None without training structures)."""
+    if not training:
+        return None
+    counts = np.concatenate([neighbour_counts(s.positions) for s in training])
     return {
         "p50": float(np.percentile(counts, 50)),
         "p99": float(np.percentile(counts, 99)),
@@ -72,8 +75,9 @@ def environment_table(evaluated, predicted: dict, families: dict, training: dict
     """Per family: per-atom force MAE by neighbour count for the small (<= :data:`SMALL` atoms)
     and large (> :data:`LARGE`, see there) evaluated structures, and the large ones' error split at the
     training atoms' 99th-percentile neighbour count. ``predicted``: {id: (energy, forces)};
-    ``families``: {id: family}; ``training``: :func:`training_neighbours`."""
-    limit = training["p99"]
+    ``families``: {id: family}; ``training``: :func:`training_neighbours` of the model's own
+    training structures, or None when they are not known (then there is no split)."""
+    limit = training["p99"] if training else None
     largest = max((s.num_atoms for s in evaluated), default=0)
     large = LARGE if largest > 2 * LARGE else max(SMALL, largest // 2)
     out = {"radius": RADIUS, "small_atoms": SMALL, "large_above": large, "training_neighbours": training}
@@ -92,10 +96,13 @@ def environment_table(evaluated, predicted: dict, families: dict, training: dict
                 "force_mae": float(errors.mean()),
                 "bins": _binned(counts, errors),
             }
-            within = counts <= limit
-            entry["fraction_beyond_training"] = float(1.0 - within.mean())
-            entry["force_mae_within_training"] = float(errors[within].mean()) if within.any() else None
-            entry["force_mae_beyond_training"] = float(errors[~within].mean()) if (~within).any() else None
+            entry.update(fraction_beyond_training=None, force_mae_within_training=None)
+            entry["force_mae_beyond_training"] = None
+            if limit is not None:
+                within = counts <= limit
+                entry["fraction_beyond_training"] = float(1.0 - within.mean())
+                for key, mask in (("within", within), ("beyond", ~within)):
+                    entry[f"force_mae_{key}_training"] = float(errors[mask].mean()) if mask.any() else None
             groups[name] = entry
         if groups:
             out["families"][family] = groups
@@ -117,8 +124,12 @@ def plot_environments(result: dict, path: str) -> str | None:
     if not tables:
         return None
     families = sorted({f for t in tables.values() for f in t["families"]})
+    if not families:
+        return None
     fig, axes = plt.subplots(1, len(families), figsize=(4.4 * len(families) + 2.6, 4.0), squeeze=False)
-    colours = dict(zip(result["models"], plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {name: cycle[k % len(cycle)] for k, name in enumerate(result["models"])}
+    limits = {t["training_neighbours"]["p99"] for t in tables.values() if t["training_neighbours"]}
     for ax, family in zip(axes[0], families, strict=True):
         for name, table in tables.items():
             groups = table["families"].get(family, {})
@@ -126,7 +137,8 @@ def plot_environments(result: dict, path: str) -> str | None:
                 bins = groups.get(group, {}).get("bins") or []
                 x = [b["mean_neighbours"] for b in bins]
                 ax.plot(x, [b["force_mae"] for b in bins], style, color=colours[name], ms=3, lw=1.2)
-        ax.axvline(next(iter(tables.values()))["training_neighbours"]["p99"], color="grey", lw=1)
+        for limit in limits:
+            ax.axvline(limit, color="grey", lw=1)
         ax.set(xlabel=f"neighbours within {RADIUS:g} Å", ylabel="per-atom force MAE (eV/Å)", title=family)
     handles = [plt.Line2D([], [], color=colours[n], lw=2, label=n) for n in tables]
     large = next(iter(tables.values())).get("large_above", LARGE)

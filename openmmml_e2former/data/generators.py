@@ -468,7 +468,7 @@ def _piece_of_size(topology, frame, kind: str, target: int, rng, charged: list[i
     return keep
 
 
-#: caps a prepared protein may carry where its chain is broken
+#: caps a prepared protein may carry (at its termini, or where its chain is broken)
 CAP_RESIDUES = ("ACE", "NME")
 
 
@@ -495,7 +495,7 @@ def protein_pieces(
     seed: int = 0,
     threads: int = 1,
 ) -> list[Structure]:
-    """Pieces of ``atoms[0]``-``atoms[1]`` atoms (sizes drawn uniformly) of the protein in ``pdb``:
+    """Pieces of ``atoms[0]``-``atoms[1]`` atoms (target sizes drawn uniformly) of the protein in ``pdb``:
     per frame ``spheres`` spheres around charged residues and ``segments`` contiguous segments,
     ACE/NME-capped where the chain is cut (:func:`.scaling.capped_piece`); a residue set drawn twice
     in a frame is drawn again. Frames: the file's structure and ``num_frames - 1`` frames of
