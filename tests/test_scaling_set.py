@@ -111,3 +111,42 @@ def test_gfn2_queue_orders_evaluation_first_and_drops_oracle_labels(tmp_path):
     assert all(s.energy is None and s.forces is None for s in queue)
     assert len({s.id for s in queue}) == len(queue)
     assert np.isfinite(queue[0].positions).all()
+
+
+def test_train_large_members_come_from_training_frames_and_train_only_when_asked(tmp_path):
+    import json
+
+    from openmmml_e2former.bench import accuracy
+    from openmmml_e2former.data.extxyz import write_structures
+
+    made = scaling.large_training_members(str(tmp_path), per_family=2, quick=True)
+    kinds = [s.id.split(":", 1)[0] for s, _ in made]
+    assert kinds.count("villin-seg") == 2 and kinds.count("villin-sphere") == 2 and "shell" in kinds
+    assert len({s.id for s, _ in made}) == len(made)
+    for s, role in made:
+        assert role == "train-large" and scaling.SMALL_ATOMS < s.num_atoms <= scaling.LARGE_TRAIN_ATOMS
+        # protein pieces from the (single, quick) training frame; shells from their own MD
+        assert s.id.endswith("/f0") or "/large-f" in s.id
+    # a set holding one small training member, one validation member and the large ones
+    small, val = made[0][0], made[1][0]
+    small.id, val.id = "tiny/f0", "tiny/f1"
+    small.numbers, small.positions, small.forces = small.numbers[:20], small.positions[:20], small.forces[:20]
+    small.fragment_ids = small.fragment_ids[:20]
+    val.numbers, val.positions, val.forces = val.numbers[:20], val.positions[:20], val.forces[:20]
+    val.fragment_ids = val.fragment_ids[:20]
+    large = [s for s, _ in made[2:]]
+    roles = {"tiny/f0": "train", "tiny/f1": "val", **{s.id: "train-large" for s in large}}
+    (tmp_path / "roles.json").write_text(json.dumps(roles))
+    write_structures(str(tmp_path / "oracle" / "all.extxyz.gz"), [small, val, *large])
+    runs = str(tmp_path / "runs")
+    base = accuracy.training_config("local-5A", str(tmp_path), "oracle", runs, quick=True)
+    plus = accuracy.training_config("local-5A", str(tmp_path), "oracle", runs, quick=True, large=True)
+    for config, train in ((base, ["tiny/f0"]), (plus, sorted(["tiny/f0", *(s.id for s in large)]))):
+        split = json.loads(open(config["data"]["split_file"]).read())
+        assert split["train"] == train and split["val"] == ["tiny/f1"]
+        assert not set(split["test"]) & {s.id for s in large}
+    assert plus["training"]["output"].endswith("oracle-local-5A+large")
+    assert plus["data"]["max_atoms"] == scaling.LARGE_TRAIN_ATOMS
+    assert accuracy.run_name("lsr-5A", 10, True, 30) == "lsr-5A-e10-from-e30+large"
+    with pytest.raises(FileNotFoundError, match="oracle-lsr-5A-e30/best.pt is missing"):
+        accuracy.training_config("lsr-5A", str(tmp_path), "oracle", runs, epochs=10, init_epochs=30)

@@ -85,6 +85,19 @@ def read_roles(set_dir: str) -> dict[str, str]:
         return json.load(handle)
 
 
+def run_name(
+    name: str, epochs: int | None = None, large: bool = False, init_epochs: int | None = None
+) -> str:
+    """The run's name (its folder is ``<labels>-<run name>``): ``<name>[-e<epochs>][-from-e<N>][+large]``."""
+    longer = epochs is not None and epochs != TRAINING["epochs"]
+    return (
+        name
+        + (f"-e{epochs}" if longer else "")
+        + (f"-from-e{init_epochs}" if init_epochs else "")
+        + ("+large" if large else "")
+    )
+
+
 def training_config(
     name: str,
     set_dir: str,
@@ -93,24 +106,39 @@ def training_config(
     quick: bool = False,
     seed: int = 0,
     epochs: int | None = None,
+    large: bool = False,
+    init_epochs: int | None = None,
 ) -> dict:
     """The training configuration of model ``name`` (one of :data:`MODELS`); writes the split
     (train/val ids present in this labelling) next to the run. ``epochs`` other than
-    ``TRAINING["epochs"]`` trains in its own folder ``<labels>-<name>-e<epochs>``."""
+    ``TRAINING["epochs"]`` trains in its own folder ``<labels>-<name>-e<epochs>``. ``large`` adds
+    the ``train-large`` members (161-650 atoms; ``e2former bench scaling-set --train-large``) to the
+    training side; ``init_epochs`` N starts from the best checkpoint of the run ``<name>-e<N>``."""
     from ..data.extxyz import read_structures
+    from ..data.scaling import LARGE_TRAIN_ATOMS
 
     roles = read_roles(set_dir)
     paths = label_paths(set_dir, labels)
-    present = {s.id for p in paths for s in read_structures(p) if s.num_atoms <= MAX_TRAINING_ATOMS}
+    max_atoms = LARGE_TRAIN_ATOMS if large else MAX_TRAINING_ATOMS
+    present = {s.id for p in paths for s in read_structures(p) if s.num_atoms <= max_atoms}
+    sides = {"train": ("train", "train-large") if large else ("train",), "val": ("val",)}
     split = {
-        side: sorted(i for i, r in roles.items() if r == side and i in present) for side in ("train", "val")
+        side: sorted(i for i, r in roles.items() if r in wanted and i in present)
+        for side, wanted in sides.items()
     }
+    if large and not any(roles.get(i) == "train-large" for i in split["train"]):
+        raise FileNotFoundError(
+            f"no train-large members in {set_dir}: e2former bench scaling-set --train-large 30"
+        )
     # every other small structure (held-out frames, decay curves) is the trainer's test side
-    split["test"] = sorted(i for i, r in roles.items() if r not in ("train", "val") and i in present)
+    taken = set(split["train"]) | set(split["val"])
+    split["test"] = sorted(
+        i for i, r in roles.items() if i not in taken and r != "train-large" and i in present
+    )
     longer = epochs is not None and epochs != TRAINING["epochs"]
-    output = os.path.join(runs, f"{labels}-{name}" + (f"-e{epochs}" if longer else ""))
+    output = os.path.join(runs, f"{labels}-{run_name(name, epochs, large, init_epochs)}")
     os.makedirs(output, exist_ok=True)
-    split_file = os.path.join(runs, f"{labels}-split.json")
+    split_file = os.path.join(runs, f"{labels}-split{'-large' if large else ''}.json")
     tmp = f"{split_file}.tmp-{os.getpid()}"  # two training processes may write it at once
     with open(tmp, "w") as handle:
         json.dump(split, handle)
@@ -120,9 +148,15 @@ def training_config(
         training["epochs"] = int(epochs)
     if quick:
         training.update(epochs=1, max_steps_per_epoch=3, warmup_steps=1, checkpoint_every_steps=10)
+    model = {"preset": "small", "overrides": dict(MODELS[name])}
+    if init_epochs:
+        start = os.path.join(runs, f"{labels}-{run_name(name, init_epochs)}", "best.pt")
+        if not os.path.exists(start):
+            raise FileNotFoundError(f"{start} is missing: train {name} for {init_epochs} epochs first")
+        model.update(init_from=start, refit_reference_energies=False)
     return {
-        "data": {"paths": paths, "split_file": split_file, "max_atoms": MAX_TRAINING_ATOMS},
-        "model": {"preset": "small", "overrides": dict(MODELS[name])},
+        "data": {"paths": paths, "split_file": split_file, "max_atoms": max_atoms},
+        "model": model,
         "training": training,
     }
 
@@ -136,21 +170,25 @@ def train_models(
     seed: int = 0,
     log=print,
     epochs: int | None = None,
+    large: bool = False,
+    init_epochs: int | None = None,
 ) -> dict:
-    """Train each model unless its run finished (``final.json``); returns {name: best.pt path}."""
+    """Train each model unless its run finished (``final.json``); returns {run name: best.pt path}
+    (:func:`run_name`)."""
     from ..train.config import merge_config
     from ..train.run import run_training
 
     out = {}
     for name in names:
-        config = merge_config(training_config(name, set_dir, labels, runs, quick, seed, epochs))
+        config = training_config(name, set_dir, labels, runs, quick, seed, epochs, large, init_epochs)
+        config = merge_config(config)
         output = config["training"]["output"]
         if not os.path.exists(os.path.join(output, "final.json")):
             log(f"training {name} on {labels} labels -> {output}")
             start = time.time()
             run_training(config)
             log(f"{name}: trained in {time.time() - start:.0f} s")
-        out[name] = os.path.join(output, "best.pt")
+        out[run_name(name, epochs, large, init_epochs)] = os.path.join(output, "best.pt")
     return out
 
 
@@ -409,8 +447,9 @@ def run(args) -> dict:
         build_scaling_set(set_dir, quick=args.quick, seed=args.seed)
     roles = read_roles(set_dir)
     checkpoints = train_models(
-        set_dir, args.labels, args.runs, args.train, args.quick, args.seed, epochs=args.epochs
-    )
+        set_dir, args.labels, args.runs, args.train, args.quick, args.seed, epochs=args.epochs,
+        large=args.train_large, init_epochs=args.init_epochs,
+    )  # fmt: skip
     if args.train_only:
         return {}
     for spec in args.models or []:
@@ -434,7 +473,7 @@ def run(args) -> dict:
         "labels": args.labels,
         "set": set_dir,
         "commands": {"this": "e2former bench accuracy " + " ".join(args.argv)},
-        "training": {name: MODELS.get(name) for name in checkpoints},
+        "training": {name: MODELS.get(name.split("-e")[0].split("+large")[0]) for name in checkpoints},
         "seed": args.seed,
         "max_atoms": args.max_atoms,
         "quick": bool(args.quick),
@@ -653,6 +692,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"train this many epochs (default {TRAINING['epochs']}); another number trains in "
         "its own run folder <labels>-<model>-e<N>, so converged and short runs sit side by side",
+    )
+    parser.add_argument(
+        "--train-large",
+        action="store_true",
+        help="add the train-large members (161-650 atoms; e2former bench scaling-set --train-large N) to "
+        "the training side; runs are named <model>...+large",
+    )
+    parser.add_argument(
+        "--init-epochs",
+        type=int,
+        default=None,
+        help="start each model from its own <labels>-<model>-e<N> run's best checkpoint (a fine-tune; "
+        "with --train-large: before/after adding the large members, from the same start)",
     )
     parser.add_argument("--no-speed", action="store_true", help="skip timing the architectures")
     parser.add_argument(

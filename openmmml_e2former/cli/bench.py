@@ -40,6 +40,14 @@ def add_parser(sub) -> None:
         "--max-atoms", type=int, default=650, help="largest structure to label with GFN2-xTB"
     )
     scaling.add_argument("--workers", type=int, default=1, help="GFN2-xTB labelling processes")
+    scaling.add_argument(
+        "--train-large",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write N segments, N spheres and up to N water shells of 161-650 atoms from the training "
+        "frames (role train-large, oracle labels; for `bench accuracy --train-large`)",
+    )
     scaling.set_defaults(func=run_scaling_set)
 
     accuracy = kinds.add_parser(
@@ -65,6 +73,11 @@ def run_scaling_set(args) -> int:
     summary = build_scaling_set(args.out, args.families, quick=args.quick, seed=args.seed)
     for family, counts in summary.items():
         print(f"{family:<9} " + ", ".join(f"{role} {n}" for role, n in sorted(counts.items())))
+    if args.train_large:
+        from ..data.scaling import build_large_training
+
+        counts = build_large_training(args.out, args.train_large, seed=args.seed, quick=args.quick)
+        print("train-large: " + ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())))
     if args.label_gfn2:
         import os
 

@@ -573,10 +573,13 @@ def _whole_waters_near(topology, frame, solute: list[int], radius: float, box: n
 
 
 def water_shells(
-    oracle, sequence, radii, num_frames: int, train_frames: int, seed: int, **md
+    oracle, sequence, radii, num_frames: int, train_frames: int, seed: int, role=None, tag: str = "", **md
 ) -> list[tuple[Structure, str]]:
     """The capped ``sequence`` with every water within each radius (Å) of any of its atoms
-    (``md``: options of :func:`solvated_peptide_frames`)."""
+    (``md``: options of :func:`solvated_peptide_frames`). ``role(frame, atoms)`` decides each
+    shell's role (default :func:`_role`): None stops the frame's radii, "" skips the shell. ``tag``
+    goes before the frame in the ids."""
+    role = role or (lambda f, n: _role(f, n, train_frames))
     import openmm.app as app
     import openmm.unit as unit
 
@@ -597,12 +600,15 @@ def water_shells(
             piece = modeller.topology
             piece.setPeriodicBoxVectors(None)
             xyz = np.array(modeller.positions.value_in_unit(unit.angstrom))
-            role = _role(f, len(xyz), train_frames)
-            if role is None:
+            given = role(f, len(xyz))
+            if given is None:
                 break
+            if not given:
+                continue
             molecule = f"shell:{name}/r{radius:g}"
             source = f"{name} with the TIP3P-FB waters within {radius:g} A, explicit-water MD frame {f}"
-            out.append((oracle_structure(oracle, piece, xyz, f"{molecule}/f{f}", molecule, source), role))
+            sid = f"{molecule}/{tag}f{f}"
+            out.append((oracle_structure(oracle, piece, xyz, sid, molecule, source), given))
     return out
 
 
@@ -678,6 +684,110 @@ def build_family(family: str, out: str, quick: bool = False, seed: int = 0) -> l
         evals = spheres(oracle, topology, frames, name, radii, picks, train)
         return train_set + [(s, r) for s, r in evals if r == "eval"]
     raise ValueError(f"unknown family {family!r}; use one of {FAMILIES}")
+
+
+#: "train-large" members (oracle labels only): training-frame pieces of more than SMALL_ATOMS and
+#: at most this many atoms, for the experiment that adds the large structures' environments (and
+#: net charges) to training (``docs/accuracy.md``)
+LARGE_TRAIN_ATOMS = 650
+LARGE_TRAIN_FILE = "train-large.extxyz.gz"
+
+
+def _sample_pieces(oracle, topology, frames, candidates, count, rng, make_ids) -> list:
+    """Build up to ``count`` capped pieces from ``candidates`` ((frame, residue indices), drawn in
+    random order) whose size lies in (SMALL_ATOMS, LARGE_TRAIN_ATOMS]."""
+    out: list = []
+    for k in rng.permutation(len(candidates)):
+        if len(out) == count:
+            break
+        f, keep = candidates[k]
+        piece, xyz = capped_piece(topology, frames[f], keep)
+        if SMALL_ATOMS < len(xyz) <= LARGE_TRAIN_ATOMS:
+            sid, molecule, source = make_ids(f, keep)
+            out.append((oracle_structure(oracle, piece, xyz, sid, molecule, source), "train-large"))
+    return out
+
+
+def large_training_members(out: str, per_family: int = 30, seed: int = 0, quick: bool = False) -> list:
+    """``per_family`` segments, spheres and (from a separate explicit-water MD) water shells of
+    SMALL_ATOMS-LARGE_TRAIN_ATOMS atoms, cut from the training frames only, role ``train-large``."""
+    oracle = AmberOracle()
+    topology, frames, name = protein_and_frames(out, quick, seed)
+    train = protein_train_frames(quick)
+    residues = list(topology.residues())
+    sizes = np.array([len(list(r.atoms())) for r in residues])
+    rng = np.random.default_rng(seed + 17)
+    window = (SMALL_ATOMS - 12, LARGE_TRAIN_ATOMS)  # residues' atoms; caps add up to 12
+    segs = [
+        (f, list(range(s, s + n)))
+        for f in range(train)
+        for n in SEGMENT_LENGTHS
+        for s in range(0, len(residues) - n + 1)
+        if window[0] < sizes[s : s + n].sum() <= window[1]
+    ]
+
+    def seg_ids(f, keep):
+        first, last = keep[0] + 1, keep[-1] + 1
+        molecule = f"{name}-seg:{first}-{last}"
+        return f"{molecule}/f{f}", molecule, f"{name} residues {first}-{last}, ACE/NME-capped, frame {f}"
+
+    made = _sample_pieces(oracle, topology, frames, segs, per_family, rng, seg_ids)
+    spheres_by_key: dict = {}
+    for f in range(train):
+        for c in _charged_residues(topology):
+            for radius in SPHERE_RADII:
+                keep = sphere_residues(topology, frames[f], c, radius)
+                if window[0] < sizes[keep].sum() <= window[1]:
+                    spheres_by_key.setdefault((f, tuple(keep)), (c, radius))
+    candidates = [(f, list(keep)) for f, keep in spheres_by_key]
+
+    def sphere_ids(f, keep):
+        c, radius = spheres_by_key[(f, tuple(keep))]
+        label = f"{residues[c].name}{residues[c].id}"
+        molecule = f"{name}-sphere:{label}/r{radius:g}"
+        source = f"{name} residues within {radius:g} A of {label} CA, ACE/NME-capped, frame {f}"
+        return f"{molecule}/f{f}", molecule, source
+
+    made += _sample_pieces(oracle, topology, frames, candidates, per_family, rng, sphere_ids)
+
+    def shell_role(f, atoms):
+        return None if atoms > LARGE_TRAIN_ATOMS else ("train-large" if atoms > SMALL_ATOMS else "")
+
+    md = {"padding": 0.8, "equilibration": 50, "interval": 20} if quick else {}
+    shells = water_shells(
+        oracle, SHELL_SEQUENCE[:2] if quick else SHELL_SEQUENCE, SHELL_RADII, 2 if quick else 6, 0,
+        seed + 101, role=shell_role, tag="large-", **md,
+    )  # fmt: skip
+    made += [shells[k] for k in sorted(rng.permutation(len(shells))[:per_family])]
+    return made
+
+
+def build_large_training(out: str, per_family: int = 30, seed: int = 0, quick: bool = False) -> dict:
+    """Write :func:`large_training_members` to ``out/oracle/train-large.extxyz.gz`` and their roles
+    to ``out/roles.json`` (kept if the file exists). Returns counts by family."""
+    import json
+
+    from .extxyz import read_structures, write_structures
+
+    path = os.path.join(out, "oracle", LARGE_TRAIN_FILE)
+    roles_path = os.path.join(out, "roles.json")
+    if not os.path.exists(path):
+        made = large_training_members(out, per_family, seed, quick)
+        with open(roles_path) as handle:
+            roles = json.load(handle)
+        clash = [s.id for s, _ in made if s.id in roles]
+        if clash:
+            raise ValueError(f"train-large ids already in the set: {clash[:3]}")
+        write_structures(path, [s for s, _ in made])
+        roles.update({s.id: r for s, r in made})
+        with open(f"{roles_path}.tmp", "w") as handle:
+            json.dump(roles, handle, indent=0, sort_keys=True)
+        os.replace(f"{roles_path}.tmp", roles_path)
+    counts: dict = {}
+    for s in read_structures(path):
+        family = s.id.split(":", 1)[0]
+        counts[family] = counts.get(family, 0) + 1
+    return counts
 
 
 #: order of GFN2-xTB labelling: what the benchmark evaluates first, training members last
