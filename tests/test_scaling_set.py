@@ -141,10 +141,14 @@ def test_train_large_members_come_from_training_frames_and_train_only_when_asked
     runs = str(tmp_path / "runs")
     base = accuracy.training_config("local-5A", str(tmp_path), "oracle", runs, quick=True)
     plus = accuracy.training_config("local-5A", str(tmp_path), "oracle", runs, quick=True, large=True)
-    for config, train in ((base, ["tiny/f0"]), (plus, sorted(["tiny/f0", *(s.id for s in large)]))):
+    large_ids = {s.id for s in large}
+    small_large = sorted(s.id for s in large if s.num_atoms <= accuracy.MAX_TRAINING_ATOMS)
+    for config, train, test in (
+        (base, ["tiny/f0"], small_large),  # loaded (<= 200 atoms) but not trained on: the test side
+        (plus, sorted(["tiny/f0", *large_ids]), []),
+    ):
         split = json.loads(open(config["data"]["split_file"]).read())
-        assert split["train"] == train and split["val"] == ["tiny/f1"]
-        assert not set(split["test"]) & {s.id for s in large}
+        assert split["train"] == train and split["val"] == ["tiny/f1"] and split["test"] == test
     assert plus["training"]["output"].endswith("oracle-local-5A+large")
     assert plus["data"]["max_atoms"] == scaling.LARGE_TRAIN_ATOMS
     assert accuracy.run_name("lsr-5A", 10, True, 30) == "lsr-5A-e10-from-e30+large"

@@ -130,11 +130,10 @@ def training_config(
         raise FileNotFoundError(
             f"no train-large members in {set_dir}: e2former bench scaling-set --train-large 30"
         )
-    # every other small structure (held-out frames, decay curves) is the trainer's test side
+    # every other loaded structure (held-out frames, decay curves; train-large ones when they do
+    # not train) is the trainer's test side: the trainer wants every loaded structure on a side
     taken = set(split["train"]) | set(split["val"])
-    split["test"] = sorted(
-        i for i, r in roles.items() if i not in taken and r != "train-large" and i in present
-    )
+    split["test"] = sorted(i for i in roles if i not in taken and i in present)
     longer = epochs is not None and epochs != TRAINING["epochs"]
     output = os.path.join(runs, f"{labels}-{run_name(name, epochs, large, init_epochs)}")
     os.makedirs(output, exist_ok=True)
