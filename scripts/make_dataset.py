@@ -20,6 +20,7 @@ from openmmml_e2former.data.exploration import explore_peptides, run_folder_envi
 from openmmml_e2former.data.extxyz import read_structures, write_structures
 from openmmml_e2former.data.labelling import label_dataset
 from openmmml_e2former.data.peptides import STANDARD_RESIDUES, TERMINAL_VARIANTS, VARIANTS
+from openmmml_e2former.data.pieces import protein_pieces_set
 
 RESIDUES = STANDARD_RESIDUES + list(VARIANTS)
 
@@ -151,7 +152,7 @@ PARTS = {
     # held out: charged pairs 3.5-10 Å apart (the contact clusters stop at 3.2 Å)
     "pairs-heldout": lambda out: g.separated_pairs(per_pair=12, seed=5),
     # round 4: 150-600-atom spheres and segments of four other proteins (docs: datasets/README.md)
-    "protein-pieces": lambda out: g.protein_pieces_set(threads=1),
+    "protein-pieces": lambda out: protein_pieces_set(threads=1),
 }
 
 

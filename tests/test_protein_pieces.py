@@ -1,4 +1,4 @@
-"""Protein-size training pieces (data/generators.py: protein_pieces): capped spheres and segments
+"""Protein-size training pieces (data/pieces.py: protein_pieces): capped spheres and segments
 of other proteins, of the requested size, with the charge of the residues they hold."""
 
 import numpy as np
@@ -6,6 +6,7 @@ import pytest
 
 from openmmml_e2former.chemistry import formal_charge
 from openmmml_e2former.data import generators as g
+from openmmml_e2former.data import pieces as pc
 from openmmml_e2former.data import scaling
 
 pytest.importorskip("openmmforcefields")
@@ -13,7 +14,7 @@ pytest.importorskip("openmmforcefields")
 
 @pytest.fixture(scope="module")
 def mcl1():
-    return g.protein_for_md(g.piece_protein_path("MCL1"))
+    return g.protein_for_md(pc.piece_protein_path("MCL1"))
 
 
 def test_pieces_have_the_size_and_charge_of_their_residues(mcl1):
@@ -23,7 +24,7 @@ def test_pieces_have_the_size_and_charge_of_their_residues(mcl1):
     rng = np.random.default_rng(3)
     oracle = scaling.AmberOracle()
     for kind, target in (("sphere", 300), ("segment", 200), ("sphere", 550)):
-        keep = g._piece_of_size(top, pos, kind, target, rng, charged)
+        keep = pc._piece_of_size(top, pos, kind, target, rng, charged)
         inside = sum(len(list(residues[i].atoms())) for i in keep)
         without_last = inside - len(list(residues[keep[-1]].atoms()))
         assert inside >= target
@@ -44,8 +45,8 @@ def test_pieces_have_the_size_and_charge_of_their_residues(mcl1):
 
 
 def test_protein_pieces_within_bounds_unique_and_labelled_by_protein():
-    path = g.piece_protein_path("MCL1")
-    pieces = g.protein_pieces(path, "MCL1", num_frames=1, spheres=2, segments=1, atoms=(150, 400))
+    path = pc.piece_protein_path("MCL1")
+    pieces = pc.protein_pieces(path, "MCL1", num_frames=1, spheres=2, segments=1, atoms=(150, 400))
     assert [p.id.split(":")[0] for p in pieces] == ["MCL1-sphere", "MCL1-sphere", "MCL1-segment"]
     assert len({p.id for p in pieces}) == 3
     for p in pieces:
@@ -55,14 +56,14 @@ def test_protein_pieces_within_bounds_unique_and_labelled_by_protein():
 
 def test_unknown_protein_is_named():
     with pytest.raises(ValueError, match="unknown protein 'XYZ'"):
-        g.piece_protein_path("XYZ")
+        pc.piece_protein_path("XYZ")
 
 
 def test_caps_a_prepared_protein_already_has_join_the_piece():
-    top, _ = g.protein_for_md(g.piece_protein_path("PTP1B"))  # chain breaks capped with ACE/NME
+    top, _ = g.protein_for_md(pc.piece_protein_path("PTP1B"))  # chain breaks capped with ACE/NME
     residues = list(top.residues())
     nme = next(r.index for r in residues if r.name == "NME")
-    assert g._with_existing_caps(residues, [nme - 2, nme - 1]) == [nme - 2, nme - 1, nme]
-    assert g._with_existing_caps(residues, [nme]) == [nme - 1, nme]  # a cap alone is no molecule
-    pieces = g.protein_pieces(g.piece_protein_path("PTP1B"), "PTP1B", num_frames=1, spheres=4, segments=4)
+    assert pc._with_existing_caps(residues, [nme - 2, nme - 1]) == [nme - 2, nme - 1, nme]
+    assert pc._with_existing_caps(residues, [nme]) == [nme - 1, nme]  # a cap alone is no molecule
+    pieces = pc.protein_pieces(pc.piece_protein_path("PTP1B"), "PTP1B", num_frames=1, spheres=4, segments=4)
     assert len(pieces) == 8 and all(150 <= p.num_atoms <= 600 for p in pieces)

@@ -1,0 +1,149 @@
+"""Protein-size training pieces (active learning, round 4): capped spheres and segments of 150-600
+atoms cut from proteins other than the held-out ones, with the size-scaling set's cutting rules
+(:func:`.scaling.capped_piece`). ``datasets/README.md`` (``labelling/``) says how they were made."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..fragments import fragment_ids_from_topology
+from ..optional import require
+from .cutting import atomic_numbers
+from .generators import protein_for_md
+from .scaling import AmberOracle, capped_piece, protein_frames, sphere_residues
+from .structure import Structure
+
+#: protonated proteins shipped in openmmforcefields (the perses JACS benchmark set) that AMBER14
+#: reads as they are and that have no disulfides: sources of protein-size training pieces. 1BHL
+#: (the size-scaling set) and villin's whole protein stay held out.
+PIECE_PROTEINS = {
+    "MCL1": "mcl1/MCL1_protein.pdb",
+    "PTP1B": "ptp1b/PTP1B_protein.pdb",
+    "Tyk2": "tyk2/Tyk2_protein.pdb",
+    "p38": "p38a/p38_protein.pdb",
+}
+
+
+def piece_protein_path(name: str) -> str:
+    """The PDB file of :data:`PIECE_PROTEINS` ``[name]`` inside the installed openmmforcefields."""
+    if name not in PIECE_PROTEINS:
+        raise ValueError(f"unknown protein {name!r}; use one of {sorted(PIECE_PROTEINS)}")
+    off = require("openmmforcefields", "ligands", "the proteins of the perses benchmark set")
+    return os.path.join(os.path.dirname(off.__file__), "data", "perses_jacs_systems", PIECE_PROTEINS[name])
+
+
+def _piece_of_size(topology, frame, kind: str, target: int, rng, charged: list[int]) -> list[int]:
+    """Residue indices of one piece of about ``target`` atoms (the first that reaches it): a sphere
+    (whole residues within a growing radius of a random charged residue's CA) or a segment
+    (residues from a random start, grown along its chain)."""
+    residues = list(topology.residues())
+    sizes = np.array([len(list(r.atoms())) for r in residues])
+    if kind == "sphere":
+        centre = int(rng.choice(charged))
+        keep: list[int] = []
+        for radius in np.arange(5.0, 30.0, 0.5):
+            keep = sphere_residues(topology, frame, centre, float(radius))
+            if sizes[keep].sum() >= target:
+                break
+        return keep
+    start = int(rng.integers(len(residues)))
+    while residues[start].name in CAP_RESIDUES:  # a segment starts at an amino acid
+        start = int(rng.integers(len(residues)))
+    chain = residues[start].chain
+    keep = [start]
+    while sizes[keep].sum() < target:
+        after, before = keep[-1] + 1, keep[0] - 1
+        if after < len(residues) and residues[after].chain is chain:
+            keep.append(after)
+        elif before >= 0 and residues[before].chain is chain:
+            keep.insert(0, before)
+        else:
+            break
+    return keep
+
+
+#: caps a prepared protein may carry (at its termini, or where its chain is broken)
+CAP_RESIDUES = ("ACE", "NME")
+
+
+def _with_existing_caps(residues, keep: list[int]) -> list[int]:
+    """``keep`` plus the ACE/NME caps the protein already has next to it, and the residue a kept
+    cap belongs to (a cap has no CA to cut a new cap from, and alone it is no molecule)."""
+    out = set(keep)
+    for i in keep:
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(residues) and residues[j].chain is residues[i].chain:
+                if residues[j].name in CAP_RESIDUES or residues[i].name in CAP_RESIDUES:
+                    out.add(j)
+    return sorted(out)
+
+
+def protein_pieces(
+    pdb: str,
+    name: str,
+    num_frames: int = 3,
+    interval: int = 500,
+    spheres: int = 3,
+    segments: int = 2,
+    atoms: tuple[int, int] = (150, 600),
+    seed: int = 0,
+    threads: int = 1,
+) -> list[Structure]:
+    """Pieces of ``atoms[0]``-``atoms[1]`` atoms (target sizes drawn uniformly) of the protein in ``pdb``:
+    per frame ``spheres`` spheres around charged residues and ``segments`` contiguous segments,
+    ACE/NME-capped where the chain is cut (:func:`.scaling.capped_piece`); a residue set drawn twice
+    in a frame is drawn again. Frames: the file's structure and ``num_frames - 1`` frames of
+    AMBER14/OBC2 MD at 350 K, ``interval`` fs apart (:func:`.scaling.protein_frames`). Ids
+    ``{name}-{kind}:{first}-{last}:{residues}/f{frame}``; every piece of one protein is one
+    molecule (one split group). Unlabelled; the total charge is AMBER14's."""
+    top, pos = protein_for_md(pdb)
+    residues = list(top.residues())
+    charged = [r.index for r in residues if r.name in ("LYS", "ARG", "ASP", "GLU")]
+    frames = protein_frames(top, pos, num_frames, seed, interval=interval, threads=threads)
+    rng = np.random.default_rng(seed)
+    oracle = AmberOracle()
+    out = []
+    for f, frame in enumerate(frames):
+        seen: set = set()
+        for kind, count in (("sphere", spheres), ("segment", segments)):
+            made = 0
+            for _ in range(20 * count):
+                if made == count:
+                    break
+                target = int(rng.integers(atoms[0], atoms[1] + 1))
+                keep = _with_existing_caps(residues, _piece_of_size(top, frame, kind, target, rng, charged))
+                if tuple(keep) in seen:
+                    continue
+                piece, xyz = capped_piece(top, frame, keep)
+                if not atoms[0] <= len(xyz) <= atoms[1]:
+                    continue
+                seen.add(tuple(keep))
+                first, last = residues[keep[0]].id, residues[keep[-1]].id
+                out.append(
+                    Structure(
+                        id=f"{name}-{kind}:{first}-{last}:{len(keep)}/f{f}",
+                        molecule=name,
+                        numbers=atomic_numbers(piece),
+                        positions=xyz,
+                        fragment_ids=fragment_ids_from_topology(piece),
+                        charge=oracle.charge(piece),
+                        source=f"{name} {kind} of {len(keep)} residues ({first}-{last}), ACE/NME-capped, "
+                        f"frame {f} (OBC2 MD 350 K)",
+                    )
+                )
+                made += 1
+    return out
+
+
+def protein_pieces_set(names=tuple(PIECE_PROTEINS), seed: int = 0, **options) -> list[Structure]:
+    """:func:`protein_pieces` of several proteins, interleaved (one of each protein in turn) so a
+    partly labelled set covers them all."""
+    per_protein = [
+        protein_pieces(piece_protein_path(n), n, seed=seed + i, **options) for i, n in enumerate(names)
+    ]
+    out = []
+    for i in range(max(len(p) for p in per_protein)):
+        out.extend(p[i] for p in per_protein if i < len(p))
+    return out
