@@ -152,5 +152,11 @@ def test_train_large_members_come_from_training_frames_and_train_only_when_asked
     assert plus["training"]["output"].endswith("oracle-local-5A+large")
     assert plus["data"]["max_atoms"] == scaling.LARGE_TRAIN_ATOMS
     assert accuracy.run_name("lsr-5A", 10, True, 30) == "lsr-5A-e10-from-e30+large"
+    # every run name leads back to its model; names of other checkpoints lead nowhere
+    for model in accuracy.MODELS:
+        for args in ((None, False, None), (30, False, None), (10, True, 30), (None, True, None)):
+            assert accuracy.model_of_run(accuracy.run_name(model, *args)) == model
+    assert accuracy.model_of_run("shipped") is None
+    assert accuracy.model_of_run("lsr-5A-ewald") is None
     with pytest.raises(FileNotFoundError, match="oracle-lsr-5A-e30/best.pt is missing"):
         accuracy.training_config("lsr-5A", str(tmp_path), "oracle", runs, epochs=10, init_epochs=30)

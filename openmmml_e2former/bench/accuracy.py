@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -96,6 +97,18 @@ def run_name(
         + (f"-from-e{init_epochs}" if init_epochs else "")
         + ("+large" if large else "")
     )
+
+
+_RUN_SUFFIX = re.compile(r"(-e\d+)?(-from-e\d+)?(\+large)?")
+
+
+def model_of_run(name: str) -> str | None:
+    """The model of :data:`MODELS` a run name (:func:`run_name`) was trained as; None for a name
+    that is not a run of this benchmark (e.g. ``shipped``)."""
+    for model in sorted(MODELS, key=len, reverse=True):
+        if name.startswith(model) and _RUN_SUFFIX.fullmatch(name[len(model) :]):
+            return model
+    return None
 
 
 def training_config(
@@ -472,7 +485,7 @@ def run(args) -> dict:
         "labels": args.labels,
         "set": set_dir,
         "commands": {"this": "e2former bench accuracy " + " ".join(args.argv)},
-        "training": {name: MODELS.get(name.split("-e")[0].split("+large")[0]) for name in checkpoints},
+        "training": {name: MODELS.get(model_of_run(name) or "") for name in checkpoints},
         "seed": args.seed,
         "max_atoms": args.max_atoms,
         "quick": bool(args.quick),
