@@ -90,9 +90,11 @@ def read_logs(run: str) -> tuple[list[dict], list[dict]]:
     return steps, epochs
 
 
-def plot_curve(runs: list[str], path: str, labels: list[str] | None = None) -> None:
+def plot_curve(runs: list, path: str, labels: list[str] | None = None) -> None:
     """Training loss and validation errors of the stages in ``runs``, one step axis (each stage's
-    steps continue from the last step of the one before; dashed lines mark the stage starts)."""
+    steps continue from the last step of the one before; dashed lines mark the stage starts).
+    A stage is a run folder, or a ``stages`` entry of an earlier metrics file (its validation
+    errors by epoch only: no per-step loss)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,7 +103,7 @@ def plot_curve(runs: list[str], path: str, labels: list[str] | None = None) -> N
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     offset, window = 0, 25
     for k, run in enumerate(runs):
-        steps, epochs = read_logs(run)
+        steps, epochs = read_logs(run) if isinstance(run, str) else ([], run["epochs"])
         x = [offset + int(r["step"]) for r in steps]
         y = [float(r["loss"]) for r in steps]
         smooth = [sum(y[max(0, i - window + 1) : i + 1]) / min(i + 1, window) for i in range(len(y))]
@@ -120,7 +122,7 @@ def plot_curve(runs: list[str], path: str, labels: list[str] | None = None) -> N
             for axis in (a, b):
                 axis.axvline(offset, ls="--", color="grey", lw=0.8)
                 axis.text(offset, 0.02, f" {tag}", transform=axis.get_xaxis_transform(), fontsize=8)
-        offset = x[-1] if x else offset
+        offset = x[-1] if x else (es[-1] if es else offset)
     a.set_xlabel("optimiser step")
     a.set_ylabel("training loss" + (" (each stage's own loss weights)" if len(runs) > 1 else ""))
     a.legend()
@@ -139,6 +141,13 @@ def main() -> None:
     )
     parser.add_argument("run", help="the last training stage's run folder (its best.pt is shipped)")
     parser.add_argument("--previous", action="append", default=[], help="earlier stages, oldest first")
+    parser.add_argument(
+        "--previous-metrics",
+        default=None,
+        help="an earlier metrics JSON (e.g. the shipped potential's) whose stages come before --previous: "
+        "for a workspace without the earlier run folders (their epochs and times are kept; the curve "
+        "shows their validation errors by epoch, without the per-step loss)",
+    )
     parser.add_argument("--dataset", required=True, nargs="+", help="the run's dataset file(s)")
     parser.add_argument(
         "--heldout",
@@ -194,10 +203,14 @@ def main() -> None:
     subset = split["test"][::step][: args.subset_size]
     write_structures(args.subset, subset)
     result["test_subset"] = {"file": args.subset, **errors(model, subset).summary()}
-    runs = [*args.previous, args.run]
-    result["stages"] = [
-        {"run": run, "epochs": read_logs(run)[1], "seconds": wall_seconds(run)} for run in runs
-    ]
+    earlier = []
+    if args.previous_metrics:
+        with open(args.previous_metrics) as handle:
+            earlier = json.load(handle)["stages"]
+    folders = [*args.previous, args.run]
+    runs = [*earlier, *folders]
+    stages = [{"run": run, "epochs": read_logs(run)[1], "seconds": wall_seconds(run)} for run in folders]
+    result["stages"] = earlier + stages
     result["epochs"] = result["stages"][-1]["epochs"]
     meta.update(
         name="e2former-lsr",
