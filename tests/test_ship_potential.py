@@ -1,0 +1,37 @@
+"""scripts/ship_potential.py: the training curve joins stages from run folders and from an earlier
+metrics file (a workspace that no longer holds the earlier run folders)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import ship_potential  # noqa: E402
+
+
+def _write_csv(path, rows):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_curve_from_metrics_stages_and_a_run_folder(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    _write_csv(run / "steps.csv", [{"step": s, "loss": 1.0 / s} for s in range(1, 21)])
+    epochs = [
+        {"epoch": e, "step": 10 * e, "val_force_mae": 0.1 / e, "val_energy_mae": 0.05 / e} for e in (1, 2)
+    ]
+    _write_csv(run / "epochs.csv", epochs)
+    shipped = os.path.join(ROOT, "openmmml_e2former", "potentials", "e2former-lsr.metrics.json")
+    with open(shipped) as handle:
+        earlier = json.load(handle)["stages"]
+    assert earlier and all("epochs" in stage for stage in earlier)
+    out = tmp_path / "curve.png"
+    ship_potential.plot_curve([*earlier, str(run)], str(out), [f"s{k}" for k in range(len(earlier) + 1)])
+    assert out.stat().st_size > 10_000
