@@ -90,19 +90,30 @@ def read_logs(run: str) -> tuple[list[dict], list[dict]]:
     return steps, epochs
 
 
-def plot_curve(runs: list, path: str, labels: list[str] | None = None) -> None:
+def join_stages(earlier: list[dict], folders: list[str]) -> list:
+    """The training stages, oldest first: ``earlier`` (``stages`` of an earlier metrics file), less
+    any stage whose run is one of ``folders`` (shipping the same run twice, e.g. with
+    ``--metrics-only``, must not list it twice), then the run folders themselves."""
+    kept = [stage for stage in earlier if stage["run"] not in folders]
+    if len(kept) < len(earlier):
+        print(f"--previous-metrics: {len(earlier) - len(kept)} stage(s) replaced by the run folders given")
+    return [*kept, *folders]
+
+
+def plot_curve(runs: list, path: str, labels: list[str] | None = None) -> list[int]:
     """Training loss and validation errors of the stages in ``runs``, one step axis (each stage's
     steps continue from the last step of the one before; dashed lines mark the stage starts).
     A stage is a run folder, or a ``stages`` entry of an earlier metrics file (its validation
-    errors by epoch only: no per-step loss)."""
+    errors by epoch only: no per-step loss). Returns each stage's first step on the joint axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    offset, window = 0, 25
+    offset, window, starts = 0, 25, []
     for k, run in enumerate(runs):
+        starts.append(offset)
         steps, epochs = read_logs(run) if isinstance(run, str) else ([], run["epochs"])
         x = [offset + int(r["step"]) for r in steps]
         y = [float(r["loss"]) for r in steps]
@@ -133,6 +144,7 @@ def plot_curve(runs: list, path: str, labels: list[str] | None = None) -> None:
     fig.suptitle("E2Former-LSR (small) on GFN2-xTB peptide data")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    return starts
 
 
 def main() -> None:
@@ -207,10 +219,13 @@ def main() -> None:
     if args.previous_metrics:
         with open(args.previous_metrics) as handle:
             earlier = json.load(handle)["stages"]
-    folders = [*args.previous, args.run]
-    runs = [*earlier, *folders]
-    stages = [{"run": run, "epochs": read_logs(run)[1], "seconds": wall_seconds(run)} for run in folders]
-    result["stages"] = earlier + stages
+    runs = join_stages(earlier, [*args.previous, args.run])
+    result["stages"] = [
+        run
+        if isinstance(run, dict)
+        else {"run": run, "epochs": read_logs(run)[1], "seconds": wall_seconds(run)}
+        for run in runs
+    ]
     result["epochs"] = result["stages"][-1]["epochs"]
     meta.update(
         name="e2former-lsr",

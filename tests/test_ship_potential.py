@@ -33,5 +33,18 @@ def test_curve_from_metrics_stages_and_a_run_folder(tmp_path):
         earlier = json.load(handle)["stages"]
     assert earlier and all("epochs" in stage for stage in earlier)
     out = tmp_path / "curve.png"
-    ship_potential.plot_curve([*earlier, str(run)], str(out), [f"s{k}" for k in range(len(earlier) + 1)])
-    assert out.stat().st_size > 10_000
+    starts = ship_potential.plot_curve(
+        [*earlier, str(run)], str(out), [f"s{k}" for k in range(len(earlier) + 1)]
+    )
+    assert out.exists()
+    # each stage starts where the one before ended: at its last epoch's step (metrics stages have
+    # no per-step log), so the run folder's steps follow the shipped stages' total
+    ends = [int(stage["epochs"][-1]["step"]) for stage in earlier]
+    assert starts == [sum(ends[:k]) for k in range(len(earlier) + 1)]
+
+
+def test_shipping_a_run_again_replaces_its_stage():
+    earlier = [{"run": "runs/a", "epochs": []}, {"run": "runs/b", "epochs": []}]
+    joined = ship_potential.join_stages(earlier, ["runs/b", "runs/c"])
+    assert joined == [earlier[0], "runs/b", "runs/c"]
+    assert ship_potential.join_stages(earlier, ["runs/c"]) == [*earlier, "runs/c"]
