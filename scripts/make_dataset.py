@@ -20,7 +20,7 @@ from openmmml_e2former.data.exploration import explore_peptides, run_folder_envi
 from openmmml_e2former.data.extxyz import read_structures, write_structures
 from openmmml_e2former.data.labelling import label_dataset
 from openmmml_e2former.data.peptides import STANDARD_RESIDUES, TERMINAL_VARIANTS, VARIANTS
-from openmmml_e2former.data.pieces import protein_pieces_set
+from openmmml_e2former.data.pieces import protein_pieces_set, solvated_run_pieces
 
 RESIDUES = STANDARD_RESIDUES + list(VARIANTS)
 
@@ -31,6 +31,8 @@ SOURCES = "datasets/sources"
 STAGE1_RUN = os.path.join(SOURCES, "villin-20ps-stage1-run")
 AL1_RUN = os.path.join(SOURCES, "villin-20ps-al1-run")
 AL2_RUN = os.path.join(SOURCES, "villin-20ps-al2-run")
+#: round 3's constrained-X-H run, read from its record in stability/ (water included)
+HCONS_RUN = os.path.join("stability", "villin-20ps-hcons-run")
 
 
 def tripeptide_sequences(count: int, seed: int = 1, residues: list[str] = RESIDUES) -> list[list[str]]:
@@ -153,7 +155,20 @@ PARTS = {
     "pairs-heldout": lambda out: g.separated_pairs(per_pair=12, seed=5),
     # round 4: 150-600-atom spheres and segments of four other proteins (docs: datasets/README.md)
     "protein-pieces": lambda out: protein_pieces_set(threads=1),
+    # round 5: pieces of round 3's constrained-X-H villin run (the fold drifted) with their first
+    # water shell: the potential's own configurations, in a solvent that screens their charges
+    "villin-water-pieces": lambda out: villin_water_pieces(),
 }
+
+
+def villin_water_pieces() -> list:
+    """Spheres and segments (120-330 protein atoms) with the waters within 3.5 Å, from every 4th
+    saved frame (2-20 ps) of ``stability/villin-20ps-hcons-run`` (unpacked from its archive)."""
+    import stability_records
+
+    stability_records.unpack(HCONS_RUN)
+    frames = list(range(3, 40, 4))
+    return solvated_run_pieces(HCONS_RUN, "villin-hcons", frames, spheres=2, segments=1, seed=5)
 
 
 def integrase_windows(out: str) -> list:

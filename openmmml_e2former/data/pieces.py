@@ -10,7 +10,7 @@ import numpy as np
 
 from ..fragments import fragment_ids_from_topology
 from ..optional import require
-from .cutting import atomic_numbers
+from .cutting import atomic_numbers, protein_only
 from .generators import protein_for_md
 from .scaling import AmberOracle, capped_piece, protein_frames, sphere_residues
 from .structure import Structure
@@ -146,4 +146,112 @@ def protein_pieces_set(names=tuple(PIECE_PROTEINS), seed: int = 0, **options) ->
     out = []
     for i in range(max(len(p) for p in per_protein)):
         out.extend(p[i] for p in per_protein if i < len(p))
+    return out
+
+
+def _run_folder_full_frames(folder: str, stage: str = "nvt"):
+    """(topology with solvent, frames Å made whole, boxes Å) of every saved frame of a run folder's
+    MD ``stage``: water and ions kept, each molecule made whole across the periodic box."""
+    import glob
+
+    import mdtraj
+    import openmm.app as app
+
+    stage_dir = sorted(glob.glob(os.path.join(folder, "stages", f"*-{stage}")))
+    if not stage_dir:
+        raise ValueError(f"{folder} has no stage {stage!r}")
+    pdb = os.path.join(folder, "prepared.pdb")
+    traj = mdtraj.load_dcd(os.path.join(stage_dir[-1], "trajectory.dcd"), top=pdb)
+    if traj.unitcell_lengths is None:
+        raise ValueError(f"{folder}: the trajectory has no periodic box (a solvated run is needed)")
+    traj.make_molecules_whole(inplace=True)
+    frames = [np.asarray(x, dtype=np.float64) * 10.0 for x in traj.xyz]
+    boxes = [np.asarray(b, dtype=np.float64) * 10.0 for b in traj.unitcell_lengths]
+    return app.PDBFile(pdb).topology, frames, boxes
+
+
+def _with_waters(piece, xyz, topology, frame, waters: list[int]):
+    """(topology, positions Å) of a capped protein piece plus the given water residues of ``topology``
+    (their atoms' positions in ``frame``, already at the piece's periodic image)."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    modeller = app.Modeller(piece, xyz * 0.1 * unit.nanometer)
+    keep = set(waters)
+    solvent = app.Modeller(topology, frame * 0.1 * unit.nanometer)
+    solvent.delete([r for r in topology.residues() if r.index not in keep])
+    modeller.add(solvent.topology, solvent.positions)
+    return modeller.topology, np.array(modeller.positions.value_in_unit(unit.angstrom))
+
+
+def solvated_run_pieces(
+    folder: str,
+    name: str,
+    frames: list[int],
+    spheres: int = 2,
+    segments: int = 1,
+    protein_atoms: tuple[int, int] = (120, 330),
+    water_radius: float = 3.5,
+    max_atoms: int = 650,
+    seed: int = 0,
+) -> list[Structure]:
+    """Capped pieces of the protein in the saved ``frames`` of an explicit-water ``e2former run``
+    folder, each with the whole waters whose oxygen lies within ``water_radius`` Å of one of its
+    atoms (at that water's periodic image nearest the piece): the configurations the potential's own
+    ML/MM dynamics visited, in the solvent that screens their charges. Per frame ``spheres`` spheres
+    around charged residues and ``segments`` contiguous segments of ``protein_atoms`` atoms
+    (target drawn uniformly, :func:`_piece_of_size`), at most ``max_atoms`` in all with the waters.
+    Ions are left out. Ids ``{name}-water-{kind}:{first}-{last}:{residues}/f{frame}``, molecule
+    ``{name}-water`` (one split group). Unlabelled; the total charge is AMBER14's."""
+    from ..chemistry import is_water_or_ion
+    from .scaling import _whole_waters_near
+
+    topology, all_frames, boxes = _run_folder_full_frames(folder)
+    solute_atoms = [a.index for a in topology.atoms() if not is_water_or_ion(a.residue.name)]
+    if solute_atoms != list(range(len(solute_atoms))):
+        raise ValueError(f"{folder}: the solute atoms must come before the water and ions")
+    solute_top, _ = protein_only(topology, all_frames[0])
+    residues = list(solute_top.residues())
+    charged = [r.index for r in residues if r.name in ("LYS", "ARG", "ASP", "GLU")]
+    rng = np.random.default_rng(seed)
+    oracle = AmberOracle()
+    tag = os.path.basename(os.path.normpath(folder))
+    out = []
+    for f in frames:
+        if not 0 <= f < len(all_frames):
+            raise ValueError(f"{folder} has {len(all_frames)} saved frames; frame {f} does not exist")
+        seen: set = set()
+        for kind, count in (("sphere", spheres), ("segment", segments)):
+            made = 0
+            for _ in range(20 * count):
+                if made == count:
+                    break
+                frame = all_frames[f].copy()
+                solute_frame = frame[: len(solute_atoms)]
+                target = int(rng.integers(protein_atoms[0], protein_atoms[1] + 1))
+                picked = _piece_of_size(solute_top, solute_frame, kind, target, rng, charged)
+                keep = _with_existing_caps(residues, picked)
+                if tuple(keep) in seen:
+                    continue
+                piece, xyz = capped_piece(solute_top, solute_frame, keep)
+                solute = [a.index for i in keep for a in residues[i].atoms()]
+                waters = _whole_waters_near(topology, frame, solute, water_radius, boxes[f])
+                whole, positions = _with_waters(piece, xyz, topology, frame, waters)
+                if not protein_atoms[0] <= len(xyz) or len(positions) > max_atoms:
+                    continue
+                seen.add(tuple(keep))
+                first, last = residues[keep[0]].id, residues[keep[-1]].id
+                out.append(
+                    Structure(
+                        id=f"{name}-water-{kind}:{first}-{last}:{len(keep)}/f{f}",
+                        molecule=f"{name}-water",
+                        numbers=atomic_numbers(whole),
+                        positions=positions,
+                        fragment_ids=fragment_ids_from_topology(whole),
+                        charge=oracle.charge(whole),
+                        source=f"{name} {kind} of {len(keep)} residues ({first}-{last}), ACE/NME-capped, "
+                        f"with {len(waters)} waters within {water_radius:g} A, saved frame {f} of run {tag}",
+                    )
+                )
+                made += 1
     return out
