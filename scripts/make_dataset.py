@@ -162,13 +162,17 @@ PARTS = {
 
 
 def villin_water_pieces() -> list:
-    """Spheres and segments (120-330 protein atoms) with the waters within 3.5 Å, from every 4th
-    saved frame (2-20 ps) of ``stability/villin-20ps-hcons-run`` (unpacked from its archive)."""
+    """Spheres and segments (target 120-330 protein atoms) with the waters within 3.5 Å of their
+    kept residues, from every 4th saved frame (2-20 ps) of ``stability/villin-20ps-hcons-run``
+    (unpacked from its archive). Made before the caps had their own shell: ``shell_around_caps``
+    is off so the part stays the labelled one."""
     import stability_records
 
     stability_records.unpack(HCONS_RUN)
     frames = list(range(3, 40, 4))
-    return solvated_run_pieces(HCONS_RUN, "villin-hcons", frames, spheres=2, segments=1, seed=5)
+    return solvated_run_pieces(
+        HCONS_RUN, "villin-hcons", frames, spheres=2, segments=1, seed=5, shell_around_caps=False
+    )
 
 
 def integrase_windows(out: str) -> list:

@@ -64,10 +64,11 @@ def test_pieces_hold_their_residues_and_every_water_of_the_first_shell(run):
                 if np.all(np.linalg.norm(delta, axis=2).min(axis=1) < 1e-3):
                     kept_atoms += atoms
         assert len(kept_atoms) > 100
-        # every water whose oxygen's nearest image lies within the radius of a kept atom, and no other
-        pairs = np.array([(o, a) for o in oxygens for a in kept_atoms])
-        d = mdtraj.compute_distances(frame, pairs, periodic=True)[0].reshape(len(oxygens), -1) * 10.0
-        expected = int((d.min(axis=1) <= radius).sum())
+        # every water whose oxygen's nearest image lies within the radius of an atom of the piece
+        # (its caps included), and no other
+        delta = xyz[oxygens][:, None, :] - solute[None, :, :]
+        delta -= np.round(delta / box) * box
+        expected = int((np.linalg.norm(delta, axis=2).min(axis=1) <= radius).sum())
         assert n_water == expected
         # ... at the image next to the piece
         near = np.linalg.norm(water[:, 0][:, None] - solute[None], axis=2).min(axis=1)
@@ -76,6 +77,32 @@ def test_pieces_hold_their_residues_and_every_water_of_the_first_shell(run):
         assert p.charge == formal_charge(top.to_openmm(), kept_atoms)
 
 
-def test_a_missing_frame_is_named(run):
+def test_round_5_data_are_reproduced(monkeypatch):
+    """The labelled round-5 part (datasets/README.md) is what make_dataset.py's part makes."""
+    import make_dataset
+
+    monkeypatch.chdir(ROOT)  # the part's run folder is a path from the repository root
+
+    from openmmml_e2former.data.extxyz import read_structures
+
+    made = make_dataset.villin_water_pieces()
+    kept = read_structures(
+        os.path.join(ROOT, "datasets", "labelling", "raw", "villin-water-pieces.extxyz.gz")
+    )
+    assert [s.id for s in made] == [s.id for s in kept] and len(kept) == 30
+    for a, b in zip(made, kept, strict=True):
+        assert a.charge == b.charge
+        np.testing.assert_array_equal(a.numbers, b.numbers)
+        np.testing.assert_array_equal(a.fragment_ids, b.fragment_ids)
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-5)
+
+
+def test_bad_frames_and_packed_folders_are_named(run, tmp_path):
     with pytest.raises(ValueError, match="frame 99 does not exist"):
         pc.solvated_run_pieces(run, "villin", [99])
+    with pytest.raises(ValueError, match="repeat a frame"):
+        pc.solvated_run_pieces(run, "villin", [3, 3])
+    packed = tmp_path / "packed-run"
+    shutil.copytree(RUN, packed, ignore=shutil.ignore_patterns("*.dcd", "*.xml", "*.chk", "*.pdb"))
+    with pytest.raises(FileNotFoundError, match="stability_records.py unpack"):
+        pc.solvated_run_pieces(str(packed), "villin", [3])

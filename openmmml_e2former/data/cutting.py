@@ -175,3 +175,28 @@ def waters(topology) -> list[tuple[int, list[int], int]]:
         oxygen = next(a.index for a in residue.atoms() if a.element.symbol == "O")
         out.append((residue.index, atoms, oxygen))
     return out
+
+
+def waters_near_points(
+    topology, frame: np.ndarray, points: np.ndarray, radius: float, box: np.ndarray
+) -> list[int]:
+    """Residue indices of the waters (``HOH``) whose oxygen lies within ``radius`` Å of one of
+    ``points`` (Å), each water taken at its periodic image nearest the points' centre (rectangular
+    ``box`` lengths, Å); ``frame`` is modified in place to put the chosen waters there. The image
+    is the nearest one to every point only while the points reach less than half the box minus
+    ``radius`` from their centre: a larger set raises."""
+    points = np.asarray(points, dtype=np.float64)
+    centre = points.mean(axis=0)
+    reach = float(np.linalg.norm(points - centre, axis=1).max())
+    if reach + radius >= 0.5 * float(np.min(box)):
+        raise ValueError(
+            f"the piece reaches {reach:.1f} A from its centre: with a {radius:g} A water shell that is "
+            f"more than half the periodic box ({np.min(box):.1f} A), so the nearest image is ambiguous"
+        )
+    picks = []
+    for residue, atoms, oxygen in waters(topology):
+        shift = np.round((frame[oxygen] - centre) / box) * box
+        if np.linalg.norm(points - (frame[oxygen] - shift), axis=1).min() <= radius:
+            frame[atoms] -= shift
+            picks.append(residue)
+    return picks

@@ -198,22 +198,54 @@ def run_folder_environments(
     return environment_structures(top, frames, fragments, radius, name, tag, source)
 
 
+def _stage_dir(folder: str, stage: str | None) -> str:
+    """The folder of a run folder's MD ``stage`` (its name, e.g. ``nvt``; the last stage if None),
+    after checking that the frames are there (a committed record may still be packed)."""
+    import glob
+
+    stages = sorted(glob.glob(os.path.join(folder, "stages", "*")))
+    chosen = [s for s in stages if stage is None or s.endswith("-" + stage)]
+    if not chosen:
+        raise ValueError(f"{folder} has no stage {stage!r} (stages: {[os.path.basename(s) for s in stages]})")
+    for path in (os.path.join(folder, "prepared.pdb"), os.path.join(chosen[-1], "trajectory.dcd")):
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{path} is missing: a run record in stability/ keeps it in records.tar.xz "
+                f"(python scripts/stability_records.py unpack {folder})"
+            )
+    return chosen[-1]
+
+
+def run_folder_solvated_frames(folder: str, stage: str | None = None):
+    """(topology with solvent, frames Å, box lengths Å) of every saved frame of an explicit-water
+    run folder's MD ``stage``: water and ions kept, each molecule made whole across the box (a
+    rectangular one; others raise)."""
+    import mdtraj
+    import openmm.app as app
+
+    stage_dir = _stage_dir(folder, stage)
+    pdb = os.path.join(folder, "prepared.pdb")
+    traj = mdtraj.load_dcd(os.path.join(stage_dir, "trajectory.dcd"), top=pdb)
+    if traj.unitcell_lengths is None:
+        raise ValueError(f"{folder}: the trajectory has no periodic box (a solvated run is needed)")
+    if not np.allclose(traj.unitcell_angles, 90.0):
+        raise ValueError(f"{folder}: only rectangular boxes are supported (angles {traj.unitcell_angles[0]})")
+    traj.make_molecules_whole(inplace=True)
+    frames = [np.asarray(x, dtype=np.float64) * 10.0 for x in traj.xyz]
+    boxes = [np.asarray(b, dtype=np.float64) * 10.0 for b in traj.unitcell_lengths]
+    return app.PDBFile(pdb).topology, frames, boxes
+
+
 def run_folder_frames(folder: str, stage: str | None = None, tag: str | None = None):
     """Protein topology, fragment ids and protein frames (Å, made whole) of a run folder's MD
     stage, the stage's folder name and the tag (the folder's name unless given)."""
-    import glob
-
     import mdtraj
     import openmm.app as app
 
     from ..fragments import fragment_ids_from_topology
 
     tag = tag or os.path.basename(os.path.normpath(folder))
-    stages = sorted(glob.glob(os.path.join(folder, "stages", "*")))
-    chosen = [s for s in stages if stage is None or s.endswith("-" + stage)]
-    if not chosen:
-        raise ValueError(f"{folder} has no stage {stage!r} (stages: {[os.path.basename(s) for s in stages]})")
-    stage_dir = chosen[-1]
+    stage_dir = _stage_dir(folder, stage)
     pdb = app.PDBFile(os.path.join(folder, "prepared.pdb"))
     traj = mdtraj.load_dcd(
         os.path.join(stage_dir, "trajectory.dcd"), top=os.path.join(folder, "prepared.pdb")

@@ -1,6 +1,7 @@
-"""Protein-size training pieces (active learning, round 4): capped spheres and segments of 150-600
-atoms cut from proteins other than the held-out ones, with the size-scaling set's cutting rules
-(:func:`.scaling.capped_piece`). ``datasets/README.md`` (``labelling/``) says how they were made."""
+"""Protein-size training pieces, with the size-scaling set's cutting rules
+(:func:`.scaling.capped_piece`): capped spheres and segments of 150-600 atoms of proteins other than
+the held-out ones (active learning, round 4), and pieces of an explicit-water ML/MM run's frames
+with their first water shell (round 5). ``datasets/README.md`` says how they were made."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 
 import numpy as np
 
+from ..chemistry import is_water_or_ion
 from ..fragments import fragment_ids_from_topology
 from ..optional import require
 from .cutting import atomic_numbers, protein_only
@@ -149,27 +151,6 @@ def protein_pieces_set(names=tuple(PIECE_PROTEINS), seed: int = 0, **options) ->
     return out
 
 
-def _run_folder_full_frames(folder: str, stage: str = "nvt"):
-    """(topology with solvent, frames Å made whole, boxes Å) of every saved frame of a run folder's
-    MD ``stage``: water and ions kept, each molecule made whole across the periodic box."""
-    import glob
-
-    import mdtraj
-    import openmm.app as app
-
-    stage_dir = sorted(glob.glob(os.path.join(folder, "stages", f"*-{stage}")))
-    if not stage_dir:
-        raise ValueError(f"{folder} has no stage {stage!r}")
-    pdb = os.path.join(folder, "prepared.pdb")
-    traj = mdtraj.load_dcd(os.path.join(stage_dir[-1], "trajectory.dcd"), top=pdb)
-    if traj.unitcell_lengths is None:
-        raise ValueError(f"{folder}: the trajectory has no periodic box (a solvated run is needed)")
-    traj.make_molecules_whole(inplace=True)
-    frames = [np.asarray(x, dtype=np.float64) * 10.0 for x in traj.xyz]
-    boxes = [np.asarray(b, dtype=np.float64) * 10.0 for b in traj.unitcell_lengths]
-    return app.PDBFile(pdb).topology, frames, boxes
-
-
 def _with_waters(piece, xyz, topology, frame, waters: list[int]):
     """(topology, positions Å) of a capped protein piece plus the given water residues of ``topology``
     (their atoms' positions in ``frame``, already at the piece's periodic image)."""
@@ -194,25 +175,36 @@ def solvated_run_pieces(
     water_radius: float = 3.5,
     max_atoms: int = 650,
     seed: int = 0,
+    shell_around_caps: bool = True,
 ) -> list[Structure]:
     """Capped pieces of the protein in the saved ``frames`` of an explicit-water ``e2former run``
-    folder, each with the whole waters whose oxygen lies within ``water_radius`` Å of one of its
-    atoms (at that water's periodic image nearest the piece): the configurations the potential's own
-    ML/MM dynamics visited, in the solvent that screens their charges. Per frame ``spheres`` spheres
-    around charged residues and ``segments`` contiguous segments of ``protein_atoms`` atoms
-    (target drawn uniformly, :func:`_piece_of_size`), at most ``max_atoms`` in all with the waters.
-    Ions are left out. Ids ``{name}-water-{kind}:{first}-{last}:{residues}/f{frame}``, molecule
-    ``{name}-water`` (one split group). Unlabelled; the total charge is AMBER14's."""
-    from ..chemistry import is_water_or_ion
-    from .scaling import _whole_waters_near
+    folder (rectangular box), each with the whole waters whose oxygen lies within ``water_radius`` Å
+    of one of its atoms, at that water's periodic image next to the piece: the configurations the
+    potential's own ML/MM dynamics visited, in the solvent that screens their charges. Ions are
+    left out.
 
-    topology, all_frames, boxes = _run_folder_full_frames(folder)
+    Per frame ``spheres`` spheres around charged residues and ``segments`` contiguous segments
+    (:func:`_piece_of_size`): whole residues up to the first that reaches a target size drawn
+    uniformly from ``protein_atoms`` (so a piece may hold a residue more), ACE/NME-capped where the
+    chain is cut; a piece of more than ``max_atoms`` atoms with its waters is drawn again.
+    ``shell_around_caps=False`` searches waters around the kept residues only, leaving the caps
+    without their shell (how round 5's data were made; ``datasets/README.md``). Ids
+    ``{name}-water-{kind}:{first}-{last}:{residues}/f{frame}``, molecule ``{name}-water`` (one
+    split group). Unlabelled; the total charge is AMBER14's."""
+    from .cutting import waters_near_points
+    from .exploration import run_folder_solvated_frames
+
+    if len(set(frames)) != len(frames):
+        raise ValueError(f"frames {frames} repeat a frame: its pieces would share ids")
+    topology, all_frames, boxes = run_folder_solvated_frames(folder)
     solute_atoms = [a.index for a in topology.atoms() if not is_water_or_ion(a.residue.name)]
     if solute_atoms != list(range(len(solute_atoms))):
         raise ValueError(f"{folder}: the solute atoms must come before the water and ions")
     solute_top, _ = protein_only(topology, all_frames[0])
     residues = list(solute_top.residues())
     charged = [r.index for r in residues if r.name in ("LYS", "ARG", "ASP", "GLU")]
+    if spheres and not charged:
+        raise ValueError(f"{folder}: spheres are centred on charged residues, and the protein has none")
     rng = np.random.default_rng(seed)
     oracle = AmberOracle()
     tag = os.path.basename(os.path.normpath(folder))
@@ -234,11 +226,14 @@ def solvated_run_pieces(
                 if tuple(keep) in seen:
                     continue
                 piece, xyz = capped_piece(solute_top, solute_frame, keep)
-                solute = [a.index for i in keep for a in residues[i].atoms()]
-                waters = _whole_waters_near(topology, frame, solute, water_radius, boxes[f])
-                whole, positions = _with_waters(piece, xyz, topology, frame, waters)
-                if not protein_atoms[0] <= len(xyz) or len(positions) > max_atoms:
+                if shell_around_caps:
+                    points = xyz
+                else:
+                    points = solute_frame[[a.index for i in keep for a in residues[i].atoms()]]
+                waters = waters_near_points(topology, frame, points, water_radius, boxes[f])
+                if len(xyz) + 3 * len(waters) > max_atoms:
                     continue
+                whole, positions = _with_waters(piece, xyz, topology, frame, waters)
                 seen.add(tuple(keep))
                 first, last = residues[keep[0]].id, residues[keep[-1]].id
                 out.append(
@@ -254,4 +249,9 @@ def solvated_run_pieces(
                     )
                 )
                 made += 1
+            if made < count:
+                raise ValueError(
+                    f"frame {f}: found {made} of {count} {kind}s within {max_atoms} atoms; "
+                    "lower protein_atoms or water_radius, or raise max_atoms"
+                )
     return out
