@@ -82,6 +82,23 @@ def _with_existing_caps(residues, keep: list[int]) -> list[int]:
     return sorted(out)
 
 
+def _piece_structure(oracle, topology, positions, residues, keep, molecule, name, kind, frame, where):
+    """The unlabelled :class:`Structure` of a capped piece (``topology``, ``positions`` Å) holding
+    ``residues[keep]``: id ``{molecule}-{kind}:{first}-{last}:{count}/f{frame}``, AMBER14's charge;
+    ``where`` (with ``{f}`` for the frame) ends its source line."""
+    first, last = residues[keep[0]].id, residues[keep[-1]].id
+    return Structure(
+        id=f"{molecule}-{kind}:{first}-{last}:{len(keep)}/f{frame}",
+        molecule=molecule,
+        numbers=atomic_numbers(topology),
+        positions=positions,
+        fragment_ids=fragment_ids_from_topology(topology),
+        charge=oracle.charge(topology),
+        source=f"{name} {kind} of {len(keep)} residues ({first}-{last}), ACE/NME-capped, "
+        + where.format(f=frame),
+    )
+
+
 def protein_pieces(
     pdb: str,
     name: str,
@@ -122,17 +139,9 @@ def protein_pieces(
                 if not atoms[0] <= len(xyz) <= atoms[1]:
                     continue
                 seen.add(tuple(keep))
-                first, last = residues[keep[0]].id, residues[keep[-1]].id
                 out.append(
-                    Structure(
-                        id=f"{name}-{kind}:{first}-{last}:{len(keep)}/f{f}",
-                        molecule=name,
-                        numbers=atomic_numbers(piece),
-                        positions=xyz,
-                        fragment_ids=fragment_ids_from_topology(piece),
-                        charge=oracle.charge(piece),
-                        source=f"{name} {kind} of {len(keep)} residues ({first}-{last}), ACE/NME-capped, "
-                        f"frame {f} (OBC2 MD 350 K)",
+                    _piece_structure(
+                        oracle, piece, xyz, residues, keep, name, name, kind, f, "frame {f} (OBC2 MD 350 K)"
                     )
                 )
                 made += 1
@@ -235,17 +244,10 @@ def solvated_run_pieces(
                     continue
                 whole, positions = _with_waters(piece, xyz, topology, frame, waters)
                 seen.add(tuple(keep))
-                first, last = residues[keep[0]].id, residues[keep[-1]].id
+                where = f"with {len(waters)} waters within {water_radius:g} A, saved frame {{f}} of run {tag}"
                 out.append(
-                    Structure(
-                        id=f"{name}-water-{kind}:{first}-{last}:{len(keep)}/f{f}",
-                        molecule=f"{name}-water",
-                        numbers=atomic_numbers(whole),
-                        positions=positions,
-                        fragment_ids=fragment_ids_from_topology(whole),
-                        charge=oracle.charge(whole),
-                        source=f"{name} {kind} of {len(keep)} residues ({first}-{last}), ACE/NME-capped, "
-                        f"with {len(waters)} waters within {water_radius:g} A, saved frame {f} of run {tag}",
+                    _piece_structure(
+                        oracle, whole, positions, residues, keep, f"{name}-water", name, kind, f, where
                     )
                 )
                 made += 1
