@@ -7,7 +7,10 @@ by the kernel. Raising the threshold and the trim threshold lets the heap reuse 
 measured speed-ups and the trade-off are in ``docs/speed.md`` ("Host memory on the CPU").
 
 :func:`retain_freed_memory` is called when an OpenMM module is built (``export.py``); set
-``E2FORMER_RETAIN_FREED_MEMORY=0`` to leave the C library's defaults alone.
+``E2FORMER_RETAIN_FREED_MEMORY=0`` to leave the C library's defaults alone, or ``=release``
+for the opposite trade: every block above 256 KiB is mapped on its own and given back when
+freed, so the peak RSS follows the memory actually in use (no heap fragmentation) at the
+cost of page faults (``docs/speed.md``, "Less memory").
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 1 << 30
 #: free memory at the top of the heap kept before it is given back to the OS
 TRIM_THRESHOLD_BYTES = 1 << 30
+#: ``release`` mode: blocks above this are mapped on their own and unmapped when freed
+RELEASE_THRESHOLD_BYTES = 256 << 10
 ENV_SWITCH = "E2FORMER_RETAIN_FREED_MEMORY"
 
 _applied: bool | None = None
@@ -33,14 +38,17 @@ def retain_freed_memory() -> bool:
     """Apply the glibc settings once per process; True when they are in effect.
 
     Does nothing (False) off Linux, without glibc's ``mallopt``, or when
-    ``E2FORMER_RETAIN_FREED_MEMORY=0``.
+    ``E2FORMER_RETAIN_FREED_MEMORY=0``; with ``=release`` it applies the release settings
+    instead (and returns False: nothing is retained).
     """
     global _applied
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    mode = os.environ.get(ENV_SWITCH, "1").strip().lower()
+    if mode in ("0", "false", "no", "off"):
         return False
+    release = mode == "release"
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -50,6 +58,10 @@ def retain_freed_memory() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
+    if release:
+        mallopt(M_MMAP_THRESHOLD, RELEASE_THRESHOLD_BYTES)
+        mallopt(M_TRIM_THRESHOLD, RELEASE_THRESHOLD_BYTES)
+        return False
     ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
     ok = ok and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
     _applied = ok

@@ -14,6 +14,9 @@ backend        'torchforce' or 'pythonforce' (the network runs in Python); defau
                on the pinned stack, pythonforce under openmm >= 8.6 (``default_backend``)
 device         pythonforce: 'auto' (default: CUDA when torch sees a GPU), 'cpu' or 'cuda'
 compile        pythonforce: True runs the network through torch.compile (CUDA graphs on a GPU)
+recompute      pythonforce: True recomputes each block's activations in the backward pass
+               instead of keeping them: less memory for large ML regions, more time
+               (docs/speed.md); TorchScript (torchforce) cannot express it
 charge         total charge of the ML region (default: rounded sum of the MM charges of
                the ML atoms when the System has a NonbondedForce, else 0)
 fragmentIds    explicit fragment id per ML atom (default: from the topology)
@@ -126,6 +129,13 @@ class E2FormerPotentialImpl:
             _check_periodic_box(topology, system, model.config.max_cutoff)
         module = OpenMMModule(model, numbers, fragments, charge, indices, caps, periodic, dtype)
         backend = options.get("backend") or default_backend()
+        if options.get("recompute", False):
+            if backend != "pythonforce":
+                raise ValueError(
+                    f"recompute=True needs backend='pythonforce', not {backend!r}: TorchScript, "
+                    "which a TorchForce runs, cannot recompute activations in the backward pass"
+                )
+            module.model.recompute = True
         if backend == "torchforce" and torchforce_cannot_be_copied():
             warnings.warn(
                 f"backend='torchforce' under openmm {openmm.__version__}: a TorchForce cannot be "

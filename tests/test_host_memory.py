@@ -42,3 +42,34 @@ def test_freed_block_stays_resident_only_when_retained():
     applied, kept = run("0")
     assert not applied
     assert kept < 50  # glibc's default: a block this large is unmapped on free
+
+
+FRAGMENTS = """
+from openmmml_e2former.host_memory import retain_freed_memory
+
+def rss_mib():
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096 / 2**20
+
+retain_freed_memory()
+before = rss_mib()
+blocks = [b"x" * 2**20 for _ in range(200)]  # 200 written 1 MiB blocks
+del blocks[::2]  # free every other one: holes between blocks still in use
+print(rss_mib() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+def test_release_mode_gives_freed_blocks_back():
+    """=release maps every block above 256 KiB on its own, so freeing one returns its pages
+    even when blocks around it are still in use; a retaining heap keeps those holes."""
+    env = dict(os.environ)
+    resident = {}
+    for mode in ("1", "release"):
+        env["E2FORMER_RETAIN_FREED_MEMORY"] = mode
+        out = subprocess.run(
+            [sys.executable, "-c", FRAGMENTS], env=env, capture_output=True, text=True, check=True
+        )
+        resident[mode] = float(out.stdout)
+    assert resident["release"] < 120, resident  # the 100 MiB still in use
+    assert resident["1"] > 180, resident  # all 200 MiB: the freed holes stay resident

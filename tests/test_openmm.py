@@ -249,6 +249,28 @@ def test_energy_and_forces_match_network(
     assert_forces_close(forces, ref_forces, rtol)
 
 
+def test_recompute_option_keeps_energy_and_forces(dipeptide_pdb, dipeptide_reference, monkeypatch):
+    """recompute=True (Python-side backend) trades memory for time, not the function; the
+    TorchForce route cannot do it and says so before any simulation."""
+    calls = []
+    original = E2FormerLSR._recomputed_local_block
+
+    def counted(self, *args):
+        calls.append(args[0])
+        return original(self, *args)
+
+    monkeypatch.setattr(E2FormerLSR, "_recomputed_local_block", counted)
+    system = lsr_potential().createSystem(
+        dipeptide_pdb.topology, backend="pythonforce", precision="double", recompute=True
+    )
+    energy, forces = evaluate(system, dipeptide_pdb.positions)
+    assert calls, "the network did not recompute"
+    assert_energy_close(energy, dipeptide_reference[0], 1e-5)
+    assert_forces_close(forces, dipeptide_reference[1], 1e-5)
+    with pytest.raises(ValueError, match="recompute=True needs backend='pythonforce'"):
+        lsr_potential().createSystem(dipeptide_pdb.topology, backend="torchforce", recompute=True)
+
+
 def test_periodic_box_is_passed_in_nanometres():
     """A periodic dipeptide (box 4 nm >= 2 x 1.8 nm): the box reaches the network in Angstrom.
 
@@ -765,10 +787,11 @@ def test_cuda_graphs_match_network_after_capture(dipeptide_pdb, precision):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("compile_module", [False, True])
-def test_pythonforce_runs_network_on_cuda(dipeptide_pdb, compile_module):
-    """The Python-side backend computes on the GPU (device='cuda'), eager or torch.compile'd
-    (CUDA graphs through mode='reduce-overhead'), and matches the float64 network."""
+@pytest.mark.parametrize("compile_module, recompute", [(False, False), (True, False), (False, True)])
+def test_pythonforce_runs_network_on_cuda(dipeptide_pdb, compile_module, recompute):
+    """The Python-side backend computes on the GPU (device='cuda'), eager, torch.compile'd
+    (CUDA graphs through mode='reduce-overhead') or recomputing in the backward pass, and
+    matches the float64 network."""
     _cuda_ready()
     system = lsr_potential().createSystem(
         dipeptide_pdb.topology,
@@ -776,6 +799,7 @@ def test_pythonforce_runs_network_on_cuda(dipeptide_pdb, compile_module):
         backend="pythonforce",
         device="cuda",
         compile=compile_module,
+        recompute=recompute,
     )
     computation = [f for f in system.getForces() if isinstance(f, openmm.PythonForce)]
     assert computation, "no PythonForce in the System"

@@ -12,6 +12,7 @@ import torch
 from model_helpers import random_molecule, seeded_model
 
 from openmmml_e2former.export import OpenMMModule
+from openmmml_e2former.model import network as network_module
 from openmmml_e2former.model.graph import fragment_centroids, radius_graph
 from openmmml_e2former.model.static_graph import build_graph, plan_graph
 
@@ -248,6 +249,60 @@ def test_fullgraph_compile_gives_eager_energy_and_forces():
     static.plan(positions)
     compiled = torch.compile(static, fullgraph=True, dynamic=False, backend="aot_eager")
     e_eager, f_eager = energy_and_forces(static, positions, None)
+    e_comp, f_comp = energy_and_forces(compiled, positions, None)
+    torch.testing.assert_close(e_comp, e_eager, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(f_comp, f_eager, rtol=1e-10, atol=1e-9)
+
+
+def saved_bytes(module, positions_nm, box_nm) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass of one call (an
+    outer saved_tensors_hooks sees what is kept outside recomputed blocks only)."""
+    seen: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    x = positions_nm.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        energy = module(x, box_nm)
+    torch.autograd.grad(energy, x)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("long_range, pairs_per_chunk", [(True, 1 << 16), (True, 64), (False, 1 << 16)])
+def test_recompute_gives_the_same_energy_and_forces_and_keeps_less(long_range, pairs_per_chunk, monkeypatch):
+    """Recomputing each block in the backward pass (network.recompute; the dense long-range
+    layers chunk by chunk of receivers: one chunk, or 6 rows of the 10 fragments each) changes
+    the memory, not the function: energy and forces equal the plain module's, and autograd
+    keeps less."""
+    monkeypatch.setattr(network_module, "RECOMPUTE_PAIRS", pairs_per_chunk)
+    _, static, positions, _ = module_pair(long_range, False)
+    static.plan(positions)
+    e_plain, f_plain = energy_and_forces(static, positions, None)
+    kept_plain = saved_bytes(static, positions, None)
+    static.model.recompute = True
+    e_re, f_re = energy_and_forces(static, positions, None)
+    kept_re = saved_bytes(static, positions, None)
+    torch.testing.assert_close(e_re, e_plain, rtol=1e-14, atol=0.0)
+    torch.testing.assert_close(f_re, f_plain, rtol=1e-12, atol=1e-12)
+    assert kept_re < 0.6 * kept_plain, (kept_re, kept_plain)
+    # TorchScript (the TorchForce route) cannot recompute: the scripted module ignores the flag
+    scripted = torch.jit.script(static)
+    e_script, f_script = energy_and_forces(scripted, positions, None)
+    torch.testing.assert_close(f_script, f_plain, rtol=1e-10, atol=1e-9)
+
+
+def test_recompute_compiles_without_graph_breaks_and_matches_eager():
+    torch._dynamo.reset()
+    _, static, positions, _ = module_pair(True, False, host_checks=False)
+    static.plan(positions)
+    e_eager, f_eager = energy_and_forces(static, positions, None)
+    static.model.recompute = True
+    explanation = torch._dynamo.explain(static)(positions, None)
+    assert explanation.graph_break_count == 0, [str(b.reason) for b in explanation.break_reasons]
+    compiled = torch.compile(static, fullgraph=True, dynamic=False, backend="aot_eager")
     e_comp, f_comp = energy_and_forces(compiled, positions, None)
     torch.testing.assert_close(e_comp, e_eager, rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(f_comp, f_eager, rtol=1e-10, atol=1e-9)

@@ -113,7 +113,28 @@ TARGETS = [
         1.3,
     ),
     Target("CPU peak RSS, LSR small at 2000 atoms", "cpu.2000.small.peak_rss_gib", "<=", 3.0, "GiB"),
+    Target(
+        "CPU peak RSS, LSR small at 2000 atoms, recompute (Python-side backend)",
+        "cpu.2000.small.peak_rss_gib_recompute",
+        "<=",
+        3.0,
+        "GiB",
+    ),
+    Target(
+        "CPU peak RSS, LSR small at 2000 atoms, recompute + freed memory released",
+        "cpu.2000.small.peak_rss_gib_recompute_release",
+        "<=",
+        3.0,
+        "GiB",
+    ),
     Target("CPU paper size fits 16 GiB at 2000 atoms", "cpu.2000.paper.peak_rss_gib", "<=", 16.0, "GiB"),
+    Target(
+        "CPU paper size fits 16 GiB at 2000 atoms, recompute + freed memory released",
+        "cpu.2000.paper.peak_rss_gib_recompute_release",
+        "<=",
+        16.0,
+        "GiB",
+    ),
     Target(
         "CPU paper size / MACE-OFF23 medium time at 582 atoms", "cpu.582.paper_over_mace_medium", "<=", 1.0
     ),
@@ -140,10 +161,20 @@ QUICK_STEPS = {"ml": (2, 1, 2), "mm": (2, 5, 2)}
 
 
 def model_case(
-    model: str, preset: str, atoms: int, device: str, dtype: str = "float32", compile=False
+    model: str,
+    preset: str,
+    atoms: int,
+    device: str,
+    dtype: str = "float32",
+    compile=False,
+    recompute=False,
+    release_memory=False,
 ) -> dict:
-    """A model-level case: ``model`` is 'e2former-lsr', 'e2former' (local-only) or 'mace-off23'."""
-    return {
+    """A model-level case: ``model`` is 'e2former-lsr', 'e2former' (local-only) or 'mace-off23'.
+    ``recompute``: the network recomputes each block's activations in the backward pass
+    (``E2FormerLSR.recompute``; eager and Python-side backend only); ``release_memory``: the
+    worker gives freed host memory back (``E2FORMER_RETAIN_FREED_MEMORY=release``)."""
+    case = {
         "kind": "model",
         "model": model,
         "preset": preset,
@@ -152,6 +183,11 @@ def model_case(
         "atoms": atoms,
         "compile": bool(compile),
     }
+    if recompute:
+        case["recompute"] = True
+    if release_memory:
+        case["release_memory"] = True
+    return case
 
 
 def openmm_case(
@@ -163,8 +199,10 @@ def openmm_case(
     graphs=False,
     dtype: str = "float32",
     atoms: int | None = None,
+    recompute=False,
 ) -> dict:
-    """An OpenMM case; ``model`` 'amber14' is pure MM (region 'mm')."""
+    """An OpenMM case; ``model`` 'amber14' is pure MM (region 'mm'); ``recompute`` needs
+    ``backend='pythonforce'`` (the potential's ``recompute`` option)."""
     if atoms is None:
         atoms = {"protein": 582, "first100": 100, "all": 8867, "mm": 8867}[region]
     return {
@@ -177,6 +215,7 @@ def openmm_case(
         "region": region,
         "backend": backend,
         "cuda_graphs": bool(graphs),
+        **({"recompute": True} if recompute else {}),
     }
 
 
@@ -189,6 +228,10 @@ def case_id(case: dict) -> str:
         parts.append(case["backend"] + ("+graphs" if case["cuda_graphs"] else ""))
     elif case.get("compile"):
         parts.append("compile")
+    if case.get("recompute"):
+        parts.append("recompute")
+    if case.get("release_memory"):
+        parts.append("release")
     return "/".join(parts)
 
 
@@ -237,6 +280,12 @@ def plan(device: str, quick: bool = False, sizes=None, compile_cases: bool = Tru
         for n in (582, 2000, 100, 8867):
             cases += peers(n)
         cases.append(openmm_case("e2former-lsr", "small", "all", device, graphs=True))
+        cases += [
+            model_case("e2former-lsr", "paper", 2000, device, recompute=True),
+            model_case("e2former-lsr", "small", 8867, device, recompute=True),
+            model_case("e2former-lsr", "paper", 8867, device, recompute=True),
+            openmm_case("e2former-lsr", "small", "all", device, backend="pythonforce", recompute=True),
+        ]
         for n in (17734, 35468):
             cases += [
                 model_case("e2former-lsr", "small", n, device),
@@ -255,6 +304,11 @@ def plan(device: str, quick: bool = False, sizes=None, compile_cases: bool = Tru
         for n in (582, 2000):
             cases += peers(n)
         cases += [
+            model_case("e2former-lsr", "small", 2000, device, recompute=True),
+            model_case("e2former-lsr", "small", 2000, device, recompute=True, release_memory=True),
+            model_case("e2former-lsr", "paper", 2000, device, recompute=True, release_memory=True),
+        ]
+        cases += [
             openmm_case("amber14", "-", "mm", device, backend="-"),
             openmm_case("e2former-lsr", "small", "protein", device),
             openmm_case("e2former-lsr", "small", "protein", device, backend="pythonforce"),
@@ -271,6 +325,7 @@ def plan(device: str, quick: bool = False, sizes=None, compile_cases: bool = Tru
             model_case("e2former", "small", 8867, device),
             model_case("mace-off23", "small", 8867, device),
             model_case("e2former-lsr", "small", 8867, device),
+            model_case("e2former-lsr", "small", 8867, device, recompute=True),
         ]
     if compile_cases:
         cases += [
@@ -344,7 +399,10 @@ def run_worker(case: dict, result_file: str | None, threads: int, mem_gib: float
     from openmmml_e2former.host_memory import retain_freed_memory
 
     # every case alike, peers included: our OpenMM module sets this for its users, so the
-    # peers get it too (E2FORMER_RETAIN_FREED_MEMORY=0 measures all with glibc's defaults)
+    # peers get it too (E2FORMER_RETAIN_FREED_MEMORY=0 measures all with glibc's defaults);
+    # a case with release_memory gives freed blocks back instead (host_memory.py)
+    if case.get("release_memory"):
+        os.environ["E2FORMER_RETAIN_FREED_MEMORY"] = "release"
     retained = retain_freed_memory()
     rec.update(
         rss_after_imports_mib=_rss_mib(),
@@ -459,6 +517,7 @@ def _e2former_call(case: dict, system, dtype, device):
     changes = {} if case["model"] == "e2former-lsr" else {"num_long_layers": 0}
     torch.manual_seed(0)
     network = E2FormerLSR(PRESETS[case["preset"]](**changes)).eval()
+    network.recompute = bool(case.get("recompute", False))
     atoms = list(system.topology.atoms())
     numbers = [atoms[i].element.atomic_number for i in system.ml_atoms]
     fragments = fragment_ids_from_topology(system.topology, system.ml_atoms)
@@ -624,6 +683,7 @@ def _openmm_case(case: dict, rec: _Recorder, threads: int) -> None:
             precision="double" if case["dtype"] == "float64" else "single",
             backend=case["backend"],
             useCUDAGraphs=bool(case["cuda_graphs"]),
+            **({"recompute": True} if case.get("recompute") else {}),
         )
         if case["region"] == "all":
             system = potential.createSystem(topology)
@@ -799,9 +859,14 @@ def _time(row: dict) -> float | None:
     return row.get("median_s") if row.get("kind") == "model" else row.get("ms_per_step")
 
 
+#: case keys that rows may leave out (older results, cases without the option)
+_CASE_DEFAULTS = {"recompute": False, "release_memory": False}
+_PLAIN = dict(_CASE_DEFAULTS)
+
+
 def _find(rows, **keys) -> dict | None:
     for row in rows:
-        if all(row.get(k) == v for k, v in keys.items()):
+        if all(row.get(k, _CASE_DEFAULTS.get(k)) == v for k, v in keys.items()):
             return row
     return None
 
@@ -841,18 +906,35 @@ def ratios(rows: list[dict]) -> list[dict]:
     for kind, device, dtype, atoms in sorted(groups, key=str):
         base = {"kind": kind, "device": device, "dtype": dtype, "atoms": atoms}
         if kind == "model":
-            specs = [(n, {**a, "compile": False}, {**b, "compile": False}) for n, a, b in MODEL_RATIOS]
+            plain = {"compile": False, "recompute": False, "release_memory": False}
+            specs = [(n, {**a, **plain}, {**b, **plain}) for n, a, b in MODEL_RATIOS]
             specs.append(
                 (
                     "compiled_over_eager.small_lsr",
-                    {"model": "e2former-lsr", "preset": "small", "compile": True},
-                    {"model": "e2former-lsr", "preset": "small", "compile": False},
+                    {
+                        "model": "e2former-lsr",
+                        "preset": "small",
+                        "compile": True,
+                        "recompute": False,
+                        "release_memory": False,
+                    },
+                    {"model": "e2former-lsr", "preset": "small", **plain},
                 )
             )
+            for preset in ("small", "paper"):
+                for release, suffix in ((False, ""), (True, "_release")):
+                    variant = {"compile": False, "recompute": True, "release_memory": release}
+                    specs.append(
+                        (
+                            f"recompute{suffix}_over_plain.{preset}_lsr",
+                            {"model": "e2former-lsr", "preset": preset, **variant},
+                            {"model": "e2former-lsr", "preset": preset, **plain},
+                        )
+                    )
         else:
             specs = []
             for region in ("protein", "first100", "all"):
-                lsr = {"model": "e2former-lsr", "preset": "small", "region": region}
+                lsr = {"model": "e2former-lsr", "preset": "small", "region": region, **_PLAIN}
                 specs += [(f"{n}.{region}", {**lsr, **a}, {**lsr, **b}) for n, a, b in OPENMM_RATIOS]
                 specs.append(
                     (
@@ -960,7 +1042,9 @@ def metrics(rows: list[dict]) -> dict[str, dict]:
     ``gpu.scaling.{time,memory}_exponent``: exponents of the small LSR float32 model-level
     series on CUDA fitted over the periodic boxes (>= 8867 atoms), only when the largest has
     >= 20,000 atoms; ``cpu.<N>.<ratio>``: the model-level ratio at N atoms, float32;
-    ``cpu.<N>.<preset>.peak_rss_gib``: peak RSS of the float32 LSR model-level case.
+    ``cpu.<N>.<preset>.peak_rss_gib``: peak RSS of the float32 LSR model-level case
+    (``..._recompute``: the same with ``recompute``; ``..._recompute_release``: and with freed
+    host memory released).
     """
     out: dict[str, dict] = {}
 
@@ -1014,21 +1098,26 @@ def metrics(rows: list[dict]) -> dict[str, dict]:
             put(f"cpu.{r['atoms']}.{r['name']}", r["value"], "ok", [r["numerator"], r["denominator"]])
     for preset in ("small", "paper"):
         for n in (582, 2000):
-            row = _find(
-                rows,
-                kind="model",
-                model="e2former-lsr",
-                preset=preset,
-                dtype="float32",
-                device="cpu",
-                atoms=n,
-                compile=False,
-            )
-            if row is None:
-                continue
-            ran = bool(row.get("times_s"))
-            value = row["peak_rss_mib"] / 1024 if ran and row.get("peak_rss_mib") else None
-            put(f"cpu.{n}.{preset}.peak_rss_gib", value, row["status"] if not ran else "ok", [row["id"]])
+            variants = ((False, False, ""), (True, False, "_recompute"), (True, True, "_recompute_release"))
+            for recompute, release, suffix in variants:
+                row = _find(
+                    rows,
+                    kind="model",
+                    model="e2former-lsr",
+                    preset=preset,
+                    dtype="float32",
+                    device="cpu",
+                    atoms=n,
+                    compile=False,
+                    recompute=recompute,
+                    release_memory=release,
+                )
+                if row is None:
+                    continue
+                ran = bool(row.get("times_s"))
+                value = row["peak_rss_mib"] / 1024 if ran and row.get("peak_rss_mib") else None
+                key = f"cpu.{n}.{preset}.peak_rss_gib{suffix}"
+                put(key, value, row["status"] if not ran else "ok", [row["id"]])
     return out
 
 

@@ -135,6 +135,7 @@ class EquivariantAttention(nn.Module):
         dense: bool = False,
         receiver_points: torch.Tensor | None = None,
         sender_points: torch.Tensor | None = None,
+        row_chunk: int = 0,
     ) -> torch.Tensor:
         """Attention message ``[N, (lmax+1)^2, C]`` for receivers with features ``x``.
 
@@ -148,7 +149,8 @@ class EquivariantAttention(nn.Module):
         with ``inside`` False), so the message is summed by matrix products instead of
         gathering sender features per edge (:meth:`dense_forward`; ``receiver_points``
         ``[N, 3]`` and ``sender_points`` ``[M, 3]`` are the positions the non-periodic edge
-        vectors ``receiver - sender`` were taken from, or None).
+        vectors ``receiver - sender`` were taken from, or None; ``row_chunk``: see
+        :meth:`dense_forward`).
         """
         n = x.shape[0]
         targets = self.target_embedding(atomic_numbers)
@@ -166,6 +168,7 @@ class EquivariantAttention(nn.Module):
                 shift_by_max,
                 receiver_points,
                 sender_points,
+                row_chunk,
             )
         # the score and channel MLPs read the same edge features: one first layer for both
         first_score = self.score_mlp[0]
@@ -218,6 +221,7 @@ class EquivariantAttention(nn.Module):
         shift_by_max: bool,
         receiver_points: torch.Tensor | None,
         sender_points: torch.Tensor | None,
+        row_chunk: int = 0,
     ) -> torch.Tensor:
         """:meth:`forward` when the graph holds every (receiver, sender) pair, receiver-major.
 
@@ -225,19 +229,92 @@ class EquivariantAttention(nn.Module):
         the edge MLPs are broadcast instead of gathered, the softmax sums over a tensor axis,
         and the per-pair weights are made channel-major ``[C, N, M]`` so the sum over senders
         is one batched product (``docs/speed.md``, "Dense (atom, fragment) layout").
+        ``row_chunk`` > 0 (eager, with autograd): receivers in chunks of that many rows, each
+        recomputed in the backward pass, so no more than a chunk's pair tensors exist at once.
         """
-        n, m = x.shape[0], senders_x.shape[0]
+        m = senders_x.shape[0]
+        nb = rbf.shape[1] if rbf.dim() == 2 else self.basis.offset.shape[0]
+        if shift_by_max and not self.sum_weights:
+            # static (dense) graphs exist only for the smooth modes (export.py)
+            raise RuntimeError("the dense (atom, fragment) layout needs local_mode='smooth'")
+        nt = targets.shape[1]
+        # sender-side parts, shared by every receiver row
+        senders_first: list[torch.Tensor] = []
+        for first in (self.score_mlp[0], self.channel_mlp[0]):
+            senders_first.append(torch.matmul(sender_scalars, first.weight[:, nb + nt :].t()))
+        k = self.key(senders_x).view(m, self.num_heads, self.head_dim)
+        values = self.value(senders_x).permute(2, 0, 1)  # [C, M, (lmax+1)^2]
+        origin = torch.zeros(3, dtype=values.dtype, device=values.device)
+        moments = values
+        if receiver_points is not None and sender_points is not None:
+            # u = r_n - c_m: sum_m w (r_n - c_m) v_m = r_n (sum_m w v_m) - sum_m w (c_m v_m), so one
+            # product over senders gives all three components (points centred: less rounding)
+            origin = receiver_points.detach().mean(dim=0).to(values.dtype)
+            p = (sender_points - origin).to(values.dtype)
+            moments = torch.cat([values] + [values * p[:, j].view(1, m, 1) for j in range(3)], dim=2)
+        if row_chunk > 0 and not torch.jit.is_scripting() and torch.is_grad_enabled():
+            return self._chunked_dense_rows(
+                row_chunk,
+                x,
+                targets,
+                vectors,
+                distances,
+                inside,
+                rbf,
+                envelope,
+                receiver_points,
+                senders_first[0],
+                senders_first[1],
+                k,
+                values,
+                moments,
+                origin,
+            )
+        return self.dense_rows(
+            x,
+            targets,
+            vectors,
+            distances,
+            inside,
+            rbf,
+            envelope,
+            receiver_points,
+            senders_first[0],
+            senders_first[1],
+            k,
+            values,
+            moments,
+            origin,
+        )
+
+    def dense_rows(
+        self,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        vectors: torch.Tensor,
+        distances: torch.Tensor,
+        inside: torch.Tensor,
+        rbf: torch.Tensor,
+        envelope: torch.Tensor,
+        receiver_points: torch.Tensor | None,
+        score_senders: torch.Tensor,
+        channel_senders: torch.Tensor,
+        k: torch.Tensor,
+        values: torch.Tensor,
+        moments: torch.Tensor,
+        origin: torch.Tensor,
+    ) -> torch.Tensor:
+        """The message of the receivers ``x`` (rows of the dense grid; pair tensors row-major,
+        ``[n * M, ...]``) from the sender-side parts :meth:`dense_forward` prepared."""
+        n, m = x.shape[0], k.shape[0]
         heads = self.num_heads
-        first_score = self.score_mlp[0]
-        first_channel = self.channel_mlp[0]
         nb = rbf.shape[1]
         nt = targets.shape[1]
         mlp_in: list[torch.Tensor] = []
-        for first in (first_score, first_channel):
+        for first, sender in ((self.score_mlp[0], score_senders), (self.channel_mlp[0], channel_senders)):
             w = first.weight
             pair = torch.matmul(rbf, w[:, :nb].t()).view(n, m, -1)
             node = torch.matmul(targets, w[:, nb : nb + nt].t()) + first.bias
-            sender = torch.matmul(sender_scalars, w[:, nb + nt :].t())
             mlp_in.append(pair + node.unsqueeze(1) + sender.unsqueeze(0))
         score_hidden = mlp_in[0]
         channel_hidden = mlp_in[1]
@@ -249,14 +326,11 @@ class EquivariantAttention(nn.Module):
             if 0 < i < last:
                 channel_hidden = layer(channel_hidden)
         q = self.query(x).view(n, heads, self.head_dim)
-        k = self.key(senders_x).view(m, heads, self.head_dim)
         dot = torch.einsum("nhd,mhd->nmh", q, k) / (self.head_dim**0.5)
         scores = smooth_leaky_relu(score_hidden * dot)  # [N, M, H]
         if self.sum_weights:
             alpha = sigmoid_weights(scores.view(n * m, heads), envelope, inside).view(n, m, heads)
         else:
-            if shift_by_max:  # static (dense) graphs exist only for the smooth modes (export.py)
-                raise RuntimeError("the dense (atom, fragment) layout needs local_mode='smooth'")
             weight = torch.exp(scores.clamp(max=60.0)) * envelope.view(n, m, 1).to(scores.dtype)  # MAX_SCORE
             weight = torch.where(inside.view(n, m, 1), weight, torch.zeros_like(weight))
             alpha = weight / (weight.sum(dim=1, keepdim=True) + self.eps)
@@ -268,14 +342,8 @@ class EquivariantAttention(nn.Module):
         c = self.channels
         weights = per_channel.view(heads, c // heads, n, m) * alpha.permute(2, 0, 1).unsqueeze(1)
         weights = weights.reshape(c, n, m)
-        values = self.value(senders_x).permute(2, 0, 1)  # [C, M, (lmax+1)^2]
-        if receiver_points is not None and sender_points is not None:
-            # u = r_n - c_m: sum_m w (r_n - c_m) v_m = r_n (sum_m w v_m) - sum_m w (c_m v_m), so one
-            # product over senders gives all three components (points centred: less rounding)
-            origin = receiver_points.detach().mean(dim=0)
+        if receiver_points is not None:
             r = (receiver_points - origin).to(values.dtype)
-            p = (sender_points - origin).to(values.dtype)
-            moments = torch.cat([values] + [values * p[:, j].view(1, m, 1) for j in range(3)], dim=2)
             summed = torch.bmm(weights, moments).view(c, n, 4, -1)
             stacked = r.view(1, n, 3, 1) * summed[:, :, :1] - summed[:, :, 1:]  # [C, N, 3, (lmax+1)^2]
         else:
@@ -284,6 +352,50 @@ class EquivariantAttention(nn.Module):
             stacked = torch.stack(parts, dim=2)
         message = self.tensor_product.from_components(stacked)
         return self.output(message)
+
+    @torch.jit.unused
+    def _chunked_dense_rows(
+        self,
+        row_chunk: int,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        vectors: torch.Tensor,
+        distances: torch.Tensor,
+        inside: torch.Tensor,
+        rbf: torch.Tensor,
+        envelope: torch.Tensor,
+        receiver_points: torch.Tensor | None,
+        score_senders: torch.Tensor,
+        channel_senders: torch.Tensor,
+        k: torch.Tensor,
+        values: torch.Tensor,
+        moments: torch.Tensor,
+        origin: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`dense_rows` over chunks of ``row_chunk`` receivers, each recomputed in the
+        backward pass (``torch.utils.checkpoint``): the same function with less memory. An
+        empty ``rbf`` (``rbf.dim() != 2``) is computed per chunk with this layer's basis."""
+        from torch.utils.checkpoint import checkpoint
+
+        n, m = x.shape[0], k.shape[0]
+        lazy = rbf.dim() != 2
+
+        def rows(x, targets, vec, dist, ins, basis, env, points, *shared):
+            if lazy:
+                basis = self.basis(dist) * ins.unsqueeze(1).to(vec.dtype)
+            return self.dense_rows(x, targets, vec, dist, ins, basis, env, points, *shared)
+
+        shared = (score_senders, channel_senders, k, values, moments, origin)
+        out = []
+        for a in range(0, n, row_chunk):
+            b = min(n, a + row_chunk)
+            vec = vectors.view(n, m, 3)[a:b].reshape(-1, 3)
+            dist, ins, env = (t.view(n, m)[a:b].reshape(-1) for t in (distances, inside, envelope))
+            basis = rbf if lazy else rbf.view(n, m, -1)[a:b].reshape(-1, rbf.shape[1])
+            points = None if receiver_points is None else receiver_points[a:b]
+            args = (x[a:b], targets[a:b], vec, dist, ins, basis, env, points)
+            out.append(checkpoint(rows, *args, *shared, use_reentrant=False))
+        return torch.cat(out, dim=0)
 
 
 class EdgeDegreeEmbedding(nn.Module):

@@ -24,6 +24,9 @@ from .graph import (
 )
 from .layers import EquivariantRMSNorm, GatedFeedForward, GaussianBasis, SO3Linear, polynomial_envelope
 
+#: (atom, fragment) pairs per recomputed chunk of a dense long-range layer (network.recompute)
+RECOMPUTE_PAIRS = 1 << 16
+
 
 class LocalBlock(nn.Module):
     """Pre-norm transformer block: h += Attn(Norm(h)); h += FFN(Norm(h))."""
@@ -94,8 +97,10 @@ class LongRangeBlock(nn.Module):
         dense: bool = False,
         points: torch.Tensor | None = None,
         centres: torch.Tensor | None = None,
+        row_chunk: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (new features, attention message, features after the attention residual)."""
+        """Returns (new features, attention message, features after the attention residual);
+        ``row_chunk``: see ``EquivariantAttention.dense_forward``."""
         means = fragment_means(h, fragment_ids, num_fragments)
         message = self.attention(
             h,
@@ -113,6 +118,7 @@ class LongRangeBlock(nn.Module):
             dense,
             points,
             centres,
+            row_chunk,
         )
         mid = h + message
         return mid + self.ffn(self.norm_ffn(mid)), message, mid
@@ -170,6 +176,9 @@ class E2FormerLSR(nn.Module):
         self.coulomb_sigma = config.coulomb_sigma
         self.coulomb_cutoff = config.coulomb_cutoff
         self.register_buffer("reference_energies", torch.zeros(config.num_embeddings))
+        # a run-time setting, not part of the function: recompute each block's activations in the
+        # backward pass instead of keeping them (eager and torch.compile only; docs/speed.md)
+        self.recompute = False
         supported = torch.zeros(config.num_embeddings, dtype=torch.bool)
         supported[torch.tensor(config.elements, dtype=torch.long)] = True
         self.register_buffer("supported", supported)
@@ -383,18 +392,23 @@ class E2FormerLSR(nn.Module):
         for i, block in enumerate(self.local_blocks):
             if collect:
                 stages["local_block_" + str(i) + "_in"] = h
-            h = block(
-                h,
-                atomic_numbers,
-                receivers,
-                senders,
-                vectors,
-                distances,
-                inside,
-                rbf,
-                envelope,
-                self.reference_local,
-            )
+            if self.recompute and not torch.jit.is_scripting() and torch.is_grad_enabled():
+                h = self._recomputed_local_block(
+                    i, h, atomic_numbers, receivers, senders, vectors, distances, inside, rbf, envelope
+                )
+            else:
+                h = block(
+                    h,
+                    atomic_numbers,
+                    receivers,
+                    senders,
+                    vectors,
+                    distances,
+                    inside,
+                    rbf,
+                    envelope,
+                    self.reference_local,
+                )
             if collect:
                 stages["local_block_" + str(i) + "_out"] = h
         return h
@@ -417,32 +431,110 @@ class E2FormerLSR(nn.Module):
         receivers, senders, vectors, distances, inside = graph
         envelope = polynomial_envelope(distances, self.long_cutoff)
         rbf = torch.zeros(0, dtype=vectors.dtype, device=vectors.device)
+        # recomputed dense layers make the radial basis chunk by chunk (_recomputed_long_block)
+        lazy_basis = self.recompute and dense and not torch.jit.is_scripting() and torch.is_grad_enabled()
         for i, block in enumerate(self.long_blocks):
-            if i == 0:  # the same radial basis in every long-range layer (checkpoints.py)
+            if i == 0 and not lazy_basis:  # the same radial basis in every long-range layer (checkpoints.py)
                 rbf = block.attention.basis(distances) * inside.unsqueeze(1).to(vectors.dtype)
             if collect:
                 stages["cluster_attn_" + str(i) + "_in"] = h
-            h, message, mid = block(
-                h,
-                atomic_numbers,
-                fragment_ids,
-                num_fragments,
-                receivers,
-                senders,
-                vectors,
-                distances,
-                inside,
-                rbf,
-                envelope,
-                self.reference_local,
-                dense,
-                points,
-                centres,
-            )
+            if self.recompute and not torch.jit.is_scripting() and torch.is_grad_enabled():
+                h, message, mid = self._recomputed_long_block(
+                    i,
+                    h,
+                    atomic_numbers,
+                    fragment_ids,
+                    num_fragments,
+                    receivers,
+                    senders,
+                    vectors,
+                    distances,
+                    inside,
+                    rbf,
+                    envelope,
+                    dense,
+                    points,
+                    centres,
+                )
+            else:
+                h, message, mid = block(
+                    h,
+                    atomic_numbers,
+                    fragment_ids,
+                    num_fragments,
+                    receivers,
+                    senders,
+                    vectors,
+                    distances,
+                    inside,
+                    rbf,
+                    envelope,
+                    self.reference_local,
+                    dense,
+                    points,
+                    centres,
+                )
             if collect:
                 stages["cluster_attn_" + str(i) + "_out"] = message
                 stages["norm_ffn_" + str(i) + "_in"] = mid
         return h
+
+    @torch.jit.unused
+    def _recomputed_local_block(
+        self,
+        i: int,
+        h: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        receivers: torch.Tensor,
+        senders: torch.Tensor,
+        vectors: torch.Tensor,
+        distances: torch.Tensor,
+        inside: torch.Tensor,
+        rbf: torch.Tensor,
+        envelope: torch.Tensor,
+    ) -> torch.Tensor:
+        """Local block ``i`` whose activations are recomputed in the backward pass."""
+        from torch.utils.checkpoint import checkpoint
+
+        args = (h, atomic_numbers, receivers, senders, vectors, distances, inside, rbf, envelope)
+        return checkpoint(self.local_blocks[i], *args, self.reference_local, use_reentrant=False)
+
+    @torch.jit.unused
+    def _recomputed_long_block(
+        self,
+        i: int,
+        h: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        fragment_ids: torch.Tensor,
+        num_fragments: int,
+        receivers: torch.Tensor,
+        senders: torch.Tensor,
+        vectors: torch.Tensor,
+        distances: torch.Tensor,
+        inside: torch.Tensor,
+        rbf: torch.Tensor,
+        envelope: torch.Tensor,
+        dense: bool,
+        points: torch.Tensor | None,
+        centres: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Long-range block ``i`` whose activations are recomputed in the backward pass: in the
+        dense layout chunk by chunk of receivers (its (atom, fragment) pair tensors are the
+        largest of the network), else the whole block."""
+        from torch.utils.checkpoint import checkpoint
+
+        args = (h, atomic_numbers, fragment_ids, num_fragments, receivers, senders, vectors, distances)
+        rest = (inside, rbf, envelope, self.reference_local, dense, points, centres)
+        if dense:
+            # rbf is empty: each chunk makes it with layer i's basis, which must be layer 0's
+            # (eager calls check it; torch.compile cannot branch on tensor contents)
+            first, own = self.long_blocks[0].attention.basis, self.long_blocks[i].attention.basis
+            same = torch.compiler.is_compiling() or torch.equal(own.offset, first.offset)
+            if not (same and own.coeff == first.coeff):
+                raise RuntimeError("recompute needs the same radial basis in every long-range layer")
+            chunk = max(1, RECOMPUTE_PAIRS // max(1, num_fragments))
+            return self.long_blocks[i](*args, *rest, chunk)
+        return checkpoint(self.long_blocks[i], *args, *rest, use_reentrant=False)
 
     def check_inputs(
         self,
