@@ -14,9 +14,9 @@ backend        'torchforce' or 'pythonforce' (the network runs in Python); defau
                on the pinned stack, pythonforce under openmm >= 8.6 (``default_backend``)
 device         pythonforce: 'auto' (default: CUDA when torch sees a GPU), 'cpu' or 'cuda'
 compile        pythonforce: True runs the network through torch.compile (CUDA graphs on a GPU)
-recompute      pythonforce: True recomputes each block's activations in the backward pass
-               instead of keeping them: less memory for large ML regions, more time
-               (docs/speed.md); TorchScript (torchforce) cannot express it
+recompute      pythonforce: True recomputes activations (local blocks, long-range attention) in
+               the backward pass instead of keeping them: less memory for large ML regions,
+               more time (docs/speed.md); TorchScript (torchforce) cannot express it
 charge         total charge of the ML region (default: rounded sum of the MM charges of
                the ML atoms when the System has a NonbondedForce, else 0)
 fragmentIds    explicit fragment id per ML atom (default: from the topology)

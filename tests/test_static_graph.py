@@ -5,6 +5,7 @@ all-pairs filter for the graphs, the dynamic-graph network (``static_graphs=Fals
 energies and forces, ``torch._dynamo.explain`` for graph breaks.
 """
 
+import io
 import math
 
 import pytest
@@ -13,6 +14,7 @@ from model_helpers import random_molecule, seeded_model
 
 from openmmml_e2former.export import OpenMMModule
 from openmmml_e2former.model import network as network_module
+from openmmml_e2former.model.attention import EquivariantAttention
 from openmmml_e2former.model.graph import fragment_centroids, radius_graph
 from openmmml_e2former.model.static_graph import build_graph, plan_graph
 
@@ -271,27 +273,68 @@ def saved_bytes(module, positions_nm, box_nm) -> int:
     return sum(seen.values())
 
 
-@pytest.mark.parametrize("long_range, pairs_per_chunk", [(True, 1 << 16), (True, 64), (False, 1 << 16)])
-def test_recompute_gives_the_same_energy_and_forces_and_keeps_less(long_range, pairs_per_chunk, monkeypatch):
-    """Recomputing each block in the backward pass (network.recompute; the dense long-range
-    layers chunk by chunk of receivers: one chunk, or 6 rows of the 10 fragments each) changes
-    the memory, not the function: energy and forces equal the plain module's, and autograd
-    keeps less."""
+@pytest.mark.parametrize(
+    "long_range, periodic, changes, pairs_per_chunk",
+    [
+        (True, False, {}, 1 << 16),
+        (True, False, {}, 64),
+        (True, True, {}, 64),
+        (True, False, {"long_attention": "sigmoid"}, 64),
+        (False, False, {}, 1 << 16),
+    ],
+)
+def test_recompute_gives_the_same_energy_and_forces_and_keeps_less(
+    long_range, periodic, changes, pairs_per_chunk, monkeypatch
+):
+    """Recomputing in the backward pass (network.recompute: local blocks whole, the dense
+    long-range layers chunk by chunk of receivers, here one chunk or 10 chunks of 6 of the 60
+    atoms) changes the memory, not the function: energy and forces equal the plain module's, and
+    autograd keeps less outside the recomputed regions."""
     monkeypatch.setattr(network_module, "RECOMPUTE_PAIRS", pairs_per_chunk)
-    _, static, positions, _ = module_pair(long_range, False)
-    static.plan(positions)
-    e_plain, f_plain = energy_and_forces(static, positions, None)
-    kept_plain = saved_bytes(static, positions, None)
+    chunks = []
+    dense_rows = EquivariantAttention.dense_rows
+
+    def counted(self, x, *args):
+        chunks.append(x.shape[0])
+        return dense_rows(self, x, *args)
+
+    monkeypatch.setattr(EquivariantAttention, "dense_rows", counted)
+    _, static, positions, box = module_pair(long_range, periodic, **changes)
+    static.plan(positions, box)
+    e_plain, f_plain = energy_and_forces(static, positions, box)
+    kept_plain = saved_bytes(static, positions, box)
     static.model.recompute = True
-    e_re, f_re = energy_and_forces(static, positions, None)
-    kept_re = saved_bytes(static, positions, None)
+    chunks.clear()
+    e_re, f_re = energy_and_forces(static, positions, box)
+    calls = list(chunks)
+    kept_re = saved_bytes(static, positions, box)
     torch.testing.assert_close(e_re, e_plain, rtol=1e-14, atol=0.0)
     torch.testing.assert_close(f_re, f_plain, rtol=1e-12, atol=1e-12)
     assert kept_re < 0.6 * kept_plain, (kept_re, kept_plain)
+    if long_range:  # each chunk once forward and once recomputed, in both long-range layers
+        rows = min(60, pairs_per_chunk // 10)
+        per_layer = -(-60 // rows)
+        assert len(calls) == 2 * 2 * per_layer and max(calls) == rows, calls
     # TorchScript (the TorchForce route) cannot recompute: the scripted module ignores the flag
+    monkeypatch.undo()  # the counting wrapper is not scriptable
     scripted = torch.jit.script(static)
-    e_script, f_script = energy_and_forces(scripted, positions, None)
+    e_script, f_script = energy_and_forces(scripted, positions, box)
     torch.testing.assert_close(f_script, f_plain, rtol=1e-10, atol=1e-9)
+
+
+def test_module_pickled_before_recompute_existed_still_runs():
+    """A PythonForce pickles its module: Systems saved before ``recompute`` existed load with
+    it off."""
+    _, static, positions, _ = module_pair(True, False)
+    del static.model.__dict__["recompute"]
+    buffer = io.BytesIO()
+    torch.save(static, buffer)
+    loaded = torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
+    assert loaded.model.recompute is False
+    e_loaded, _ = energy_and_forces(loaded, positions, None)
+    static.model.recompute = False
+    e_static, _ = energy_and_forces(static, positions, None)
+    torch.testing.assert_close(e_loaded, e_static, rtol=1e-14, atol=0.0)
 
 
 def test_recompute_compiles_without_graph_breaks_and_matches_eager():

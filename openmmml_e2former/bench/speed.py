@@ -94,6 +94,12 @@ TARGETS = [
     ),
     Target("GPU whole 8867-atom box as ML region fits and runs", "gpu.ml_all.8867.runs", "==", True),
     Target(
+        "GPU whole 8867-atom box as ML region, recompute (Python-side backend)",
+        "gpu.ml_all.8867.runs_recompute",
+        "==",
+        True,
+    ),
+    Target(
         "GPU time ~ N^x up to >= 20,000 atoms (small LSR, periodic boxes)",
         "gpu.scaling.time_exponent",
         "<=",
@@ -147,7 +153,7 @@ RESULT_FILE_ENV = "E2FORMER_BENCH_RESULT_FILE"
 # --------------------------------------------------------------------------- #
 
 # (warm-up calls, timed calls) of a model-level case by size label
-CPU_SCHEDULE = {100: (1, 5), 582: (1, 3), 2000: (1, 2), 8867: (0, 1), 17734: (0, 1), 35468: (0, 1)}
+CPU_SCHEDULE = {100: (1, 5), 582: (1, 3), 2000: (1, 3), 8867: (0, 1), 17734: (0, 1), 35468: (0, 1)}
 GPU_SCHEDULE = {100: (3, 10), 582: (3, 10), 2000: (3, 10), 8867: (2, 5), 17734: (2, 5), 35468: (1, 3)}
 QUICK_SCHEDULE = (1, 2)
 # OpenMM (warm-up steps, steps per block, blocks) by (device, ML or MM)
@@ -305,6 +311,7 @@ def plan(device: str, quick: bool = False, sizes=None, compile_cases: bool = Tru
             cases += peers(n)
         cases += [
             model_case("e2former-lsr", "small", 2000, device, recompute=True),
+            model_case("e2former-lsr", "small", 2000, device, release_memory=True),
             model_case("e2former-lsr", "small", 2000, device, recompute=True, release_memory=True),
             model_case("e2former-lsr", "paper", 2000, device, recompute=True, release_memory=True),
         ]
@@ -408,6 +415,7 @@ def run_worker(case: dict, result_file: str | None, threads: int, mem_gib: float
         rss_after_imports_mib=_rss_mib(),
         torch_threads=torch.get_num_threads(),
         retain_freed_memory=retained,
+        host_memory="release" if case.get("release_memory") else ("retain" if retained else "default"),
         phase="setup",
     )
     if case["device"] == "cpu" and mem_gib > 0:
@@ -906,19 +914,21 @@ def ratios(rows: list[dict]) -> list[dict]:
     for kind, device, dtype, atoms in sorted(groups, key=str):
         base = {"kind": kind, "device": device, "dtype": dtype, "atoms": atoms}
         if kind == "model":
-            plain = {"compile": False, "recompute": False, "release_memory": False}
+            plain = {"compile": False, **_PLAIN}
             specs = [(n, {**a, **plain}, {**b, **plain}) for n, a, b in MODEL_RATIOS]
+            small_lsr = {"model": "e2former-lsr", "preset": "small"}
             specs.append(
                 (
                     "compiled_over_eager.small_lsr",
-                    {
-                        "model": "e2former-lsr",
-                        "preset": "small",
-                        "compile": True,
-                        "recompute": False,
-                        "release_memory": False,
-                    },
-                    {"model": "e2former-lsr", "preset": "small", **plain},
+                    {**small_lsr, **plain, "compile": True},
+                    {**small_lsr, **plain},
+                )
+            )
+            specs.append(
+                (
+                    "release_over_plain.small_lsr",
+                    {**small_lsr, **plain, "release_memory": True},
+                    {**small_lsr, **plain},
                 )
             )
             for preset in ("small", "paper"):
@@ -1038,13 +1048,14 @@ def metrics(rows: list[dict]) -> dict[str, dict]:
 
     ``gpu.mlmm.<region>.<preset>.ms_per_step``: the fastest single-precision E2Former-LSR
     OpenMM case on CUDA for that ML region and model size, any backend;
-    ``gpu.ml_all.8867.runs``: the whole box as ML region ran (True/False);
+    ``gpu.ml_all.8867.runs``: the whole box as ML region ran (True/False; ``..._recompute``:
+    with ``recompute``);
     ``gpu.scaling.{time,memory}_exponent``: exponents of the small LSR float32 model-level
     series on CUDA fitted over the periodic boxes (>= 8867 atoms), only when the largest has
     >= 20,000 atoms; ``cpu.<N>.<ratio>``: the model-level ratio at N atoms, float32;
     ``cpu.<N>.<preset>.peak_rss_gib``: peak RSS of the float32 LSR model-level case
-    (``..._recompute``: the same with ``recompute``; ``..._recompute_release``: and with freed
-    host memory released).
+    (``..._recompute``: the same with ``recompute``; ``..._release``: with freed host memory
+    released; ``..._recompute_release``: both).
     """
     out: dict[str, dict] = {}
 
@@ -1079,9 +1090,12 @@ def metrics(rows: list[dict]) -> dict[str, dict]:
         and r["atoms"] == 8867
         and r["model"] == "e2former-lsr"
     ]
-    if whole:
-        ran = any(ok(r) for r in whole)
-        put("gpu.ml_all.8867.runs", ran, "ok" if ran else whole[0]["status"], [r["id"] for r in whole])
+    for recompute, suffix in ((False, ""), (True, "_recompute")):
+        these = [r for r in whole if bool(r.get("recompute")) == recompute]
+        if these:
+            ran = any(ok(r) for r in these)
+            status = "ok" if ran else these[0]["status"]
+            put(f"gpu.ml_all.8867.runs{suffix}", ran, status, [r["id"] for r in these])
     big = [
         e
         for e in exponents([r for r in rows if r.get("periodic") or r["kind"] != "model"], min_atoms=8867)
@@ -1098,7 +1112,12 @@ def metrics(rows: list[dict]) -> dict[str, dict]:
             put(f"cpu.{r['atoms']}.{r['name']}", r["value"], "ok", [r["numerator"], r["denominator"]])
     for preset in ("small", "paper"):
         for n in (582, 2000):
-            variants = ((False, False, ""), (True, False, "_recompute"), (True, True, "_recompute_release"))
+            variants = (
+                (False, False, ""),
+                (True, False, "_recompute"),
+                (False, True, "_release"),
+                (True, True, "_recompute_release"),
+            )
             for recompute, release, suffix in variants:
                 row = _find(
                     rows,

@@ -229,8 +229,9 @@ class EquivariantAttention(nn.Module):
         the edge MLPs are broadcast instead of gathered, the softmax sums over a tensor axis,
         and the per-pair weights are made channel-major ``[C, N, M]`` so the sum over senders
         is one batched product (``docs/speed.md``, "Dense (atom, fragment) layout").
-        ``row_chunk`` > 0 (eager, with autograd): receivers in chunks of that many rows, each
-        recomputed in the backward pass, so no more than a chunk's pair tensors exist at once.
+        ``row_chunk`` > 0 (with autograd, not TorchScript): receivers in chunks of that many rows,
+        each recomputed in the backward pass, so no more than a chunk's pair tensors exist at
+        once (under ``torch.compile`` the loop is unrolled: one region per chunk).
         """
         m = senders_x.shape[0]
         nb = rbf.shape[1] if rbf.dim() == 2 else self.basis.offset.shape[0]
@@ -246,6 +247,8 @@ class EquivariantAttention(nn.Module):
         values = self.value(senders_x).permute(2, 0, 1)  # [C, M, (lmax+1)^2]
         origin = torch.zeros(3, dtype=values.dtype, device=values.device)
         moments = values
+        if sender_points is None:
+            receiver_points = None  # both or neither: dense_rows then takes the edge vectors
         if receiver_points is not None and sender_points is not None:
             # u = r_n - c_m: sum_m w (r_n - c_m) v_m = r_n (sum_m w v_m) - sum_m w (c_m v_m), so one
             # product over senders gives all three components (points centred: less rounding)

@@ -165,6 +165,9 @@ class E2FormerLSR(nn.Module):
         self.local_blocks = nn.ModuleList([LocalBlock(config) for _ in range(config.num_local_layers)])
         self.norm_local = EquivariantRMSNorm(c, config.lmax)
         self.long_blocks = nn.ModuleList([LongRangeBlock(config) for _ in range(config.num_long_layers)])
+        # one radial basis for every long-range layer (checkpoints.py): layer 0's, shared
+        for block in self.long_blocks[1:]:
+            block.attention.basis = self.long_blocks[0].attention.basis
         self.norm_output = EquivariantRMSNorm(c, config.lmax)
         self.final_linear = SO3Linear(2 * c, c, config.lmax)
         self.energy_head = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))
@@ -176,8 +179,8 @@ class E2FormerLSR(nn.Module):
         self.coulomb_sigma = config.coulomb_sigma
         self.coulomb_cutoff = config.coulomb_cutoff
         self.register_buffer("reference_energies", torch.zeros(config.num_embeddings))
-        # a run-time setting, not part of the function: recompute each block's activations in the
-        # backward pass instead of keeping them (eager and torch.compile only; docs/speed.md)
+        # a run-time setting, not part of the function: recompute activations in the backward
+        # pass instead of keeping them (eager and torch.compile only; docs/speed.md, "Less memory")
         self.recompute = False
         supported = torch.zeros(config.num_embeddings, dtype=torch.bool)
         supported[torch.tensor(config.elements, dtype=torch.long)] = True
@@ -392,6 +395,7 @@ class E2FormerLSR(nn.Module):
         for i, block in enumerate(self.local_blocks):
             if collect:
                 stages["local_block_" + str(i) + "_in"] = h
+            # inline condition: TorchScript drops a branch only where it sees is_scripting()
             if self.recompute and not torch.jit.is_scripting() and torch.is_grad_enabled():
                 h = self._recomputed_local_block(
                     i, h, atomic_numbers, receivers, senders, vectors, distances, inside, rbf, envelope
@@ -434,7 +438,7 @@ class E2FormerLSR(nn.Module):
         # recomputed dense layers make the radial basis chunk by chunk (_recomputed_long_block)
         lazy_basis = self.recompute and dense and not torch.jit.is_scripting() and torch.is_grad_enabled()
         for i, block in enumerate(self.long_blocks):
-            if i == 0 and not lazy_basis:  # the same radial basis in every long-range layer (checkpoints.py)
+            if i == 0 and not lazy_basis:  # one radial basis, shared by every long-range layer
                 rbf = block.attention.basis(distances) * inside.unsqueeze(1).to(vectors.dtype)
             if collect:
                 stages["cluster_attn_" + str(i) + "_in"] = h
@@ -478,6 +482,11 @@ class E2FormerLSR(nn.Module):
                 stages["cluster_attn_" + str(i) + "_out"] = message
                 stages["norm_ffn_" + str(i) + "_in"] = mid
         return h
+
+    def __setstate__(self, state) -> None:
+        # modules pickled before the setting existed (a PythonForce's System, a deepcopy)
+        super().__setstate__(state)
+        self.__dict__.setdefault("recompute", False)
 
     @torch.jit.unused
     def _recomputed_local_block(
@@ -526,12 +535,7 @@ class E2FormerLSR(nn.Module):
         args = (h, atomic_numbers, fragment_ids, num_fragments, receivers, senders, vectors, distances)
         rest = (inside, rbf, envelope, self.reference_local, dense, points, centres)
         if dense:
-            # rbf is empty: each chunk makes it with layer i's basis, which must be layer 0's
-            # (eager calls check it; torch.compile cannot branch on tensor contents)
-            first, own = self.long_blocks[0].attention.basis, self.long_blocks[i].attention.basis
-            same = torch.compiler.is_compiling() or torch.equal(own.offset, first.offset)
-            if not (same and own.coeff == first.coeff):
-                raise RuntimeError("recompute needs the same radial basis in every long-range layer")
+            # rbf is empty: each chunk makes it with the (shared) basis of the layers
             chunk = max(1, RECOMPUTE_PAIRS // max(1, num_fragments))
             return self.long_blocks[i](*args, *rest, chunk)
         return checkpoint(self.long_blocks[i], *args, *rest, use_reentrant=False)
