@@ -37,7 +37,8 @@ _applied: bool | None = None
 def retain_freed_memory() -> bool:
     """Apply the glibc settings once per process; True when they are in effect.
 
-    Does nothing (False) off Linux, without glibc's ``mallopt``, or when
+    Does nothing (False) off Linux, without glibc's ``mallopt``, when another allocator serves
+    ``malloc`` (:func:`malloc_library`), or when
     ``E2FORMER_RETAIN_FREED_MEMORY=0``; with ``=release`` it applies the release settings
     instead (and returns False: nothing is retained).
     """
@@ -49,8 +50,8 @@ def retain_freed_memory() -> bool:
     if mode in ("0", "false", "no", "off"):
         return False
     release = mode == "release"
-    if not sys.platform.startswith("linux"):
-        return False
+    if not sys.platform.startswith("linux") or malloc_library() != "glibc":
+        return False  # mallopt would tune glibc's heap while another allocator serves malloc
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
@@ -66,3 +67,32 @@ def retain_freed_memory() -> bool:
     ok = ok and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
     _applied = ok
     return ok
+
+
+#: shared-library name fragments of the allocators that replace glibc's malloc when preloaded
+_ALLOCATORS = {"jemalloc": "libjemalloc", "tcmalloc": "libtcmalloc", "mimalloc": "libmimalloc"}
+
+
+def malloc_library() -> str:
+    """The allocator serving ``malloc`` in this process: 'jemalloc', 'tcmalloc' or 'mimalloc'
+    when one is mapped (``LD_PRELOAD``; ``docs/speed.md``, "Less memory"), else 'glibc' on Linux
+    and 'unknown' elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return "unknown"
+    try:
+        with open("/proc/self/maps") as handle:
+            maps = handle.read()
+    except OSError:
+        return "unknown"
+    return allocator_in_maps(maps)
+
+
+def allocator_in_maps(maps: str) -> str:
+    """:func:`malloc_library` for the text of a ``/proc/<pid>/maps`` file."""
+    for line in maps.splitlines():
+        path = line.rsplit(None, 1)[-1] if line.strip() else ""
+        name = path.rsplit("/", 1)[-1]
+        for allocator, prefix in _ALLOCATORS.items():
+            if name.startswith(prefix + ".") or name.startswith(prefix + "_"):
+                return allocator
+    return "glibc"

@@ -128,6 +128,9 @@ def test_ratios_metrics_and_targets_from_synthetic_rows():
         _row("mace-off23", "medium", 582, 2.0),
         _row("e2former-lsr", "small", 2000, 1.3),
         _row("e2former", "small", 2000, 1.0),
+        _row("mace-off23", "small", 2000, 2.0),
+        {**_row("e2former-lsr", "small", 2000, 0.9), "compile": True, "id": "lsr-compiled"},
+        {**_row("e2former", "small", 2000, 0.6), "compile": True, "id": "local-compiled"},
         {
             **_row("e2former-lsr", "paper", 2000, 0.0),
             "status": "out of memory: RuntimeError: x",
@@ -138,12 +141,19 @@ def test_ratios_metrics_and_targets_from_synthetic_rows():
     assert math.isclose(values[("lsr_small_over_mace_small", 582)], 0.4)
     assert math.isclose(values[("paper_over_mace_medium", 582)], 1.5)
     assert math.isclose(values[("lsr_over_local.small", 2000)], 1.3)
+    # compiled cases pair with compiled cases only; the MACE peer stays eager
+    assert math.isclose(values[("lsr_over_local.small_compiled", 2000)], 1.5)
+    assert math.isclose(values[("lsr_small_compiled_over_mace_small", 2000)], 0.45)
+    assert math.isclose(values[("compiled_over_eager.small_lsr", 2000)], 0.9 / 1.3)
     met = {t["metric"]: t for t in speed.targets(rows)}
     assert met["cpu.582.lsr_small_over_mace_small"]["met"] is True
     assert met["cpu.582.paper_over_mace_medium"]["met"] is False
     assert met["cpu.2000.lsr_over_local.small"]["met"] is True  # 1.3 <= 1.3
     assert met["cpu.2000.paper.peak_rss_gib"]["met"] is False  # ran out of memory
-    assert met["cpu.2000.lsr_small_over_mace_small"]["met"] is None  # not measured
+    assert met["cpu.2000.lsr_small_over_mace_small"]["met"] is False  # 0.65
+    assert met["cpu.2000.lsr_small_compiled_over_mace_small"]["met"] is True  # 0.45
+    assert met["cpu.2000.lsr_over_local.small_compiled"]["met"] is False  # 1.5
+    assert met["cpu.2000.small.peak_rss_gib_recompute"]["met"] is None  # not measured
     assert met["gpu.mlmm.protein.small.ms_per_step"]["met"] is None
 
 

@@ -73,3 +73,35 @@ def test_release_mode_gives_freed_blocks_back():
         resident[mode] = float(out.stdout)
     assert resident["release"] < 120, resident  # the 100 MiB still in use
     assert resident["1"] > 180, resident  # all 200 MiB: the freed holes stay resident
+
+
+def test_allocator_is_read_from_the_mapped_libraries():
+    from openmmml_e2former.host_memory import allocator_in_maps
+
+    glibc = "7f0 r-xp 00000000 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n7f1 rw-p 0 00:00 0 [heap]"
+    assert allocator_in_maps(glibc) == "glibc"
+    assert allocator_in_maps("") == "glibc"
+    jemalloc = glibc + "\n7f2 r-xp 00000000 08:01 2 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+    assert allocator_in_maps(jemalloc) == "jemalloc"
+    tcmalloc = "7f3 r-xp 0 08:01 3 /opt/conda/lib/libtcmalloc_minimal.so.4.5.10\n" + glibc
+    assert allocator_in_maps(tcmalloc) == "tcmalloc"
+    # a file whose name merely mentions an allocator is not one
+    assert allocator_in_maps(glibc + "\n7f4 r--p 0 08:01 4 /data/notes-on-libjemalloc") == "glibc"
+
+
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+
+
+@pytest.mark.skipif(not os.path.exists(JEMALLOC), reason="needs libjemalloc2 (Debian)")
+def test_glibc_settings_are_left_alone_under_a_preloaded_allocator():
+    probe = (
+        "from openmmml_e2former.host_memory import malloc_library, retain_freed_memory\n"
+        "print(malloc_library(), retain_freed_memory())"
+    )
+    env = {**os.environ, "LD_PRELOAD": JEMALLOC}
+    env.pop("E2FORMER_RETAIN_FREED_MEMORY", None)
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["jemalloc", "False"]
+    env.pop("LD_PRELOAD")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["glibc", "True"]

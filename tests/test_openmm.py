@@ -753,10 +753,10 @@ def _cuda_ready():
         pytest.skip("needs the OpenMM CUDA platform and a CUDA device for PyTorch")
 
 
-def _after_steps(system, positions, steps: int):
-    """(positions nm, energy, forces) after ``steps`` Verlet steps on the CUDA platform."""
+def _after_steps(system, positions, steps: int, platform: str = "CUDA"):
+    """(positions nm, energy, forces) after ``steps`` Verlet steps on ``platform``."""
     integrator = openmm.VerletIntegrator(0.0002)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CUDA"))
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
     try:
         context.setPositions(positions)
         integrator.step(steps)
@@ -807,6 +807,24 @@ def test_pythonforce_runs_network_on_cuda(dipeptide_pdb, compile_module, recompu
     ref_energy, ref_forces = network_reference(dipeptide_pdb.topology, positions)
     assert_energy_close(energy, ref_energy, 1e-5)
     assert_forces_close(forces, ref_forces, 1e-5)
+
+
+def test_pythonforce_compiled_and_recomputing_on_cpu_matches_network(dipeptide_pdb):
+    """compile=True with recompute=True on the CPU (Inductor's generated C++, the setting
+    docs/speed.md suggests for large ML regions there) gives the float64 network's energy and
+    forces over a few steps, the first of which compiles."""
+    system = lsr_potential().createSystem(
+        dipeptide_pdb.topology,
+        precision="double",
+        backend="pythonforce",
+        device="cpu",
+        compile=True,
+        recompute=True,
+    )
+    positions, energy, forces = _after_steps(system, dipeptide_pdb.positions, 3, platform="CPU")
+    ref_energy, ref_forces = network_reference(dipeptide_pdb.topology, positions)
+    assert_energy_close(energy, ref_energy, 1e-8)
+    assert_forces_close(forces, ref_forces, 1e-8)
 
 
 # ------------------------------------------------------------------------ 9. plug-in loading

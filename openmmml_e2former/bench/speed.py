@@ -118,6 +118,18 @@ TARGETS = [
         "<=",
         1.3,
     ),
+    Target(
+        "CPU LSR small (torch.compile) / MACE-OFF23 small at 2000 atoms",
+        "cpu.2000.lsr_small_compiled_over_mace_small",
+        "<=",
+        0.5,
+    ),
+    Target(
+        "CPU LSR / local-only at 2000 atoms, both torch.compile",
+        "cpu.2000.lsr_over_local.small_compiled",
+        "<=",
+        1.3,
+    ),
     Target("CPU peak RSS, LSR small at 2000 atoms", "cpu.2000.small.peak_rss_gib", "<=", 3.0, "GiB"),
     Target(
         "CPU peak RSS, LSR small at 2000 atoms, recompute (Python-side backend)",
@@ -129,6 +141,20 @@ TARGETS = [
     Target(
         "CPU peak RSS, LSR small at 2000 atoms, recompute + freed memory released",
         "cpu.2000.small.peak_rss_gib_recompute_release",
+        "<=",
+        3.0,
+        "GiB",
+    ),
+    Target(
+        "CPU peak RSS, LSR small at 2000 atoms, torch.compile",
+        "cpu.2000.small.peak_rss_gib_compile",
+        "<=",
+        3.0,
+        "GiB",
+    ),
+    Target(
+        "CPU peak RSS, LSR small at 2000 atoms, torch.compile + recompute",
+        "cpu.2000.small.peak_rss_gib_compile_recompute",
         "<=",
         3.0,
         "GiB",
@@ -315,6 +341,8 @@ def plan(device: str, quick: bool = False, sizes=None, compile_cases: bool = Tru
             model_case("e2former-lsr", "small", 2000, device, recompute=True, release_memory=True),
             model_case("e2former-lsr", "paper", 2000, device, recompute=True, release_memory=True),
         ]
+        if compile_cases:
+            cases.append(model_case("e2former-lsr", "small", 2000, device, compile=True, recompute=True))
         cases += [
             openmm_case("amber14", "-", "mm", device, backend="-"),
             openmm_case("e2former-lsr", "small", "protein", device),
@@ -335,10 +363,11 @@ def plan(device: str, quick: bool = False, sizes=None, compile_cases: bool = Tru
             model_case("e2former-lsr", "small", 8867, device, recompute=True),
         ]
     if compile_cases:
-        cases += [
-            model_case("e2former-lsr", "small", 582, device, compile=True),
-            model_case("e2former", "small", 582, device, compile=True),
-        ]
+        for n in (582, 2000):
+            cases += [
+                model_case("e2former-lsr", "small", n, device, compile=True),
+                model_case("e2former", "small", n, device, compile=True),
+            ]
     return [c for c in cases if c["atoms"] in chosen or c["model"] == "amber14"]
 
 
@@ -403,7 +432,7 @@ def run_worker(case: dict, result_file: str | None, threads: int, mem_gib: float
 
     torch.set_num_threads(threads)
     import openmmml_e2former  # noqa: F401  (vesin-torch operators, openmm-torch plug-ins)
-    from openmmml_e2former.host_memory import retain_freed_memory
+    from openmmml_e2former.host_memory import malloc_library, retain_freed_memory
 
     # every case alike, peers included: our OpenMM module sets this for its users, so the
     # peers get it too (E2FORMER_RETAIN_FREED_MEMORY=0 measures all with glibc's defaults);
@@ -411,11 +440,14 @@ def run_worker(case: dict, result_file: str | None, threads: int, mem_gib: float
     if case.get("release_memory"):
         os.environ["E2FORMER_RETAIN_FREED_MEMORY"] = "release"
     retained = retain_freed_memory()
+    allocator = malloc_library()  # glibc's settings apply only when glibc serves malloc
+    released = bool(case.get("release_memory")) and allocator == "glibc"
     rec.update(
         rss_after_imports_mib=_rss_mib(),
         torch_threads=torch.get_num_threads(),
         retain_freed_memory=retained,
-        host_memory="release" if case.get("release_memory") else ("retain" if retained else "default"),
+        host_memory="release" if released else ("retain" if retained else "default"),
+        allocator=allocator,
         phase="setup",
     )
     if case["device"] == "cpu" and mem_gib > 0:
@@ -924,6 +956,23 @@ def ratios(rows: list[dict]) -> list[dict]:
                     {**small_lsr, **plain},
                 )
             )
+            # both compiled (torch.compile fuses the pair MLPs' elementwise work on the CPU too);
+            # the MACE peer stays eager, as openmm-ml runs it
+            compiled = {**plain, "compile": True}
+            specs.append(
+                (
+                    "lsr_over_local.small_compiled",
+                    {**small_lsr, **compiled},
+                    {"model": "e2former", "preset": "small", **compiled},
+                )
+            )
+            specs.append(
+                (
+                    "lsr_small_compiled_over_mace_small",
+                    {**small_lsr, **compiled},
+                    {"model": "mace-off23", "preset": "small", **plain},
+                )
+            )
             specs.append(
                 (
                     "release_over_plain.small_lsr",
@@ -1055,7 +1104,7 @@ def metrics(rows: list[dict]) -> dict[str, dict]:
     >= 20,000 atoms; ``cpu.<N>.<ratio>``: the model-level ratio at N atoms, float32;
     ``cpu.<N>.<preset>.peak_rss_gib``: peak RSS of the float32 LSR model-level case
     (``..._recompute``: the same with ``recompute``; ``..._release``: with freed host memory
-    released; ``..._recompute_release``: both).
+    released; ``..._recompute_release``: both; ``..._compile[_recompute]``: ``torch.compile``).
     """
     out: dict[str, dict] = {}
 
@@ -1113,12 +1162,14 @@ def metrics(rows: list[dict]) -> dict[str, dict]:
     for preset in ("small", "paper"):
         for n in (582, 2000):
             variants = (
-                (False, False, ""),
-                (True, False, "_recompute"),
-                (False, True, "_release"),
-                (True, True, "_recompute_release"),
+                (False, False, False, ""),
+                (True, False, False, "_recompute"),
+                (False, True, False, "_release"),
+                (True, True, False, "_recompute_release"),
+                (False, False, True, "_compile"),
+                (True, False, True, "_compile_recompute"),
             )
-            for recompute, release, suffix in variants:
+            for recompute, release, compiled, suffix in variants:
                 row = _find(
                     rows,
                     kind="model",
@@ -1127,7 +1178,7 @@ def metrics(rows: list[dict]) -> dict[str, dict]:
                     dtype="float32",
                     device="cpu",
                     atoms=n,
-                    compile=False,
+                    compile=compiled,
                     recompute=recompute,
                     release_memory=release,
                 )
