@@ -19,6 +19,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import warnings
 
 #: ``mallopt`` parameters (``<malloc.h>``)
 M_TRIM_THRESHOLD = -1
@@ -50,8 +51,16 @@ def retain_freed_memory() -> bool:
     if mode in ("0", "false", "no", "off"):
         return False
     release = mode == "release"
-    if not sys.platform.startswith("linux") or malloc_library() != "glibc":
-        return False  # mallopt would tune glibc's heap while another allocator serves malloc
+    if not sys.platform.startswith("linux"):
+        return False
+    allocator = malloc_library()
+    if allocator != "glibc":  # mallopt would tune glibc's heap while another allocator serves malloc
+        if release:
+            warnings.warn(
+                f"{ENV_SWITCH}=release is a glibc setting and has no effect under {allocator}",
+                stacklevel=2,
+            )
+        return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
@@ -75,8 +84,9 @@ _ALLOCATORS = {"jemalloc": "libjemalloc", "tcmalloc": "libtcmalloc", "mimalloc":
 
 def malloc_library() -> str:
     """The allocator serving ``malloc`` in this process: 'jemalloc', 'tcmalloc' or 'mimalloc'
-    when one is mapped (``LD_PRELOAD``; ``docs/speed.md``, "Less memory"), else 'glibc' on Linux
-    and 'unknown' elsewhere."""
+    when one is mapped (``LD_PRELOAD``; ``docs/speed.md``, "Other allocators"), else 'glibc' on
+    Linux and 'unknown' elsewhere. A mapped allocator library is taken to serve ``malloc``: a
+    library that only links one, loaded later, would be counted too."""
     if not sys.platform.startswith("linux"):
         return "unknown"
     try:
@@ -90,7 +100,8 @@ def malloc_library() -> str:
 def allocator_in_maps(maps: str) -> str:
     """:func:`malloc_library` for the text of a ``/proc/<pid>/maps`` file."""
     for line in maps.splitlines():
-        path = line.rsplit(None, 1)[-1] if line.strip() else ""
+        line = line.strip().removesuffix("(deleted)").strip()  # a library replaced on disk
+        path = line.rsplit(None, 1)[-1] if line else ""
         name = path.rsplit("/", 1)[-1]
         for allocator, prefix in _ALLOCATORS.items():
             if name.startswith(prefix + ".") or name.startswith(prefix + "_"):

@@ -129,7 +129,20 @@ def test_ratios_metrics_and_targets_from_synthetic_rows():
         _row("e2former-lsr", "small", 2000, 1.3),
         _row("e2former", "small", 2000, 1.0),
         _row("mace-off23", "small", 2000, 2.0),
-        {**_row("e2former-lsr", "small", 2000, 0.9), "compile": True, "id": "lsr-compiled"},
+        # compile + recompute comes first: the compiled ratios must not take it for plain compile
+        {
+            **_row("e2former-lsr", "small", 2000, 1.2, peak_rss_mib=2048.0),
+            "compile": True,
+            "recompute": True,
+            "id": "lsr-compiled-recompute",
+        },
+        # a release case under another allocator released nothing: it must not count
+        {**_row("e2former-lsr", "small", 2000, 9.0), "release_memory": True, "host_memory": "default"},
+        {
+            **_row("e2former-lsr", "small", 2000, 0.9, peak_rss_mib=3584.0),
+            "compile": True,
+            "id": "lsr-compiled",
+        },
         {**_row("e2former", "small", 2000, 0.6), "compile": True, "id": "local-compiled"},
         {
             **_row("e2former-lsr", "paper", 2000, 0.0),
@@ -154,6 +167,10 @@ def test_ratios_metrics_and_targets_from_synthetic_rows():
     assert met["cpu.2000.lsr_small_compiled_over_mace_small"]["met"] is True  # 0.45
     assert met["cpu.2000.lsr_over_local.small_compiled"]["met"] is False  # 1.5
     assert met["cpu.2000.small.peak_rss_gib_recompute"]["met"] is None  # not measured
+    assert met["cpu.2000.small.peak_rss_gib_compile"]["measured"] == 3.5
+    assert met["cpu.2000.small.peak_rss_gib_compile_recompute"]["measured"] == 2.0
+    assert "cpu.2000.small.peak_rss_gib_release" not in speed.metrics(rows)  # released nothing
+    assert ("release_over_plain.small_lsr", 2000) not in values
     assert met["gpu.mlmm.protein.small.ms_per_step"]["met"] is None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import subprocess
 import sys
@@ -85,14 +86,16 @@ def test_allocator_is_read_from_the_mapped_libraries():
     assert allocator_in_maps(jemalloc) == "jemalloc"
     tcmalloc = "7f3 r-xp 0 08:01 3 /opt/conda/lib/libtcmalloc_minimal.so.4.5.10\n" + glibc
     assert allocator_in_maps(tcmalloc) == "tcmalloc"
+    deleted = glibc + "\n7f5 r-xp 0 08:01 5 /usr/lib/libtcmalloc.so.4 (deleted)"
+    assert allocator_in_maps(deleted) == "tcmalloc"
     # a file whose name merely mentions an allocator is not one
     assert allocator_in_maps(glibc + "\n7f4 r--p 0 08:01 4 /data/notes-on-libjemalloc") == "glibc"
 
 
-JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+JEMALLOC = ctypes.util.find_library("jemalloc")  # e.g. 'libjemalloc.so.2', which ld.so resolves
 
 
-@pytest.mark.skipif(not os.path.exists(JEMALLOC), reason="needs libjemalloc2 (Debian)")
+@pytest.mark.skipif(JEMALLOC is None, reason="needs jemalloc (Debian: libjemalloc2)")
 def test_glibc_settings_are_left_alone_under_a_preloaded_allocator():
     probe = (
         "from openmmml_e2former.host_memory import malloc_library, retain_freed_memory\n"
@@ -102,6 +105,11 @@ def test_glibc_settings_are_left_alone_under_a_preloaded_allocator():
     env.pop("E2FORMER_RETAIN_FREED_MEMORY", None)
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["jemalloc", "False"]
+    env["E2FORMER_RETAIN_FREED_MEMORY"] = "release"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["jemalloc", "False"]
+    assert "no effect under jemalloc" in out.stderr
+    env.pop("E2FORMER_RETAIN_FREED_MEMORY")
     env.pop("LD_PRELOAD")
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["glibc", "True"]

@@ -17,6 +17,7 @@ import copy
 import functools
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -809,6 +810,9 @@ def test_pythonforce_runs_network_on_cuda(dipeptide_pdb, compile_module, recompu
     assert_forces_close(forces, ref_forces, 1e-5)
 
 
+@pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("clang++")), reason="Inductor needs a C++ compiler on the CPU"
+)
 def test_pythonforce_compiled_and_recomputing_on_cpu_matches_network(dipeptide_pdb):
     """compile=True with recompute=True on the CPU (Inductor's generated C++, the setting
     docs/speed.md suggests for large ML regions there) gives the float64 network's energy and
