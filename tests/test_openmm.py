@@ -787,6 +787,19 @@ def test_cuda_graphs_match_network_after_capture(dipeptide_pdb, precision):
     assert_forces_close(forces, ref_forces, tolerance)
 
 
+def _pythonforce_matches_network(pdb, device, platform, steps, tolerance, **options):
+    """A double-precision Python-side-backend System on ``device`` equals the float64 network
+    after ``steps`` Verlet steps on ``platform``."""
+    system = lsr_potential().createSystem(
+        pdb.topology, precision="double", backend="pythonforce", device=device, **options
+    )
+    assert any(isinstance(f, openmm.PythonForce) for f in system.getForces()), "no PythonForce"
+    positions, energy, forces = _after_steps(system, pdb.positions, steps, platform=platform)
+    ref_energy, ref_forces = network_reference(pdb.topology, positions)
+    assert_energy_close(energy, ref_energy, tolerance)
+    assert_forces_close(forces, ref_forces, tolerance)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("compile_module, recompute", [(False, False), (True, False), (False, True)])
 def test_pythonforce_runs_network_on_cuda(dipeptide_pdb, compile_module, recompute):
@@ -794,20 +807,9 @@ def test_pythonforce_runs_network_on_cuda(dipeptide_pdb, compile_module, recompu
     (CUDA graphs through mode='reduce-overhead') or recomputing in the backward pass, and
     matches the float64 network."""
     _cuda_ready()
-    system = lsr_potential().createSystem(
-        dipeptide_pdb.topology,
-        precision="double",
-        backend="pythonforce",
-        device="cuda",
-        compile=compile_module,
-        recompute=recompute,
+    _pythonforce_matches_network(
+        dipeptide_pdb, "cuda", "CUDA", 5, 1e-5, compile=compile_module, recompute=recompute
     )
-    computation = [f for f in system.getForces() if isinstance(f, openmm.PythonForce)]
-    assert computation, "no PythonForce in the System"
-    positions, energy, forces = _after_steps(system, dipeptide_pdb.positions, 5)
-    ref_energy, ref_forces = network_reference(dipeptide_pdb.topology, positions)
-    assert_energy_close(energy, ref_energy, 1e-5)
-    assert_forces_close(forces, ref_forces, 1e-5)
 
 
 @pytest.mark.skipif(
@@ -817,18 +819,7 @@ def test_pythonforce_compiled_and_recomputing_on_cpu_matches_network(dipeptide_p
     """compile=True with recompute=True on the CPU (Inductor's generated C++, the setting
     docs/speed.md suggests for large ML regions there) gives the float64 network's energy and
     forces over a few steps, the first of which compiles."""
-    system = lsr_potential().createSystem(
-        dipeptide_pdb.topology,
-        precision="double",
-        backend="pythonforce",
-        device="cpu",
-        compile=True,
-        recompute=True,
-    )
-    positions, energy, forces = _after_steps(system, dipeptide_pdb.positions, 3, platform="CPU")
-    ref_energy, ref_forces = network_reference(dipeptide_pdb.topology, positions)
-    assert_energy_close(energy, ref_energy, 1e-8)
-    assert_forces_close(forces, ref_forces, 1e-8)
+    _pythonforce_matches_network(dipeptide_pdb, "cpu", "CPU", 3, 1e-8, compile=True, recompute=True)
 
 
 # ------------------------------------------------------------------------ 9. plug-in loading

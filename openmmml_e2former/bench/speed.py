@@ -347,8 +347,6 @@ def plan(device: str, quick: bool = False, sizes=None, compile_cases: bool = Tru
             model_case("e2former-lsr", "small", 2000, device, recompute=True, release_memory=True),
             model_case("e2former-lsr", "paper", 2000, device, recompute=True, release_memory=True),
         ]
-        if compile_cases:
-            cases.append(model_case("e2former-lsr", "small", 2000, device, compile=True, recompute=True))
         cases += [
             openmm_case("amber14", "-", "mm", device, backend="-"),
             openmm_case("e2former-lsr", "small", "protein", device),
@@ -374,6 +372,8 @@ def plan(device: str, quick: bool = False, sizes=None, compile_cases: bool = Tru
                 model_case("e2former-lsr", "small", n, device, compile=True),
                 model_case("e2former", "small", n, device, compile=True),
             ]
+        if device == "cpu":
+            cases.append(model_case("e2former-lsr", "small", 2000, device, compile=True, recompute=True))
     return [c for c in cases if c["atoms"] in chosen or c["model"] == "amber14"]
 
 
@@ -910,15 +910,11 @@ _CASE_DEFAULTS = {"recompute": False, "release_memory": False}
 _PLAIN = dict(_CASE_DEFAULTS)
 
 
-def _released(row: dict) -> bool:
-    """A release-memory case whose setting took effect (glibc only: ``host_memory.py``)."""
-    return bool(row.get("release_memory")) and row.get("host_memory", "release") == "release"
-
-
 def _find(rows, **keys) -> dict | None:
-    """The first row with these case keys; a release-memory row counts only where it released."""
+    """The first row with these case keys; a release-memory row counts only where it released
+    (glibc only: ``host_memory.py``; rows from before ``host_memory`` was recorded did)."""
     for row in rows:
-        if row.get("release_memory") and not _released(row):
+        if row.get("release_memory") and row.get("host_memory", "release") != "release":
             continue
         if all(row.get(k, _CASE_DEFAULTS.get(k)) == v for k, v in keys.items()):
             return row
