@@ -33,6 +33,8 @@ AL1_RUN = os.path.join(SOURCES, "villin-20ps-al1-run")
 AL2_RUN = os.path.join(SOURCES, "villin-20ps-al2-run")
 #: round 3's constrained-X-H run, read from its record in stability/ (water included)
 HCONS_RUN = os.path.join("stability", "villin-20ps-hcons-run")
+#: the classical (AMBER14, all-MM) 20 ps villin run in the same protocol, read from its record
+MM_RUN = os.path.join("stability", "villin-20ps-mm-run")
 
 
 def tripeptide_sequences(count: int, seed: int = 1, residues: list[str] = RESIDUES) -> list[list[str]]:
@@ -149,6 +151,8 @@ PARTS = {
     ),
     # held out: the whole protein (582 atoms, ~9 CPU min each) just before each failed run's break
     "villin-whole-heldout": lambda out: villin_run_wholes(),
+    # held out: the whole protein in equilibrium, frames at 5, 10, 15 and 20 ps of the AMBER14 run
+    "villin-mm-whole-heldout": lambda out: villin_mm_wholes(),
     # held out: windows of a protein never trained on (HIV-1 integrase core, 1BHL)
     "integrase-heldout": lambda out: integrase_windows(out),
     # held out: charged pairs 3.5-10 Å apart (the contact clusters stop at 3.2 Å)
@@ -219,6 +223,16 @@ def villin_run_wholes() -> list:
         wholes = run_folder_windows(folder, 35, tag=f"whole/{tag}", stride=35)
         out.append(wholes[frame])
     return out
+
+
+def villin_mm_wholes(frames=(9, 19, 29, 39)) -> list:
+    """The whole villin protein in saved frames of the classical run (:data:`MM_RUN`, a frame every
+    0.5 ps): configurations no potential of ours has driven, unlike :func:`villin_run_wholes`."""
+    import stability_records
+
+    stability_records.unpack(MM_RUN)
+    wholes = run_folder_windows(MM_RUN, 35, tag="whole/villin-20ps-mm-run", stride=35)
+    return [wholes[f] for f in frames]
 
 
 def villin_run_halves() -> list:
