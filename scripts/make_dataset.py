@@ -233,7 +233,7 @@ def villin_mm_wholes(frames=(9, 19, 29, 39)) -> list:
     stability_records.unpack(MM_RUN)
     wholes = run_folder_windows(MM_RUN, 35, tag="whole/villin-20ps-mm-run", stride=35)
     if len(wholes) != 40:
-        raise ValueError(f"{MM_RUN} holds {len(wholes)} frames, not the 40 (every 0.5 ps) that frames={frames} assume")
+        raise ValueError(f"{MM_RUN} holds {len(wholes)} frames, not the 40 (every 0.5 ps) assumed")
     return [wholes[f] for f in frames]
 
 
