@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from openmmml_e2former.bench import accuracy
@@ -32,6 +33,7 @@ def test_quick_run_reports_every_model_family_and_pair(quick_run):
         assert set(entry["families"]) == {"segments", "spheres", "shells"}
         bins = entry["overall"]["bins"]
         assert bins and all(math.isfinite(b["force_mae"]) and b["structures"] > 0 for b in bins)
+        assert all(0 <= b["coherent_force_mae"] < math.inf for b in bins)
         assert math.isfinite(entry["overall"]["ratio_largest_to_smallest"])
         assert all(t > 0 for t in entry["seconds_energy_forces"].values())
         assert {r["family"] for r in entry["structures"]} == set(entry["families"])
@@ -58,7 +60,7 @@ def test_quick_run_reports_every_model_family_and_pair(quick_run):
         counted = sum(b["structures"] for g in charged.values() for b in g["bins"])
         assert counted == sum(r["family"] in ("segments", "spheres") for r in entry["structures"])
     assert (root / "acc.png").exists() and (root / "acc_environments.png").exists()
-    assert "largest/smallest" in stdout and "from beyond R" in stdout
+    assert "largest/smallest" in stdout and "from beyond R" in stdout and "coherent part" in stdout
 
 
 def test_family_of_ids():
@@ -79,6 +81,28 @@ def test_size_table_and_ratio_from_known_rows():
     assert summary["smallest"]["force_mae"] == pytest.approx(0.2)
     assert summary["smallest"]["energy_mae_per_atom"] == pytest.approx(0.02)
     assert summary["ratio_largest_to_smallest"] == pytest.approx(2.0)
+
+
+def test_coherent_force_error_keeps_a_push_on_a_fragment_and_drops_errors_that_cancel_within_it():
+    # fragment 0 (three atoms): the same error on each atom, the whole residue pushed one way;
+    # fragment 1 (two atoms): equal and opposite errors, which move no residue; fragment 2: one atom
+    push = np.array([0.3, -0.6, 0.0])
+    errors = np.array([push, push, push, [0.5, 0.2, -0.1], [-0.5, -0.2, 0.1], [0.0, 0.0, 0.9]])
+    fragments = [7, 7, 7, 2, 2, 4]  # any labels, in any order
+    # per fragment, mean |component| of its mean error: 0.3, 0 and 0.3 -> (0.9 + 0 + 0.9) / 9
+    assert accuracy.coherent_force_mae(errors, fragments) == pytest.approx(1.8 / 9)
+    assert np.abs(errors).mean() == pytest.approx((2.7 + 1.6 + 0.9) / 18)
+
+    class Piece:
+        id, num_atoms, charge, energy = "1bhl-seg:3-5/f4", 6, 0, -1.0
+        fragment_ids = np.array(fragments)
+        forces = np.zeros((6, 3))
+
+    (row,) = accuracy.error_rows([Piece()], {Piece.id: (-1.5, errors)})
+    assert row["coherent_force_mae"] == pytest.approx(1.8 / 9)
+    assert row["energy_error_per_atom"] == pytest.approx(-0.5 / 6)
+    (entry,) = accuracy.size_table([row])
+    assert entry["coherent_force_mae"] == pytest.approx(1.8 / 9)
 
 
 def test_predictions_are_cached_per_checkpoint(tmp_path, monkeypatch):
