@@ -49,6 +49,11 @@ def test_quick_run_reports_every_model_family_and_pair(quick_run):
     assert far["bins"] and all(set(b["far_mean_abs"]) == radii for b in far["bins"])
     values = [v for row in far["structures"].values() for v in row["far_mean_abs"].values()]
     assert all(math.isfinite(v) and v >= 0 for v in values) and max(values) > 0
+    assert set(far["missed_fraction"]) == set(accuracy.MODELS)  # each model's share of it left out
+    for bins in far["missed_fraction"].values():
+        assert [b["bin"] for b in bins] == [b["bin"] for b in far["bins"]]
+        assert all(set(b["missed_fraction"]) == set(b["standard_error"]) == radii for b in bins)
+    assert "fraction of the force from beyond" in stdout
     for entry in result["models"].values():  # per-atom error by crowding, small vs large pieces
         table = entry["environments"]
         assert table["training_neighbours"]["max"] >= table["training_neighbours"]["p99"] > 0

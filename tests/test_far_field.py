@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from openmmml_e2former.bench.far_field import far_field_forces, nonbonded_parameters, residues_of
+from openmmml_e2former.bench.far_field import (
+    far_field_forces,
+    fraction_and_error,
+    missed_fraction,
+    nonbonded_parameters,
+    residues_of,
+)
 from openmmml_e2former.data import scaling
 
 
@@ -110,3 +116,25 @@ def test_far_field_from_zero_is_openmms_nonbonded_force_on_every_atom(charged_pa
     (far,) = far_field_forces(charged_pair.positions, *nonbonded_parameters(source), radii=(0.0,))
     np.testing.assert_allclose(far, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
     assert np.abs(expected).max() > 0.5
+
+
+def test_missed_fraction_is_the_share_of_the_far_field_left_in_the_errors():
+    rng = np.random.default_rng(3)
+    far = rng.normal(size=(40, 3))
+    # noise orthogonal to the far field, so that its least-squares share is exact
+    noise = rng.normal(size=(40, 3))
+    noise -= far * (far * noise).sum() / (far * far).sum()
+
+    def share(errors):
+        return fraction_and_error([missed_fraction(far, errors)])
+
+    assert share(-far) == pytest.approx((1.0, 0.0))  # blind beyond R: the error is minus the far field
+    assert share(np.zeros_like(far)) == pytest.approx((0.0, 0.0))  # reproduces it
+    beta, error = share(-0.4 * far + noise)
+    assert beta == pytest.approx(0.4)
+    # the residual is the noise: standard error sqrt(|noise|^2 / (n - 1) / |far|^2)
+    assert error == pytest.approx(np.sqrt((noise**2).sum() / (far.size - 1) / (far**2).sum()))
+    # summed over two structures, the terms add: the bin's share weighs each by its far field
+    both = [missed_fraction(far, -far), missed_fraction(2 * far, np.zeros_like(far))]
+    assert fraction_and_error(both)[0] == pytest.approx(1 / 5)
+    assert fraction_and_error([missed_fraction(np.zeros_like(far), noise)]) == (None, None)

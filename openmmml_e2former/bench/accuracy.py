@@ -533,24 +533,46 @@ def run(args) -> dict:
         result["models"][name] = entry
     result["decay_curves"] = decay_curves(structures, predicted_all)
     if args.labels == "oracle":
-        result["far_field"] = far_field_summary(set_dir, evaluated, args.quick, args.seed)
+        result["far_field"] = far_field_summary(set_dir, evaluated, args.quick, args.seed, predicted_all)
     return result
 
 
-def far_field_summary(set_dir: str, evaluated, quick: bool, seed: int) -> dict:
+def far_field_summary(set_dir: str, evaluated, quick: bool, seed: int, predicted=None) -> dict:
     """The oracle's force from beyond each receptive radius, by size bin, for the protein
-    families and all of them together (:mod:`.far_field`)."""
+    families and all of them together, and per model and bin the fraction of it the model leaves
+    out (:mod:`.far_field`)."""
     from .far_field import far_field_table
 
-    table = far_field_table(set_dir, evaluated, quick=quick, seed=seed)
+    table = far_field_table(set_dir, evaluated, quick=quick, seed=seed, predicted=predicted)
     rows = table["structures"]
     families = sorted({family_of(sid) for sid in rows})
-    return {
+    out = {
         "radii": table["radii"],
         "bins": far_field_bins(list(rows.values())),
         "families": {f: far_field_bins([r for i, r in rows.items() if family_of(i) == f]) for f in families},
         "structures": rows,
     }
+    if predicted:
+        out["missed_fraction"] = {name: missed_fraction_bins(list(rows.values()), name) for name in predicted}
+    return out
+
+
+def missed_fraction_bins(rows: list[dict], model: str) -> list[dict]:
+    """Per size bin and radius: the fraction of the oracle's far field that ``model`` leaves out
+    (:func:`.far_field.missed_fraction`, summed over the bin's structures; None where the bin has
+    no far field)."""
+    from .far_field import fraction_and_error
+
+    out = []
+    for label, inside in size_bins(rows):
+        fractions, errors = {}, {}
+        for radius in inside[0]["missed"][model]:
+            terms = [r["missed"][model][radius] for r in inside]
+            fractions[radius], errors[radius] = fraction_and_error(terms)
+        out.append(
+            {"bin": label, "structures": len(inside), "missed_fraction": fractions, "standard_error": errors}
+        )
+    return out
 
 
 def report(result: dict) -> None:
@@ -597,6 +619,14 @@ def report(result: dict) -> None:
         for radius in far["bins"][0]["far_mean_abs"]:
             cells = "  ".join(f"{b['bin']}: {b['far_mean_abs'][radius]:.4f}" for b in far["bins"])
             print(f"    R = {radius:>2} Å  {cells}")
+        for name, bins in (far.get("missed_fraction") or {}).items():
+            for radius in ("10", "15"):
+                cells = "  ".join(
+                    f"{b['bin']}: {b['missed_fraction'][radius]:.2f} ± {b['standard_error'][radius]:.2f}"
+                    for b in bins
+                    if b["missed_fraction"].get(radius) is not None
+                )
+                print(f"    {name}: fraction of the force from beyond {radius} Å left out  {cells}")
     for curve in result["decay_curves"]:
         cells = ", ".join(
             f"{m} {v['mae_beyond_meV']:.1f}"

@@ -108,11 +108,38 @@ def residues_of(structure_id: str, topology, frames) -> tuple[list[int], int] | 
     return None
 
 
+def missed_fraction(far: np.ndarray, errors: np.ndarray) -> tuple[float, float, float, int]:
+    """``(-sum(far . errors), sum(far . far), sum(errors . errors), components)`` over atoms and
+    components, for a structure's far-field forces and a model's force errors (both ``[N, 3]``,
+    eV/Å). Summed over structures, :func:`fraction_and_error` turns them into the least-squares
+    coefficient of ``-far`` in the errors: the fraction of the far field the model leaves out
+    (1: all of it, as a model blind beyond R must; 0: it reproduces it, or its errors are
+    unrelated to it)."""
+    far = np.asarray(far, dtype=np.float64)
+    errors = np.asarray(errors, dtype=np.float64)
+    return float(-(far * errors).sum()), float((far * far).sum()), float((errors * errors).sum()), far.size
+
+
+def fraction_and_error(terms) -> tuple[float | None, float | None]:
+    """(fraction, its standard error) from :func:`missed_fraction` terms summed over structures;
+    (None, None) without a far field. The standard error treats the components' residuals as
+    independent, so it is a lower bound: a fraction is worth reading where it is several times
+    larger."""
+    dot, norm, err2, count = (sum(t[k] for t in terms) for k in range(4))
+    if norm <= 0 or count < 2:
+        return None, None
+    beta = dot / norm
+    residual = max(err2 - beta * beta * norm, 0.0)
+    return beta, float(np.sqrt(residual / (count - 1) / norm))
+
+
 def far_field_table(
-    set_dir: str, structures, radii=RADII, quick: bool = False, seed: int = 0, progress=print
+    set_dir: str, structures, radii=RADII, quick: bool = False, seed: int = 0, progress=print, predicted=None
 ) -> dict:
     """Per protein evaluation member (segments, spheres): atoms, mean |component| of the oracle
-    force and of its part from beyond each radius (eV/Å). ~15 CPU s for the full set."""
+    force and of its part from beyond each radius (eV/Å); with ``predicted`` (model name ->
+    {id: (energy, forces)}), each model's :func:`missed_fraction` terms per radius. ~15 CPU s for
+    the full set."""
     from ..data.scaling import AmberOracle, capped_piece, protein_and_frames
 
     ids = sorted(s.id for s in structures if _SEGMENT.search(s.id) or _SPHERE.search(s.id))
@@ -131,6 +158,14 @@ def far_field_table(
             "force_mean_abs": float(np.abs(s.forces).mean()),
             "far_mean_abs": {f"{r:g}": float(np.abs(f).mean()) for r, f in zip(radii, forces, strict=True)},
         }
+        if predicted:
+            rows[sid]["missed"] = {
+                name: {
+                    f"{r:g}": missed_fraction(f, np.asarray(p[sid][1]) - np.asarray(s.forces))
+                    for r, f in zip(radii, forces, strict=True)
+                }
+                for name, p in predicted.items()
+            }
         if n % 20 == 0:
             progress(f"far field: {n + 1}/{len(wanted)} ({sid}, {s.num_atoms} atoms)")
     return {"radii": list(radii), "structures": rows}
