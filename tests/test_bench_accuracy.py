@@ -92,11 +92,11 @@ def test_coherent_force_error_keeps_a_push_on_a_fragment_and_drops_errors_that_c
     # fragment 0 (three atoms): the same error on each atom, the whole residue pushed one way;
     # fragment 1 (two atoms): equal and opposite errors, which move no residue; fragment 2: one atom
     push = np.array([0.3, -0.6, 0.0])
-    errors = np.array([push, push, push, [0.5, 0.2, -0.1], [-0.5, -0.2, 0.1], [0.0, 0.0, 0.9]])
+    errors = np.array([push, push, push, [0.5, 0.2, -0.1], [-0.5, -0.2, 0.1], [0.0, 0.0, 0.6]])
     fragments = [7, 7, 7, 2, 2, 4]  # any labels, in any order
-    # per fragment, mean |component| of its mean error: 0.3, 0 and 0.3 -> (0.9 + 0 + 0.9) / 9
-    assert accuracy.coherent_force_mae(errors, fragments) == pytest.approx(1.8 / 9)
-    assert np.abs(errors).mean() == pytest.approx((2.7 + 1.6 + 0.9) / 18)
+    # per fragment, mean |component| of its mean error: 0.3, 0 and 0.2 -> (0.9 + 0 + 0.6) / 9;
+    # each fragment counts once (weighting by atoms would give (2.7 + 0 + 0.6) / 18)
+    assert accuracy.coherent_force_mae(errors, fragments) == pytest.approx(1.5 / 9)
 
     class Piece:
         id, num_atoms, charge, energy = "1bhl-seg:3-5/f4", 6, 0, -1.0
@@ -104,10 +104,11 @@ def test_coherent_force_error_keeps_a_push_on_a_fragment_and_drops_errors_that_c
         forces = np.zeros((6, 3))
 
     (row,) = accuracy.error_rows([Piece()], {Piece.id: (-1.5, errors)})
-    assert row["coherent_force_mae"] == pytest.approx(1.8 / 9)
+    assert row["force_mae"] == pytest.approx((2.7 + 1.6 + 0.6) / 18)
+    assert row["coherent_force_mae"] == pytest.approx(1.5 / 9)
     assert row["energy_error_per_atom"] == pytest.approx(-0.5 / 6)
     (entry,) = accuracy.size_table([row])
-    assert entry["coherent_force_mae"] == pytest.approx(1.8 / 9)
+    assert entry["coherent_force_mae"] == pytest.approx(1.5 / 9)
 
 
 def test_predictions_are_cached_per_checkpoint(tmp_path, monkeypatch):

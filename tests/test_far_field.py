@@ -121,20 +121,20 @@ def test_far_field_from_zero_is_openmms_nonbonded_force_on_every_atom(charged_pa
 def test_missed_fraction_is_the_share_of_the_far_field_left_in_the_errors():
     rng = np.random.default_rng(3)
     far = rng.normal(size=(40, 3))
-    # noise orthogonal to the far field, so that its least-squares share is exact
-    noise = rng.normal(size=(40, 3))
-    noise -= far * (far * noise).sum() / (far * far).sum()
 
-    def share(errors):
-        return fraction_and_error([missed_fraction(far, errors)])
+    def share(*errors):  # one structure per error array, all with the same far field
+        return fraction_and_error([missed_fraction(far, e) for e in errors])
 
-    assert share(-far) == pytest.approx((1.0, 0.0))  # blind beyond R: the error is minus the far field
-    assert share(np.zeros_like(far)) == pytest.approx((0.0, 0.0))  # reproduces it
-    beta, error = share(-0.4 * far + noise)
+    assert share(-far, -far) == pytest.approx((1.0, 0.0))  # blind beyond R: errors are minus the far field
+    assert share(0 * far, 0 * far) == pytest.approx((0.0, 0.0))  # reproduces it
+    # two structures leaving out 0.2 and 0.6 of the same far field F:
+    # 0.4 +- sqrt(2 (0.2 |F|^2)^2) / (2 |F|^2)
+    beta, error = share(-0.2 * far, -0.6 * far)
     assert beta == pytest.approx(0.4)
-    # the residual is the noise: standard error sqrt(|noise|^2 / (n - 1) / |far|^2)
-    assert error == pytest.approx(np.sqrt((noise**2).sum() / (far.size - 1) / (far**2).sum()))
-    # summed over two structures, the terms add: the bin's share weighs each by its far field
+    assert error == pytest.approx(0.2 * np.sqrt(2) / 2)
+    # a structure with twice the far field weighs four times as much: (1 * 1 + 0 * 4) / 5
     both = [missed_fraction(far, -far), missed_fraction(2 * far, np.zeros_like(far))]
     assert fraction_and_error(both)[0] == pytest.approx(1 / 5)
-    assert fraction_and_error([missed_fraction(np.zeros_like(far), noise)]) == (None, None)
+    assert missed_fraction(far, -far)[:2] == pytest.approx(((far**2).sum(), (far**2).sum()))
+    assert fraction_and_error([missed_fraction(np.zeros_like(far), far)] * 2) == (None, None)
+    assert fraction_and_error([missed_fraction(far, -far)]) == (None, None)  # one structure: no error

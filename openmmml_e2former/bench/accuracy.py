@@ -282,8 +282,8 @@ def trained_on_set(checkpoint: str, set_dir: str) -> bool:
 
 def coherent_force_mae(errors: np.ndarray, fragment_ids) -> float:
     """Mean |component| of each fragment's mean force error (``errors`` [N, 3], eV/Å): the part
-    of the error that pushes a whole residue (or water) one way, as a missing far field does,
-    while errors that change sign within a fragment cancel. Fragments of one atom count as
+    of the error that pushes a whole residue (or water) one way, as a missing field does on a
+    charged one, while errors that change sign within a fragment cancel. Fragments of one atom count as
     their atom. Its floor for uncorrelated errors falls as 1/sqrt(atoms per fragment), which is
     alike at every size of a protein piece; growth with size is what it is for."""
     ids = np.unique(np.asarray(fragment_ids), return_inverse=True)[1]
@@ -620,7 +620,7 @@ def report(result: dict) -> None:
             cells = "  ".join(f"{b['bin']}: {b['far_mean_abs'][radius]:.4f}" for b in far["bins"])
             print(f"    R = {radius:>2} Å  {cells}")
         for name, bins in (far.get("missed_fraction") or {}).items():
-            for radius in ("10", "15"):
+            for radius in ("10", "15", "20"):
                 cells = "  ".join(
                     f"{b['bin']}: {b['missed_fraction'][radius]:.2f} ± {b['standard_error'][radius]:.2f}"
                     for b in bins

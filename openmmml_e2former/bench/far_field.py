@@ -121,16 +121,18 @@ def missed_fraction(far: np.ndarray, errors: np.ndarray) -> tuple[float, float, 
 
 
 def fraction_and_error(terms) -> tuple[float | None, float | None]:
-    """(fraction, its standard error) from :func:`missed_fraction` terms summed over structures;
-    (None, None) without a far field. The standard error treats the components' residuals as
-    independent, so it is a lower bound: a fraction is worth reading where it is several times
-    larger."""
-    dot, norm, err2, count = (sum(t[k] for t in terms) for k in range(4))
-    if norm <= 0 or count < 2:
+    """(fraction, its standard error) from the :func:`missed_fraction` terms of each structure
+    of a bin; (None, None) unless at least two structures have a far field. The standard
+    error is taken over structures, sqrt(sum_s (beta norm_s - dot_s)^2) / sum_s norm_s, because
+    a far field and a model's errors are smooth across the atoms of one structure: its atoms are
+    not independent samples."""
+    terms = [tuple(t) for t in terms]
+    dots = np.array([t[0] for t in terms], dtype=np.float64)
+    norms = np.array([t[1] for t in terms], dtype=np.float64)
+    if (norms > 0).sum() < 2:
         return None, None
-    beta = dot / norm
-    residual = max(err2 - beta * beta * norm, 0.0)
-    return beta, float(np.sqrt(residual / (count - 1) / norm))
+    beta = float(dots.sum() / norms.sum())
+    return beta, float(np.sqrt(((beta * norms - dots) ** 2).sum()) / norms.sum())
 
 
 def far_field_table(
