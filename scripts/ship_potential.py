@@ -27,7 +27,7 @@ import os
 
 import torch
 
-from openmmml_e2former.checkpoints import load_checkpoint, save_checkpoint
+from openmmml_e2former.checkpoints import file_sha256, load_checkpoint, save_checkpoint
 from openmmml_e2former.data.extxyz import read_structures, write_structures
 from openmmml_e2former.data.splits import group_key
 from openmmml_e2former.train.batching import predict, to_sample
@@ -76,8 +76,12 @@ def data_summary(structures, split: dict) -> dict:
 
 def wall_seconds(run: str) -> float | None:
     """Training wall time of a run over all its resumed pieces (``last.pt``; None for runs written
-    before the trainer recorded it)."""
-    state = torch.load(os.path.join(run, "last.pt"), map_location="cpu", weights_only=False)
+    before the trainer recorded it, and for committed run folders that keep ``best.pt`` only)."""
+    path = os.path.join(run, "last.pt")
+    if not os.path.exists(path):
+        print(f"{run}: no last.pt, its training wall time is not recorded")
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
     return state.get("elapsed_seconds")
 
 
@@ -227,8 +231,12 @@ def main() -> None:
         for run in runs
     ]
     result["epochs"] = result["stages"][-1]["epochs"]
+    # runs made with RUN/best.pt itself (e.g. a candidate's stability run) used these very weights:
+    # the model card accepts their records by this digest as well as the shipped file's
+    source = os.path.join(args.run, "best.pt")
     meta.update(
         name="e2former-lsr",
+        weights_from={"file": source, "sha256": file_sha256(source)},
         data_summary=result["data"],
         validation_errors=result["val"]["overall"],
         test_errors=result["test"]["overall"],

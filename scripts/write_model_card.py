@@ -21,25 +21,26 @@ from openmmml_e2former.checkpoints import file_sha256, load_checkpoint
 from openmmml_e2former.train.metrics import format_table
 
 POT = "openmmml_e2former/potentials"
-# the shipped weights' 20 ps villin runs: flexible ML region, then X-H bonds constrained
-LONG_RUNS = ["stability/villin-20ps-al3-run", "stability/villin-20ps-hcons-run"]
+# the shipped weights' 20 ps villin run (X-H bonds constrained), made with the round-5 candidate file
+LONG_RUNS = ["stability/villin-20ps-hcons-al5-run"]
 # the same protocol, seed and preparation with no ML region (``--ml none``): the fold's classical baseline
 MM_REFERENCE = "stability/villin-20ps-mm-run"
 
 
-def stability_records(folder: str, sha256: str) -> dict:
+def stability_records(folder: str, digests: set[str]) -> dict:
     """The stability checks of these weights: those already in ``e2former-lsr.stability.json``
     (so a fresh checkout, whose ``runs/`` is empty, loses none), updated by the JSON files in
-    ``folder`` that name the same weights (checks of earlier weights are skipped)."""
+    ``folder`` that name the same weights (checks of earlier weights are skipped). ``digests``: the
+    shipped file's SHA-256 and that of the run file it was shipped from (same weights)."""
     records = {}
     committed = os.path.join(POT, "e2former-lsr.stability.json")
     if os.path.exists(committed):
         with open(committed) as handle:
-            records = {k: r for k, r in json.load(handle).items() if r.get("weights_sha256") == sha256}
+            records = {k: r for k, r in json.load(handle).items() if r.get("weights_sha256") in digests}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
         with open(path) as handle:
             record = json.load(handle)
-        if record.get("weights_sha256") == sha256:
+        if record.get("weights_sha256") in digests:
             records[os.path.basename(path)[: -len(".json")]] = record
     return dict(sorted(records.items()))
 
@@ -127,14 +128,14 @@ def _epoch_rows(epochs: list[dict]) -> str:
     )
 
 
-def _long_run(folder: str, sha256: str) -> str:
+def _long_run(folder: str, digests: set[str]) -> str:
     """The 20 ps villin run's state, from its ``stability-summary.json``."""
     path = os.path.join(folder, "stability-summary.json")
     if not os.path.exists(path):
         return f"* **Villin ML/MM, 20 ps** (`{folder}`): not run yet with these weights."
     with open(path) as handle:
         r = json.load(handle)
-    if r.get("weights_sha256") != sha256:
+    if r.get("weights_sha256") not in digests:
         return f"* **Villin ML/MM, 20 ps** (`{folder}`): its recorded run used other weights; rerun it."
     t = r["temperature_k_after_skip"]
     kept = {True: "X-H bonds constrained", False: "flexible"}.get(r.get("ml_constraints_kept"), "flexible")
@@ -205,7 +206,7 @@ def main() -> None:
     parser.add_argument(
         "--long-run", action="append", help=f"long-run folder, repeatable (default: {' '.join(LONG_RUNS)})"
     )
-    parser.add_argument("--config", default="configs/e2former-lsr-al3.yaml", help="the shipped stage config")
+    parser.add_argument("--config", default="configs/e2former-lsr-al5.yaml", help="the shipped stage config")
     args = parser.parse_args()
     for folder in (args.long_run or LONG_RUNS) + [MM_REFERENCE]:
         unpack_for(folder)  # stability/ run records keep their frames packed
@@ -215,8 +216,10 @@ def main() -> None:
         config = yaml.safe_load(handle)
     weights = os.path.join(POT, "e2former-lsr.pt")
     model, meta = load_checkpoint(weights)
-    sha256 = file_sha256(weights)
-    records = stability_records(args.stability, sha256)
+    # ship_potential.py records the digest of the file it shipped from: runs made with that file
+    # (a candidate's 20 ps run) used the shipped weights
+    digests = {file_sha256(weights), meta.get("weights_from", {}).get("sha256")} - {None}
+    records = stability_records(args.stability, digests)
     size_mb = os.path.getsize(weights) / 1e6
     params = sum(p.numel() for p in model.parameters())
     d = m["data"]
@@ -255,7 +258,7 @@ def main() -> None:
         best_step=meta.get("step"),
         epochs_run=len(epochs),
         stability=_stability(records),
-        long_run="\n".join(_long_run(folder, sha256) for folder in args.long_run or LONG_RUNS)
+        long_run="\n".join(_long_run(folder, digests) for folder in args.long_run or LONG_RUNS)
         + "\n"
         + _mm_reference(MM_REFERENCE),
     )

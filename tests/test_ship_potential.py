@@ -48,3 +48,14 @@ def test_shipping_a_run_again_replaces_its_stage():
     joined = ship_potential.join_stages(earlier, ["runs/b", "runs/c"])
     assert joined == [earlier[0], "runs/b", "runs/c"]
     assert ship_potential.join_stages(earlier, ["runs/c"]) == [*earlier, "runs/c"]
+
+
+def test_model_card_takes_records_of_the_file_the_weights_were_shipped_from(tmp_path):
+    """A candidate's stability run names its own file's digest; once shipped (same weights, new
+    metadata, so a new digest) the card must still take it, and still skip other weights."""
+    import write_model_card
+
+    for name, digest in [("shipped", "a" * 64), ("candidate", "b" * 64), ("older", "c" * 64)]:
+        (tmp_path / f"{name}.json").write_text(json.dumps({"weights_sha256": digest}))
+    records = write_model_card.stability_records(str(tmp_path), {"a" * 64, "b" * 64})
+    assert sorted(records) == ["candidate", "shipped"]
