@@ -183,7 +183,8 @@ def main() -> None:
         "--metrics-only",
         action="store_true",
         help="the shipped checkpoint already holds RUN's best weights: rewrite the metrics, subset and "
-        "curve only (the checkpoint file, and so its SHA-256, stays as it is)",
+        "curve only (the checkpoint file, its metadata with weights_from, and so its SHA-256, stay as "
+        "they are)",
     )
     parser.add_argument("--curve", default="docs/training_curve.png")
     parser.add_argument("--labels", default=None, help="comma-separated stage names for the curve")
@@ -191,6 +192,8 @@ def main() -> None:
     torch.set_num_threads(1)
 
     model, meta = load_checkpoint(os.path.join(args.run, "best.pt"))
+    # the digest of RUN/best.pt names the shipped weights only if shipping leaves them as they are
+    as_trained = all(v.dtype == torch.float32 for v in model.state_dict().values() if v.is_floating_point())
     model = model.float()
     structures = [s for path in args.dataset for s in read_structures(path)]
     with open(os.path.join(args.run, "splits.json")) as handle:
@@ -234,9 +237,13 @@ def main() -> None:
     # runs made with RUN/best.pt itself (e.g. a candidate's stability run) used these very weights:
     # the model card accepts their records by this digest as well as the shipped file's
     source = os.path.join(args.run, "best.pt")
+    if as_trained:
+        meta["weights_from"] = {"file": source, "sha256": file_sha256(source)}
+    else:
+        meta.pop("weights_from", None)
+        print(f"{source} is not float32: the shipped weights differ from it, no weights_from recorded")
     meta.update(
         name="e2former-lsr",
-        weights_from={"file": source, "sha256": file_sha256(source)},
         data_summary=result["data"],
         validation_errors=result["val"]["overall"],
         test_errors=result["test"]["overall"],

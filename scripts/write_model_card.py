@@ -45,6 +45,13 @@ def stability_records(folder: str, digests: set[str]) -> dict:
     return dict(sorted(records.items()))
 
 
+def weights_digests(weights: str, meta: dict) -> set[str]:
+    """The digests whose records describe the shipped weights: the shipped file's, and that of the
+    file ``ship_potential.py`` shipped it from (``weights_from``; the same weights, other metadata),
+    so runs made with the candidate file before it was shipped count."""
+    return {file_sha256(weights), (meta.get("weights_from") or {}).get("sha256")} - {None}
+
+
 def _stability(records: dict) -> str:
     lines = []
     for r in records.values():
@@ -216,9 +223,7 @@ def main() -> None:
         config = yaml.safe_load(handle)
     weights = os.path.join(POT, "e2former-lsr.pt")
     model, meta = load_checkpoint(weights)
-    # ship_potential.py records the digest of the file it shipped from: runs made with that file
-    # (a candidate's 20 ps run) used the shipped weights
-    digests = {file_sha256(weights), meta.get("weights_from", {}).get("sha256")} - {None}
+    digests = weights_digests(weights, meta)
     records = stability_records(args.stability, digests)
     size_mb = os.path.getsize(weights) / 1e6
     params = sum(p.numel() for p in model.parameters())
@@ -239,6 +244,8 @@ def main() -> None:
         sizes=d["atoms_per_structure"],
         elements=", ".join(f"{k} {v}" for k, v in d["element_atom_counts"].items()),
         charges=", ".join(f"{k}: {v}" for k, v in d["total_charges"].items()),
+        charge_range=f"{min(map(int, d['total_charges'])):+d} to {max(map(int, d['total_charges'])):+d}",
+        high_charge=sum(n for q, n in d["total_charges"].items() if abs(int(q)) >= 4),
         splits=", ".join(f"{k} {v}" for k, v in d["split_sizes"].items()),
         level=", ".join(d["level_of_theory"]),
         program=", ".join(d["program"]),

@@ -55,7 +55,34 @@ def test_model_card_takes_records_of_the_file_the_weights_were_shipped_from(tmp_
     metadata, so a new digest) the card must still take it, and still skip other weights."""
     import write_model_card
 
-    for name, digest in [("shipped", "a" * 64), ("candidate", "b" * 64), ("older", "c" * 64)]:
-        (tmp_path / f"{name}.json").write_text(json.dumps({"weights_sha256": digest}))
-    records = write_model_card.stability_records(str(tmp_path), {"a" * 64, "b" * 64})
-    assert sorted(records) == ["candidate", "shipped"]
+    from openmmml_e2former.checkpoints import file_sha256, load_checkpoint, save_checkpoint
+
+    candidate = "b" * 64
+    model, _ = load_checkpoint(os.path.join(ROOT, "openmmml_e2former", "potentials", "e2former-lsr.pt"))
+    shipped = tmp_path / "shipped.pt"
+    save_checkpoint(model, str(shipped), {"weights_from": {"file": "runs/x/best.pt", "sha256": candidate}})
+    _, meta = load_checkpoint(str(shipped))
+    digests = write_model_card.weights_digests(str(shipped), meta)
+    assert digests == {file_sha256(str(shipped)), candidate}
+    plain = tmp_path / "plain.pt"
+    save_checkpoint(model, str(plain), {})
+    assert write_model_card.weights_digests(str(plain), {}) == {file_sha256(str(plain))}
+
+    records = tmp_path / "records"
+    records.mkdir()
+    named = [("shipped", file_sha256(str(shipped))), ("candidate", candidate), ("older", "c" * 64)]
+    for name, digest in named:
+        (records / f"{name}.json").write_text(json.dumps({"weights_sha256": digest}))
+    assert sorted(write_model_card.stability_records(str(records), digests)) == ["candidate", "shipped"]
+
+    # the long run's summary, as the committed candidate run wrote it, with the candidate's digest
+    run = tmp_path / "run"
+    run.mkdir()
+    summary_path = os.path.join(ROOT, "stability", "villin-20ps-hcons-al5-run", "stability-summary.json")
+    with open(summary_path) as handle:
+        summary = json.load(handle)
+    summary["weights_sha256"] = candidate
+    (run / "stability-summary.json").write_text(json.dumps(summary))
+    taken = write_model_card._long_run(str(run), digests)
+    assert "steps of 1 fs" in taken and "other weights" not in taken
+    assert "other weights" in write_model_card._long_run(str(run), {file_sha256(str(plain))})
