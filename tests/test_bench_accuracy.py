@@ -54,6 +54,12 @@ def test_quick_run_reports_every_model_family_and_pair(quick_run):
         assert [b["bin"] for b in bins] == [b["bin"] for b in far["bins"]]
         assert all(set(b["missed_fraction"]) == set(b["standard_error"]) == radii for b in bins)
     assert "fraction of the force from beyond" in stdout
+    names = list(accuracy.MODELS)  # every pair of models, paired on the same structures
+    assert len(far["paired_difference"]) == len(names) * (len(names) - 1) // 2
+    for bins in far["paired_difference"].values():
+        assert [b["bin"] for b in bins] == [b["bin"] for b in far["bins"]]
+        assert all(set(b["difference"]) == set(b["standard_error"]) == radii for b in bins)
+    assert "(paired): difference in the share left out beyond" in stdout
     for entry in result["models"].values():  # per-atom error by crowding, small vs large pieces
         table = entry["environments"]
         assert table["training_neighbours"]["max"] >= table["training_neighbours"]["p99"] > 0

@@ -10,6 +10,7 @@ from openmmml_e2former.bench.far_field import (
     fraction_and_error,
     missed_fraction,
     nonbonded_parameters,
+    paired_difference,
     residues_of,
 )
 from openmmml_e2former.data import scaling
@@ -138,3 +139,46 @@ def test_missed_fraction_is_the_share_of_the_far_field_left_in_the_errors():
     assert missed_fraction(far, -far)[:2] == pytest.approx(((far**2).sum(), (far**2).sum()))
     assert fraction_and_error([missed_fraction(np.zeros_like(far), far)] * 2) == (None, None)
     assert fraction_and_error([missed_fraction(far, -far)]) == (None, None)  # one structure: no error
+
+
+def test_paired_difference_cancels_what_two_models_share():
+    """Two models whose errors share a structure-dependent part: each model's own share has a
+    large standard error, their difference (the same far fields, paired) none."""
+    rng = np.random.default_rng(4)
+    fars = [rng.normal(size=(30, 3)) * scale for scale in (1.0, 2.0, 0.5)]
+    # the same error in both models, part of it along each structure's own far field
+    shared = [k * f + rng.normal(size=(30, 3)) for k, f in zip((0.4, -0.3, 0.2), fars, strict=True)]
+    a = [missed_fraction(f, -0.8 * f + n) for f, n in zip(fars, shared, strict=True)]
+    b = [missed_fraction(f, -0.5 * f + n) for f, n in zip(fars, shared, strict=True)]
+    assert fraction_and_error(a)[1] > 0.1 and fraction_and_error(b)[1] > 0.1
+    difference, error = paired_difference(a, b)
+    assert difference == pytest.approx(0.3)
+    assert error == pytest.approx(0.0, abs=1e-12)
+    # structures that leave out 0.3 and 0.1 more of equal far fields: 0.2 +- 0.1 / sqrt(2)
+    c = [missed_fraction(fars[0], -0.3 * fars[0]), missed_fraction(fars[0], -0.1 * fars[0])]
+    zero = [missed_fraction(fars[0], 0 * fars[0])] * 2
+    assert paired_difference(c, zero) == pytest.approx((0.2, 0.1 / np.sqrt(2)))
+    with pytest.raises(ValueError, match="same far fields"):
+        paired_difference(a, b[::-1])
+
+
+def test_paired_difference_bins_by_size():
+    from openmmml_e2former.bench.accuracy import paired_difference_bins
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for atoms in (400, 500, 1500, 1600):
+        far = rng.normal(size=(atoms, 3))
+        gap = 0.2 if atoms < 1000 else 0.05
+        rows.append(
+            {
+                "atoms": atoms,
+                "missed": {
+                    "x": {"10": missed_fraction(far, -(0.5 + gap) * far)},
+                    "y": {"10": missed_fraction(far, -0.5 * far)},
+                },
+            }
+        )
+    bins = paired_difference_bins(rows, "x", "y")
+    assert [b["bin"] for b in bins] == ["321-640", "1281-2560"]
+    assert [b["difference"]["10"] for b in bins] == pytest.approx([0.2, 0.05])

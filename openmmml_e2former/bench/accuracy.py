@@ -554,6 +554,12 @@ def far_field_summary(set_dir: str, evaluated, quick: bool, seed: int, predicted
     }
     if predicted:
         out["missed_fraction"] = {name: missed_fraction_bins(list(rows.values()), name) for name in predicted}
+        names = list(predicted)
+        out["paired_difference"] = {
+            f"{a} - {b}": paired_difference_bins(list(rows.values()), a, b)
+            for i, a in enumerate(names)
+            for b in names[i + 1 :]
+        }
     return out
 
 
@@ -572,6 +578,24 @@ def missed_fraction_bins(rows: list[dict], model: str) -> list[dict]:
         out.append(
             {"bin": label, "structures": len(inside), "missed_fraction": fractions, "standard_error": errors}
         )
+    return out
+
+
+def paired_difference_bins(rows: list[dict], model_a: str, model_b: str) -> list[dict]:
+    """Per size bin and radius: how much more of the oracle's far field ``model_a`` leaves out
+    than ``model_b`` on the same structures, with its paired standard error
+    (:func:`.far_field.paired_difference`; None where the bin has no far field)."""
+    from .far_field import paired_difference
+
+    out = []
+    for label, inside in size_bins(rows):
+        differences, errors = {}, {}
+        for radius in inside[0]["missed"][model_a]:
+            differences[radius], errors[radius] = paired_difference(
+                [r["missed"][model_a][radius] for r in inside], [r["missed"][model_b][radius] for r in inside]
+            )
+        entry = {"bin": label, "structures": len(inside), "difference": differences}
+        out.append({**entry, "standard_error": errors})
     return out
 
 
@@ -627,6 +651,14 @@ def report(result: dict) -> None:
                     if b["missed_fraction"].get(radius) is not None
                 )
                 print(f"    {name}: fraction of the force from beyond {radius} Å left out  {cells}")
+        for pair, bins in (far.get("paired_difference") or {}).items():
+            for radius in ("10", "15"):
+                cells = "  ".join(
+                    f"{b['bin']}: {b['difference'][radius]:+.2f} ± {b['standard_error'][radius]:.2f}"
+                    for b in bins
+                    if b["difference"].get(radius) is not None
+                )
+                print(f"    {pair} (paired): difference in the share left out beyond {radius} Å  {cells}")
     for curve in result["decay_curves"]:
         cells = ", ".join(
             f"{m} {v['mae_beyond_meV']:.1f}"

@@ -135,6 +135,19 @@ def fraction_and_error(terms) -> tuple[float | None, float | None]:
     return beta, float(np.sqrt(((beta * norms - dots) ** 2).sum()) / norms.sum())
 
 
+def paired_difference(terms_a, terms_b) -> tuple[float | None, float | None]:
+    """(fraction a leaves out - fraction b leaves out, its standard error) from two models'
+    :func:`missed_fraction` terms on the same structures. The far field is the same for both,
+    so the difference is one least-squares coefficient over the per-structure differences of
+    the dot products, and its error (over structures, as in :func:`fraction_and_error`) drops
+    what the two models share: smaller than either model's own error when their errors on each
+    structure go together."""
+    pairs = [(tuple(a), tuple(b)) for a, b in zip(terms_a, terms_b, strict=True)]
+    if any(a[1] != b[1] for a, b in pairs):
+        raise ValueError("paired_difference: the two models' terms are not on the same far fields")
+    return fraction_and_error([(a[0] - b[0], a[1]) for a, b in pairs])
+
+
 def far_field_table(
     set_dir: str, structures, radii=RADII, quick: bool = False, seed: int = 0, progress=print, predicted=None
 ) -> dict:
