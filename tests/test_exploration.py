@@ -165,7 +165,11 @@ def test_explorations_start_from_a_relaxed_geometry():
         return context.getState(getEnergy=True).getPotentialEnergy()._value  # kJ/mol
 
     relaxed = minimized(topology, positions)
-    assert energy(positions) > 1000.0 and energy(relaxed) < 0.0
+    # the builder is not deterministic (PDBFixer places atoms at random): starts at ~13,300 and,
+    # rarely, ~13,600 kJ/mol; the relaxed energies are -1.6 to -1.8, and -7.8 or +7.6 from the
+    # rarer start (25 builds, and a fresh clone's failing run, 2026-12-06): strain gone means
+    # three orders of magnitude down, not a sign
+    assert energy(positions) > 1000.0 and abs(energy(relaxed)) < 30.0
     assert broken_bonds(topology, relaxed, positions) == []  # relaxed, not rebuilt
 
 
