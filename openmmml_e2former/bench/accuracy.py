@@ -563,22 +563,29 @@ def far_field_summary(set_dir: str, evaluated, quick: bool, seed: int, predicted
     return out
 
 
+def _far_field_bins(rows: list[dict], model: str, compute):
+    """(label, structures, {radius: value}, {radius: standard error}) per size bin, ``compute``
+    taking a bin's rows and a radius (the radii are those of ``model``'s terms)."""
+    for label, inside in size_bins(rows):
+        values, errors = {}, {}
+        for radius in inside[0]["missed"][model]:
+            values[radius], errors[radius] = compute(inside, radius)
+        yield label, len(inside), values, errors
+
+
 def missed_fraction_bins(rows: list[dict], model: str) -> list[dict]:
     """Per size bin and radius: the fraction of the oracle's far field that ``model`` leaves out
     (:func:`.far_field.missed_fraction`, summed over the bin's structures; None where the bin has
     no far field)."""
     from .far_field import fraction_and_error
 
-    out = []
-    for label, inside in size_bins(rows):
-        fractions, errors = {}, {}
-        for radius in inside[0]["missed"][model]:
-            terms = [r["missed"][model][radius] for r in inside]
-            fractions[radius], errors[radius] = fraction_and_error(terms)
-        out.append(
-            {"bin": label, "structures": len(inside), "missed_fraction": fractions, "standard_error": errors}
-        )
-    return out
+    def compute(inside, radius):
+        return fraction_and_error([r["missed"][model][radius] for r in inside])
+
+    return [
+        {"bin": label, "structures": n, "missed_fraction": values, "standard_error": errors}
+        for label, n, values, errors in _far_field_bins(rows, model, compute)
+    ]
 
 
 def paired_difference_bins(rows: list[dict], model_a: str, model_b: str) -> list[dict]:
@@ -587,16 +594,15 @@ def paired_difference_bins(rows: list[dict], model_a: str, model_b: str) -> list
     (:func:`.far_field.paired_difference`; None where the bin has no far field)."""
     from .far_field import paired_difference
 
-    out = []
-    for label, inside in size_bins(rows):
-        differences, errors = {}, {}
-        for radius in inside[0]["missed"][model_a]:
-            differences[radius], errors[radius] = paired_difference(
-                [r["missed"][model_a][radius] for r in inside], [r["missed"][model_b][radius] for r in inside]
-            )
-        entry = {"bin": label, "structures": len(inside), "difference": differences}
-        out.append({**entry, "standard_error": errors})
-    return out
+    def compute(inside, radius):
+        return paired_difference(
+            [r["missed"][model_a][radius] for r in inside], [r["missed"][model_b][radius] for r in inside]
+        )
+
+    return [
+        {"bin": label, "structures": n, "difference": values, "standard_error": errors}
+        for label, n, values, errors in _far_field_bins(rows, model_a, compute)
+    ]
 
 
 def report(result: dict) -> None:
